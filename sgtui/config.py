@@ -1,0 +1,178 @@
+"""Run configuration: the contract between the CLI, the orchestrator and the runner.
+
+The orchestrator hands each runner its `RunConfig` as one JSON argument; the
+same dict is stored in the session (`run_start.config`), so a session says
+exactly how each run was made. Pure data, no IO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+BACKENDS = ("vllm", "sglang")
+#: How the engine gets out of the trainer's way between rollouts, per backend.
+STRATEGIES: dict[str, tuple[str, ...]] = {
+    "vllm": ("sleep1", "sleep2", "restart", "keep"),
+    "sglang": ("release", "restart", "keep"),
+}
+#: How new weights reach the engine after a train step.
+SYNCS: dict[str, tuple[str, ...]] = {
+    "vllm": ("lora", "restart", "none"),
+    "sglang": ("lora", "disk", "restart", "none"),
+}
+DEFAULT_STRATEGY = {"vllm": "sleep1", "sglang": "release"}
+MODES = ("inference", "training")
+PLACEMENTS = ("shared", "split")
+WORKLOADS = ("synthetic", "jsonl", "multiturn")
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message is one line naming the flag and what was expected."""
+
+
+@dataclass
+class RunConfig:
+    label: str
+    backend: str
+    strategy: str
+    sync: str = "lora"
+    python: str = ""  # interpreter of the backend's venv (runner runs there)
+    model: str = ""  # HF-style model directory (config.json, tokenizer, safetensors)
+    served_model_name: str = "policy"
+    mode: str = "inference"
+    device: str = "cpu"  # cuda | cpu (resolved by the CLI, never "auto" here)
+    num_steps: int = 3
+    num_rollouts: int = 16
+    concurrency: int = 32
+    max_input_tokens: int = 1024
+    max_output_tokens: int = 1024
+    max_model_len: int = 0  # 0: max_input_tokens + max_output_tokens
+    tp: int = 1
+    gpu_memory_utilization: float = 0.7
+    dtype: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8100
+    gpus: list[int] = field(default_factory=list)  # engine devices (CUDA_VISIBLE_DEVICES of the engine)
+    train_gpus: list[int] = field(default_factory=list)  # trainer devices (same as gpus in shared placement)
+    placement: str = "shared"
+    startup_timeout: float = 600.0
+    server_timeout: float = 120.0  # one HTTP control call (sleep, release, load adapter)
+    request_timeout: float = 600.0
+    warmup_requests: int = 4
+    endpoint: str = "completions"  # completions | chat
+    workload: str = "synthetic"
+    dataset: str = ""  # JSONL path for workload=jsonl
+    seed: int = 0
+    temperature: float = 1.0
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    initial_adapter: str = ""  # PEFT adapter dir loaded at step 0 / used by the simulated trainer
+    trainer: str = "simulated"  # simulated | megatron
+    sim_train_seconds: float = 2.0
+    sim_train_mib: int = 0  # memory the simulated trainer holds on the train GPUs
+    learning_rate: float = 1e-4
+    kl_coef: float = 0.0
+    flush_cache: bool = False
+    disable_radix_cache: bool = False
+    scrape_interval: float = 1.0
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = ""  # logs, adapters, trainer files of this run
+
+    def effective_max_model_len(self) -> int:
+        return self.max_model_len or (self.max_input_tokens + self.max_output_tokens)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return orjson.dumps(self.to_dict()).decode()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown run config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "RunConfig":
+        try:
+            d = orjson.loads(text)
+        except orjson.JSONDecodeError as e:
+            raise ConfigError(f"run config is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"run {self.label}: backend {self.backend!r}, expected one of {', '.join(BACKENDS)}")
+        if self.strategy not in STRATEGIES[self.backend]:
+            raise ConfigError(
+                f"run {self.label}: strategy {self.strategy!r} for {self.backend}, expected one of {', '.join(STRATEGIES[self.backend])}"
+            )
+        if self.sync not in SYNCS[self.backend]:
+            raise ConfigError(f"run {self.label}: sync {self.sync!r} for {self.backend}, expected one of {', '.join(SYNCS[self.backend])}")
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode {self.mode!r}: expected inference or training")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"--placement {self.placement!r}: expected shared or split")
+        for name in ("num_steps", "num_rollouts", "concurrency", "max_output_tokens", "tp"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be 1..65535, got {self.port}")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A parsed `--run BACKEND:STRATEGY[+SYNC][@PYTHON]`, e.g. `vllm:sleep2`, `sglang:release+lora`,
+    `vllm:restart@/opt/venvs/vllm-0.9/bin/python` (two versions of one engine)."""
+
+    backend: str
+    strategy: str
+    sync: str
+    python: str = ""
+
+    @property
+    def label(self) -> str:
+        default_sync = "restart" if self.strategy == "restart" else "lora"
+        return f"{self.backend}-{self.strategy}" + ("" if self.sync == default_sync else f"-{self.sync}")
+
+
+def parse_run_spec(text: str) -> RunSpec:
+    """Parse one `--run` value; errors name the flag and the accepted values."""
+    raw = text.strip()
+    python = ""
+    if "@" in raw:
+        raw, python = raw.split("@", 1)
+    backend, _, rest = raw.partition(":")
+    backend = backend.strip().lower()
+    if backend not in BACKENDS:
+        raise ConfigError(f"--run {text!r}: backend {backend!r}, expected one of {', '.join(BACKENDS)} (e.g. vllm:sleep1)")
+    strategy, _, sync = rest.partition("+")
+    strategy = strategy or DEFAULT_STRATEGY[backend]
+    if strategy not in STRATEGIES[backend]:
+        raise ConfigError(f"--run {text!r}: strategy {strategy!r}, {backend} supports {', '.join(STRATEGIES[backend])}")
+    sync = sync or ("restart" if strategy == "restart" else "lora")
+    if sync not in SYNCS[backend]:
+        raise ConfigError(f"--run {text!r}: weight sync {sync!r}, {backend} supports {', '.join(SYNCS[backend])}")
+    return RunSpec(backend=backend, strategy=strategy, sync=sync, python=python)
+
+
+def unique_labels(labels: list[str]) -> list[str]:
+    """Make run labels unique (`vllm-restart`, `vllm-restart-2`) so events can be keyed by label."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        n = seen.get(label, 0) + 1
+        seen[label] = n
+        out.append(label if n == 1 else f"{label}-{n}")
+    return out

@@ -1,0 +1,225 @@
+"""Session files: write (append, one flushed line per event) and read (tolerant).
+
+A session file is the only link between a run and everything shown about it
+later (replay, reports, `sgtui attach` after an SSH drop), so the writer
+favours durability (one `os.write` per line, no user-space buffer: a crash
+loses at most the line being written) and the reader favours recovery
+(a truncated tail or a bad line never hides the rest of the file).
+No Textual here: the UI gets state snapshots built from what this reads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from sgtui import __version__
+from sgtui.events import SCHEMA, Event, EventError, SchemaTooNew, SessionHeader, decode, encode
+
+_SECRET_NAME = re.compile(r"(token|secret|passw(or)?d|api[_-]?key|credential|auth)", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
+def redact(obj: Any) -> Any:
+    """Drop values whose key names look like secrets (HF_TOKEN, OPENAI_API_KEY, ...), recursively.
+
+    Session files get shared (PR comments, bug reports); env and flags copied
+    into a header must never carry credentials.
+    """
+    if isinstance(obj, dict):
+        return {k: (REDACTED if isinstance(k, str) and _SECRET_NAME.search(k) and v else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        out = []
+        hide_next = False
+        for item in obj:
+            if hide_next:
+                out.append(REDACTED)
+                hide_next = False
+                continue
+            if isinstance(item, str) and item.startswith("--") and _SECRET_NAME.search(item):
+                if "=" in item:
+                    item = item.split("=", 1)[0] + "=" + REDACTED
+                else:
+                    hide_next = True
+            elif isinstance(item, str) and "=" in item and _SECRET_NAME.search(item.split("=", 1)[0]):
+                item = item.split("=", 1)[0] + "=" + REDACTED
+            out.append(redact(item))
+        return out
+    return obj
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:80] or "session"
+
+
+def new_session_path(directory: Path | str, labels: Iterable[str], now: float | None = None) -> Path:
+    """`<dir>/<UTC time>-<labels>.jsonl`; never the name of an existing file."""
+    directory = Path(directory)
+    stamp = datetime.fromtimestamp(now if now is not None else time.time(), tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base = f"{stamp}-{_slug('_vs_'.join(labels))}"
+    path = directory / f"{base}.jsonl"
+    n = 2
+    while path.exists():
+        path = directory / f"{base}-{n}.jsonl"
+        n += 1
+    return path
+
+
+def make_header(argv: list[str], config: dict[str, Any], session_id: str = "", now: float | None = None) -> SessionHeader:
+    t = now if now is not None else time.time()
+    return SessionHeader(
+        t=t,
+        schema=SCHEMA,
+        id=session_id or os.urandom(6).hex(),
+        created=datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds"),
+        host=socket.gethostname(),
+        argv=redact(list(argv)),
+        config=redact(config),
+        sgtui_version=__version__,
+        pid=os.getpid(),
+    )
+
+
+class SessionWriter:
+    """Append-only writer. The file is created exclusively (never overwrites) with mode 0600."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        self.count = 0
+
+    def write(self, event: Event) -> None:
+        self.write_raw(encode(event))
+
+    def write_raw(self, line: bytes) -> None:
+        """Write one already-encoded line (newline included). Raises OSError (disk full, ...) to the caller."""
+        if self._fd is None:
+            raise ValueError(f"session {self.path} is closed")
+        view = memoryview(line)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.count += 1
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "SessionWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class ReadResult:
+    """What a tolerant read gives back: the events that decoded and what was wrong with the rest."""
+
+    path: Path
+    header: SessionHeader | None
+    events: list[Event]
+    problems: list[str] = field(default_factory=list)  # one line each, "file:line: why"
+    truncated_tail: bool = False
+
+
+class SessionReadError(Exception):
+    """A session that cannot be read at all (missing, not a session, newer schema)."""
+
+
+def decode_lines(data: bytes, path: Path, first_lineno: int = 1) -> tuple[list[Event], list[str]]:
+    """Decode complete lines (data must end at a line break or be whole); bad lines become problems."""
+    events: list[Event] = []
+    problems: list[str] = []
+    append = events.append
+    for lineno, raw in enumerate(data.split(b"\n"), first_lineno):
+        if not raw.strip():
+            continue
+        try:
+            append(decode(raw, lineno))
+        except SchemaTooNew as e:
+            raise SessionReadError(f"{path}:{lineno}: {e.message}") from None
+        except EventError as e:
+            problems.append(f"{path}:{lineno}: {e.message}")
+    return events, problems
+
+
+def read_session(path: Path | str) -> ReadResult:
+    """Read a whole session, possibly still being written.
+
+    A last line without a newline is a write in progress (or a crash mid-line):
+    it is ignored with a single warning. Other bad lines are reported by number
+    and skipped; the rest loads.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SessionReadError(f"{path}: no such session file") from None
+    except OSError as e:
+        raise SessionReadError(f"{path}: cannot read ({e.strerror})") from None
+    truncated = False
+    complete_end = data.rfind(b"\n") + 1
+    tail = data[complete_end:]
+    if tail.strip():
+        truncated = True
+    events, problems = decode_lines(data[:complete_end], path)
+    if truncated:
+        nlines = data.count(b"\n", 0, complete_end) + 1
+        problems.append(f"{path}:{nlines}: last line is incomplete (session still being written or cut off); ignored")
+    header = events[0] if events and isinstance(events[0], SessionHeader) else None
+    if header is None and events:
+        raise SessionReadError(f"{path}: not an sgtui session (first event is {events[0].kind!r}, expected 'session')")
+    if header is None and problems and not truncated:
+        raise SessionReadError(f"{path}: not an sgtui session ({problems[0].split(': ', 1)[1]})")
+    return ReadResult(path=path, header=header, events=events, problems=problems, truncated_tail=truncated)
+
+
+class SessionTail:
+    """Follow a session that another process is writing.
+
+    Keeps a byte offset and only decodes complete lines; a partial last line
+    waits for its newline. Growth is detected by size, not by re-reading.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.offset = 0
+        self.lineno = 1
+        self.problems: list[str] = []
+
+    def poll(self) -> list[Event]:
+        """New complete events since the last poll (possibly none)."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size < self.offset:  # replaced/truncated: start over
+            self.offset, self.lineno = 0, 1
+        if size == self.offset:
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read(size - self.offset)
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            return []
+        chunk = data[:end]
+        events, problems = decode_lines(chunk[:-1], self.path, self.lineno)
+        self.problems.extend(problems)
+        self.offset += end
+        self.lineno += chunk.count(b"\n")
+        return events
+
