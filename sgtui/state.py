@@ -1,0 +1,612 @@
+"""Fold events into per-run, per-step state; derive every number shown anywhere.
+
+`SessionState.apply(event)` is the only way state changes: the live dashboard
+feeds it events as the orchestrator reads them, replay feeds it a file, and
+both therefore show the same numbers. `apply` only appends and indexes (it
+runs for every event of a million-event replay); aggregates are computed on
+demand by pure functions (`calculate_metrics`, `step_summary`,
+`run_summary`, `memory_summary`) and cached per run until the run changes.
+
+Request metrics follow `vllm bench serve` exactly (benchmarks/serve.py,
+`calculate_metrics`): failed requests count only as errors; TTFT, TPOT and
+E2E are per successful request; ITL is pooled over every chunk gap of every
+successful request; TPOT = (latency - ttft) / (output_tokens - 1) for
+requests with more than one output token; throughput divides by the rollout
+wall time (the `rollout` phase), and percentiles are numpy's linear ones.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from sgtui import stats
+from sgtui.events import (
+    STEP_PHASES,
+    EngineGauges,
+    Error,
+    Event,
+    GpuSample,
+    Log,
+    Phase,
+    Proc,
+    Request,
+    RunEnd,
+    RunStart,
+    SessionHeader,
+    Train,
+)
+
+PERCENTILES = (50.0, 90.0, 99.0)
+#: Phases whose time is "transition overhead": the cost of getting the engine
+#: out of the trainer's way and back with new weights.
+TRANSITION_PHASES = ("offload", "reload", "weight_sync")
+LOG_LINES_KEPT = 2000
+
+
+@dataclass(slots=True)
+class PhaseSpan:
+    run: str
+    step: int
+    name: str
+    start: float
+    end: float | None = None
+    ok: bool = True
+    detail: str = ""
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.end is None else self.end - self.start
+
+    def duration_at(self, now: float) -> float:
+        """Duration so far for a running phase (the live timeline grows it)."""
+        return (self.end if self.end is not None else now) - self.start
+
+
+@dataclass
+class StepState:
+    step: int
+    phases: dict[str, PhaseSpan] = field(default_factory=dict)  # last span of each name
+    requests: list[Request] = field(default_factory=list)
+    train: Train | None = None
+    engine_gauges: int = 0
+
+
+@dataclass
+class Series:
+    """A time series kept as two parallel lists (cheap appends, bisect by time)."""
+
+    t: list[float] = field(default_factory=list)
+    v: list[float] = field(default_factory=list)
+
+    def append(self, t: float, v: float) -> None:
+        self.t.append(t)
+        self.v.append(v)
+
+    def window(self, start: float, end: float) -> list[float]:
+        lo = bisect.bisect_left(self.t, start)
+        hi = bisect.bisect_right(self.t, end)
+        return self.v[lo:hi]
+
+    def at_or_after(self, t: float, limit: float | None = None) -> float | None:
+        i = bisect.bisect_left(self.t, t)
+        if i < len(self.t) and (limit is None or self.t[i] <= limit):
+            return self.v[i]
+        return None
+
+    def before(self, t: float) -> float | None:
+        """Last value sampled at or before t."""
+        i = bisect.bisect_right(self.t, t)
+        return self.v[i - 1] if i > 0 else None
+
+
+@dataclass
+class DeviceSeries:
+    index: int
+    name: str = ""
+    total_mib: float = 0.0
+    used: Series = field(default_factory=Series)
+    util: Series = field(default_factory=Series)
+
+
+@dataclass
+class GpuState:
+    devices: dict[int, DeviceSeries] = field(default_factory=dict)
+    processes: list[dict] = field(default_factory=list)  # latest sample's processes
+    error: str = ""  # e.g. "no NVIDIA driver"
+    samples: int = 0
+
+
+@dataclass
+class RunState:
+    label: str
+    info: RunStart | None = None
+    status: str = "running"  # running | ok | failed | cancelled
+    steps: dict[int, StepState] = field(default_factory=dict)
+    timeline: list[PhaseSpan] = field(default_factory=list)  # every span, in start order
+    open_phases: dict[tuple[int, str], PhaseSpan] = field(default_factory=dict)
+    errors: list[Error] = field(default_factory=list)
+    logs: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES_KEPT))
+    log_count: int = 0
+    engine: dict[str, Series] = field(default_factory=dict)
+    procs: dict[int, Proc] = field(default_factory=dict)  # pgid -> last Proc event
+    end: RunEnd | None = None
+    first_t: float | None = None
+    last_t: float = 0.0
+    version: int = 0  # bumped on every change: cache key for derived numbers and UI redraws
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def step_state(self, step: int) -> StepState:
+        s = self.steps.get(step)
+        if s is None:
+            s = self.steps[step] = StepState(step)
+        return s
+
+    @property
+    def current_phase(self) -> PhaseSpan | None:
+        return self.timeline[-1] if self.timeline and self.timeline[-1].end is None else None
+
+    @property
+    def rl_steps(self) -> list[int]:
+        return sorted(s for s in self.steps if s > 0)
+
+
+class SessionState:
+    """Everything known about one session, folded from its events in order."""
+
+    def __init__(self, source: str = "") -> None:
+        self.source = source  # file path or "live"
+        self.header: SessionHeader | None = None
+        self.runs: dict[str, RunState] = {}
+        self.gpu = GpuState()
+        self.events = 0
+        self.last_t = 0.0
+        self.orphans = 0  # events for a run never started (kept, counted)
+        self._dispatch = {
+            "session": self._on_session,
+            "run_start": self._on_run_start,
+            "phase": self._on_phase,
+            "request": self._on_request,
+            "gpu": self._on_gpu,
+            "engine": self._on_engine,
+            "train": self._on_train,
+            "log": self._on_log,
+            "error": self._on_error,
+            "proc": self._on_proc,
+            "run_end": self._on_run_end,
+        }
+
+    # -- folding -----------------------------------------------------------------
+    def apply(self, event: Event) -> None:
+        self.events += 1
+        if event.t > self.last_t:
+            self.last_t = event.t
+        self._dispatch[event.kind](event)
+
+    def apply_all(self, events: Iterable[Event]) -> "SessionState":
+        apply = self.apply
+        for e in events:
+            apply(e)
+        return self
+
+    def run(self, label: str) -> RunState:
+        r = self.runs.get(label)
+        if r is None:
+            r = self.runs[label] = RunState(label)
+        return r
+
+    def _touch(self, run: RunState, t: float) -> None:
+        run.version += 1
+        if run.first_t is None:
+            run.first_t = t
+        if t > run.last_t:
+            run.last_t = t
+
+    def _on_session(self, e: SessionHeader) -> None:
+        if self.header is None:
+            self.header = e
+
+    def _on_run_start(self, e: RunStart) -> None:
+        r = self.run(e.run)
+        r.info = e
+        self._touch(r, e.t)
+
+    def _on_phase(self, e: Phase) -> None:
+        r = self.run(e.run)
+        self._touch(r, e.t)
+        key = (e.step, e.name)
+        if e.edge == "start":
+            span = PhaseSpan(e.run, e.step, e.name, e.t, detail=e.detail)
+            r.open_phases[key] = span
+            r.timeline.append(span)
+            r.step_state(e.step).phases[e.name] = span
+        else:
+            span = r.open_phases.pop(key, None)
+            if span is None:  # end without start (file cut at the front): zero-length span
+                span = PhaseSpan(e.run, e.step, e.name, e.t)
+                r.timeline.append(span)
+                r.step_state(e.step).phases[e.name] = span
+            span.end = e.t
+            span.ok = e.ok
+            if e.detail:
+                span.detail = e.detail
+
+    def _on_request(self, e: Request) -> None:
+        r = self.run(e.run)
+        self._touch(r, e.t)
+        r.step_state(e.step).requests.append(e)
+
+    def _on_gpu(self, e: GpuSample) -> None:
+        g = self.gpu
+        g.samples += 1
+        if e.error:
+            g.error = e.error
+            return
+        g.error = ""
+        t = e.t
+        for d in e.devices:
+            idx = d.get("index", 0)
+            dev = g.devices.get(idx)
+            if dev is None:
+                dev = g.devices[idx] = DeviceSeries(idx, d.get("name", ""), d.get("total_mib") or 0.0)
+            used = d.get("used_mib")
+            if used is not None:
+                dev.used.append(t, used)
+            util = d.get("util")
+            if util is not None:
+                dev.util.append(t, util)
+        g.processes = e.processes
+
+    def _on_engine(self, e: EngineGauges) -> None:
+        r = self.run(e.run)
+        self._touch(r, e.t)
+        r.step_state(e.step).engine_gauges += 1
+        for name, value in e.gauges.items():
+            if isinstance(value, (int, float)):
+                s = r.engine.get(name)
+                if s is None:
+                    s = r.engine[name] = Series()
+                s.append(e.t, value)
+
+    def _on_train(self, e: Train) -> None:
+        r = self.run(e.run)
+        self._touch(r, e.t)
+        r.step_state(e.step).train = e
+
+    def _on_log(self, e: Log) -> None:
+        if not e.run:
+            return
+        r = self.run(e.run)
+        r.logs.append(e)
+        r.log_count += 1
+        r.version += 1
+
+    def _on_error(self, e: Error) -> None:
+        r = self.run(e.run or "session")
+        self._touch(r, e.t)
+        r.errors.append(e)
+
+    def _on_proc(self, e: Proc) -> None:
+        r = self.run(e.run)
+        self._touch(r, e.t)
+        r.procs[e.pgid] = e
+
+    def _on_run_end(self, e: RunEnd) -> None:
+        r = self.run(e.run)
+        self._touch(r, e.t)
+        r.end = e
+        r.status = e.status
+        for span in r.open_phases.values():  # phases the run never closed end with it
+            span.end = e.t
+            span.ok = False
+        r.open_phases.clear()
+
+    # -- derived ---------------------------------------------------------------------
+    def summary(self, label: str) -> "RunSummary":
+        return run_summary(self.runs[label], self.gpu)
+
+
+# ---- request metrics (vllm bench serve definitions) ------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestMetrics:
+    """Flat metrics over a set of requests, named like `vllm bench serve`'s result JSON."""
+
+    completed: int = 0
+    errors: int = 0
+    total_input_tokens: int = 0
+    total_output_tokens: int = 0
+    duration_s: float = 0.0
+    request_throughput: float = 0.0
+    output_throughput: float = 0.0
+    total_token_throughput: float = 0.0
+    mean_ttft_ms: float = 0.0
+    median_ttft_ms: float = 0.0
+    std_ttft_ms: float = 0.0
+    p50_ttft_ms: float = 0.0
+    p90_ttft_ms: float = 0.0
+    p99_ttft_ms: float = 0.0
+    mean_tpot_ms: float = 0.0
+    median_tpot_ms: float = 0.0
+    std_tpot_ms: float = 0.0
+    p50_tpot_ms: float = 0.0
+    p90_tpot_ms: float = 0.0
+    p99_tpot_ms: float = 0.0
+    mean_itl_ms: float = 0.0
+    median_itl_ms: float = 0.0
+    std_itl_ms: float = 0.0
+    p50_itl_ms: float = 0.0
+    p90_itl_ms: float = 0.0
+    p99_itl_ms: float = 0.0
+    mean_e2el_ms: float = 0.0
+    median_e2el_ms: float = 0.0
+    std_e2el_ms: float = 0.0
+    p50_e2el_ms: float = 0.0
+    p90_e2el_ms: float = 0.0
+    p99_e2el_ms: float = 0.0
+
+
+def _dist(prefix: str, xs_s: list[float]) -> dict[str, float]:
+    ms = [x * 1000.0 for x in xs_s]
+    s = sorted(ms)
+    p50, p90, p99 = (stats.percentile(s, q, presorted=True) for q in PERCENTILES)
+    return {
+        f"mean_{prefix}_ms": stats.mean(ms),
+        f"median_{prefix}_ms": p50,
+        f"std_{prefix}_ms": stats.stdev(ms),
+        f"p50_{prefix}_ms": p50,
+        f"p90_{prefix}_ms": p90,
+        f"p99_{prefix}_ms": p99,
+    }
+
+
+def calculate_metrics(requests: Iterable[Request], duration_s: float) -> RequestMetrics:
+    """One pure function from request records to metrics, as vLLM's benchmark does it."""
+    ttfts: list[float] = []
+    tpots: list[float] = []
+    itls: list[float] = []
+    e2els: list[float] = []
+    completed = errors = total_in = total_out = 0
+    for r in requests:
+        if r.error:
+            errors += 1
+            continue
+        completed += 1
+        total_in += r.prompt_tokens
+        total_out += r.output_tokens
+        ttfts.append(r.ttft)
+        e2els.append(r.latency)
+        itls.extend(r.itl)
+        if r.output_tokens > 1:
+            tpots.append((r.latency - r.ttft) / (r.output_tokens - 1))
+    dur = duration_s if duration_s > 0 else 0.0
+    return RequestMetrics(
+        completed=completed,
+        errors=errors,
+        total_input_tokens=total_in,
+        total_output_tokens=total_out,
+        duration_s=dur,
+        request_throughput=completed / dur if dur else 0.0,
+        output_throughput=total_out / dur if dur else 0.0,
+        total_token_throughput=(total_in + total_out) / dur if dur else 0.0,
+        **_dist("ttft", ttfts),
+        **_dist("tpot", tpots),
+        **_dist("itl", itls),
+        **_dist("e2el", e2els),
+    )
+
+
+# ---- per step / per run ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    step: int
+    metrics: RequestMetrics
+    phases: dict[str, float]  # finished phase durations, seconds
+    failed_phases: tuple[str, ...]
+    transition_s: float | None  # offload + reload + weight_sync (None until any of them ran)
+    train_s: float | None
+    total_s: float | None  # wall clock from the step's first phase start to its last phase end
+    complete: bool  # every step phase that started has ended
+    loss: float | None = None
+    train_tokens: int = 0
+
+
+def rollout_duration(step: StepState) -> float:
+    """Rollout wall time; falls back to first send..last finish when the phase is missing or open."""
+    span = step.phases.get("rollout")
+    if span is not None and span.end is not None:
+        return span.end - span.start
+    if step.requests:
+        return max(r.t for r in step.requests) - min(r.start for r in step.requests)
+    return 0.0
+
+
+def step_summary(step: StepState) -> StepSummary:
+    phases: dict[str, float] = {}
+    failed = []
+    starts, ends = [], []
+    complete = True
+    for name, span in step.phases.items():
+        starts.append(span.start)
+        if span.end is None:
+            complete = False
+            continue
+        ends.append(span.end)
+        phases[name] = span.end - span.start
+        if not span.ok:
+            failed.append(name)
+    transition = [phases[p] for p in TRANSITION_PHASES if p in phases]
+    # A `restart` phase stands in for offload+reload when a strategy restarts in one go.
+    if "restart" in phases and not any(p in phases for p in ("offload", "reload")):
+        transition.append(phases["restart"])
+    total = (max(ends) - min(starts)) if (ends and complete and starts) else None
+    return StepSummary(
+        step=step.step,
+        metrics=calculate_metrics(step.requests, rollout_duration(step)),
+        phases=phases,
+        failed_phases=tuple(failed),
+        transition_s=sum(transition) if transition else None,
+        train_s=phases.get("train"),
+        total_s=total,
+        complete=complete,
+        loss=step.train.loss if step.train else None,
+        train_tokens=step.train.tokens if step.train else 0,
+    )
+
+
+@dataclass(frozen=True)
+class MemoryStep:
+    step: int
+    before_offload_mib: float | None  # engine devices' used memory just before offload
+    after_offload_mib: float | None  # first sample after offload ended
+    freed_mib: float | None
+    held_mib: float | None  # still used after offload, above the idle floor before the run
+    train_floor_mib: float | None  # lowest used memory during train
+    train_peak_mib: float | None
+
+
+@dataclass(frozen=True)
+class MemorySummary:
+    measured: bool  # False: no GPU samples (CPU machine or NVML unavailable)
+    reason: str  # why not measured, shown instead of zeros
+    devices: tuple[int, ...]
+    idle_floor_mib: float | None  # used before the run started
+    peak_mib: float | None
+    steps: tuple[MemoryStep, ...]
+    mean_freed_mib: float | None
+    mean_held_mib: float | None
+
+
+def _sum_devices(devs: list[DeviceSeries], pick) -> float | None:
+    vals = [pick(d.used) for d in devs]
+    if any(v is None for v in vals) or not vals:
+        return None
+    return float(sum(vals))  # type: ignore[arg-type]
+
+
+def memory_summary(run: RunState, gpu: GpuState) -> MemorySummary:
+    """Memory freed at offload and still held, per step, from the sampled series (not per-step snapshots)."""
+    if not gpu.devices:
+        reason = gpu.error or "no GPU samples"
+        if run.info is not None and run.info.device == "cpu":
+            reason = "not measurable on CPU"
+        return MemorySummary(False, reason, (), None, None, (), None, None)
+    wanted = tuple(run.info.gpus) if run.info and run.info.gpus else tuple(sorted(gpu.devices))
+    devs = [gpu.devices[i] for i in wanted if i in gpu.devices]
+    if not devs:
+        return MemorySummary(False, f"no samples for GPUs {list(wanted)}", wanted, None, None, (), None, None)
+    start = run.first_t or 0.0
+    end = run.end.t if run.end else run.last_t
+    idle = _sum_devices(devs, lambda s: s.before(start))
+    peaks = [max(d.used.window(start, end), default=None) for d in devs]
+    peak = float(sum(p for p in peaks if p is not None)) if any(p is not None for p in peaks) else None
+    mem_steps = []
+    for n in run.rl_steps:
+        st = run.steps[n]
+        off = st.phases.get("offload") or st.phases.get("restart")
+        train = st.phases.get("train")
+        before = after = freed = held = floor = tpeak = None
+        if off is not None and off.end is not None:
+            before = _sum_devices(devs, lambda s: s.before(off.start))
+            limit = train.end if train is not None and train.end is not None else None
+            after = _sum_devices(devs, lambda s: s.at_or_after(off.end, limit))
+            if before is not None and after is not None:
+                freed = before - after
+            if after is not None and idle is not None:
+                held = after - idle
+        if train is not None and train.end is not None:
+            per_dev = [d.used.window(train.start, train.end) for d in devs]
+            if all(per_dev):
+                floor = float(sum(min(v) for v in per_dev))
+                tpeak = float(sum(max(v) for v in per_dev))
+        mem_steps.append(MemoryStep(n, before, after, freed, held, floor, tpeak))
+    freed_vals = [m.freed_mib for m in mem_steps if m.freed_mib is not None]
+    held_vals = [m.held_mib for m in mem_steps if m.held_mib is not None]
+    return MemorySummary(
+        True,
+        "",
+        wanted,
+        idle,
+        peak,
+        tuple(mem_steps),
+        stats.mean(freed_vals) if freed_vals else None,
+        stats.mean(held_vals) if held_vals else None,
+    )
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    label: str
+    backend: str
+    strategy: str
+    status: str
+    steps: tuple[StepSummary, ...]  # RL steps only (1..N), in order
+    metrics: RequestMetrics  # pooled over every RL step's requests, duration = summed rollout time
+    startup_s: float | None
+    warmup_s: float | None
+    phase_means: dict[str, float]  # mean duration per phase over completed steps
+    phase_samples: dict[str, tuple[float, ...]]  # per-step values: the noise the verdict uses
+    memory: MemorySummary
+    errors: tuple[Error, ...]
+
+    @property
+    def completed_steps(self) -> tuple[StepSummary, ...]:
+        return tuple(s for s in self.steps if s.complete and s.total_s is not None)
+
+
+def run_summary(run: RunState, gpu: GpuState) -> RunSummary:
+    """Everything the table, the reports and the verdict show about one run. Cached by run version."""
+    key = (run.version, gpu.samples)
+    cached = run._cache.get("summary")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    steps = tuple(step_summary(run.steps[n]) for n in run.rl_steps)
+    all_requests = [r for n in run.rl_steps for r in run.steps[n].requests]
+    rollout_total = sum(rollout_duration(run.steps[n]) for n in run.rl_steps)
+    samples: dict[str, list[float]] = {}
+    for s in steps:
+        if not s.complete:
+            continue
+        for name in STEP_PHASES + ("restart",):
+            if name in s.phases:
+                samples.setdefault(name, []).append(s.phases[name])
+        if s.transition_s is not None:
+            samples.setdefault("transition", []).append(s.transition_s)
+        if s.total_s is not None:
+            samples.setdefault("step_total", []).append(s.total_s)
+        if s.metrics.output_throughput:
+            samples.setdefault("output_throughput", []).append(s.metrics.output_throughput)
+        if s.metrics.completed:
+            samples.setdefault("mean_ttft_ms", []).append(s.metrics.mean_ttft_ms)
+            samples.setdefault("mean_itl_ms", []).append(s.metrics.mean_itl_ms)
+            samples.setdefault("mean_tpot_ms", []).append(s.metrics.mean_tpot_ms)
+            samples.setdefault("p99_e2el_ms", []).append(s.metrics.p99_e2el_ms)
+    step0 = run.steps.get(0)
+    startup = step0.phases.get("startup") if step0 else None
+    warmup = step0.phases.get("warmup") if step0 else None
+    info = run.info
+    summary = RunSummary(
+        label=run.label,
+        backend=info.backend if info else "",
+        strategy=info.strategy if info else "",
+        status=run.status,
+        steps=steps,
+        metrics=calculate_metrics(all_requests, rollout_total),
+        startup_s=startup.duration if startup else None,
+        warmup_s=warmup.duration if warmup else None,
+        phase_means={k: stats.mean(v) for k, v in samples.items()},
+        phase_samples={k: tuple(v) for k, v in samples.items()},
+        memory=memory_summary(run, gpu),
+        errors=tuple(run.errors),
+    )
+    run._cache["summary"] = (key, summary)
+    return summary
+
+
+def load_state(events: Iterable[Event], source: str = "") -> SessionState:
+    return SessionState(source).apply_all(events)
