@@ -67,6 +67,7 @@ class RunConfig:
     workload: str = "synthetic"
     dataset: str = ""  # JSONL path for workload=jsonl
     seed: int = 0
+    group_size: int = 4  # GRPO: rollouts per prompt (num_rollouts = prompts x group_size)
     temperature: float = 1.0
     lora_rank: int = 8
     lora_alpha: int = 16

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up everything sgtui needs on this machine; idempotent and fast when already done.
+#   .venv/                         sgtui itself (core: textual, rich, typer, httpx, orjson, nvidia-ml-py) + dev tools
+#   ~/.cache/sgtui/venvs/...       one venv per engine (they pin different torch versions)
+#   ~/.cache/sgtui/models/...      the tiny built-in model (CPU machines)
+# Heavy parts are cached outside the checkout, keyed by version, so a fresh clone reuses them.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+cd "$root"
+
+py="${PYTHON:-python3}"
+stamp=".venv/.sgtui-setup-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: creating .venv (sgtui + dev tools)" >&2
+  "$py" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
+
+if [ "${SGTUI_SKIP_ENGINES:-0}" = "1" ]; then
+  exit 0
+fi
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  bash "$here/gpu.sh"
+else
+  bash "$here/vllm_cpu.sh"
+  bash "$here/sglang_cpu.sh"
+  bash "$here/tiny_model.sh"
+fi

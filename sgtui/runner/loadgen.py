@@ -1,0 +1,183 @@
+"""Streaming load generator: the rollouts of one RL step, measured like `vllm bench serve`.
+
+One coroutine per request, at most `concurrency` in flight (a fixed set of
+slot workers pulling from a queue, so each request knows its slot for the
+trace view). The request function never raises: every failure is an
+`error` string on its record.
+
+A client that is itself the bottleneck would falsify the comparison, so the
+per-chunk path is minimal: lines are scanned for `"text":"`/`"content":"`
+to tell text chunks from empty ones and only timestamps are taken; chunk
+JSON is decoded after the request ends (for the completion text the trainer
+needs, the served model name and the usage counts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import httpx
+import orjson
+
+from sgtui.events import Event, Request
+from sgtui.runner.workload import Prompt
+
+
+@dataclass
+class RequestOutcome:
+    prompt: Prompt
+    text: str = ""
+    error: str = ""
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    served_model: str = ""
+    ttft: float = 0.0
+    latency: float = 0.0
+    itl: list[float] = field(default_factory=list)
+    start: float = 0.0
+    slot: int = 0
+
+
+def make_client(concurrency: int, read_timeout: float = 600.0) -> httpx.AsyncClient:
+    """One pooled keep-alive client for the whole run, sized for the concurrency."""
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(10.0, read=read_timeout))
+
+
+def request_body(endpoint: str, model: str, prompt: Prompt, max_tokens: int, temperature: float, seed: int) -> dict:
+    body: dict = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "seed": seed,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": True,  # vLLM and SGLang extra field: equal output lengths on both engines
+    }
+    if endpoint == "chat":
+        body["messages"] = prompt.messages or [{"role": "user", "content": prompt.text}]
+    else:
+        body["prompt"] = prompt.text if prompt.text else _flatten(prompt.messages)
+    return body
+
+
+def _flatten(messages: list[dict]) -> str:
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
+
+
+_TEXT_MARKERS = (b'"text":"', b'"content":"')
+
+
+async def send_request(client: httpx.AsyncClient, url: str, body: dict, outcome: RequestOutcome) -> RequestOutcome:
+    """Stream one request; fills `outcome` in place and never raises."""
+    chunks: list[bytes] = []
+    ttft = 0.0
+    itl = outcome.itl
+    outcome.start = time.time()
+    st = time.perf_counter()
+    most_recent = st
+    try:
+        async with client.stream("POST", url, json=body) as resp:
+            if resp.status_code != 200:
+                text = (await resp.aread()).decode("utf-8", "replace")
+                outcome.error = f"HTTP {resp.status_code}: {text[:300]}"
+                outcome.latency = time.perf_counter() - st
+                return outcome
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                raw = data.encode()
+                chunks.append(raw)
+                if _carries_text(raw):
+                    now = time.perf_counter()
+                    if ttft == 0.0:
+                        ttft = now - st
+                        outcome.ttft = ttft
+                    else:
+                        itl.append(now - most_recent)
+                    most_recent = now
+        outcome.latency = time.perf_counter() - st
+    except Exception as e:  # noqa: BLE001 - the request function never raises
+        outcome.error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        outcome.latency = time.perf_counter() - st
+        return outcome
+    _finish(outcome, chunks)
+    return outcome
+
+
+def _carries_text(raw: bytes) -> bool:
+    for marker in _TEXT_MARKERS:
+        i = raw.find(marker)
+        if i >= 0 and raw[i + len(marker): i + len(marker) + 1] != b'"':
+            return True
+    return False
+
+
+def _finish(outcome: RequestOutcome, chunks: list[bytes]) -> None:
+    """Decode chunks after the fact: text for the trainer, model name, usage counts."""
+    pieces: list[str] = []
+    for raw in chunks:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            outcome.error = outcome.error or f"malformed chunk: {raw[:80]!r}"
+            continue
+        if not outcome.served_model:
+            outcome.served_model = obj.get("model") or ""
+        for choice in obj.get("choices") or ():
+            piece = choice.get("text")
+            if piece is None:
+                piece = (choice.get("delta") or {}).get("content")
+            if piece:
+                pieces.append(piece)
+        usage = obj.get("usage")
+        if usage:
+            outcome.prompt_tokens = usage.get("prompt_tokens") or 0
+            outcome.output_tokens = usage.get("completion_tokens") or 0
+        if obj.get("object") == "error" or "error" in obj and not obj.get("choices"):
+            outcome.error = str(obj.get("message") or obj.get("error"))[:300]
+    outcome.text = "".join(pieces)
+    if not outcome.error and outcome.ttft == 0.0:
+        outcome.error = "no text received"
+
+
+async def run_batch(client: httpx.AsyncClient, base_url: str, endpoint: str, model: str, prompts: list[Prompt], *,
+                    concurrency: int, max_tokens: int, temperature: float, seed: int, run: str, step: int,
+                    emit: Callable[[Event], None] | None) -> list[RequestOutcome]:
+    """Send every prompt with at most `concurrency` in flight; one `request` event each (unless emit is None)."""
+    url = base_url.rstrip("/") + ("/v1/chat/completions" if endpoint == "chat" else "/v1/completions")
+    outcomes = [RequestOutcome(prompt=p) for p in prompts]
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(prompts)):
+        queue.put_nowait(i)
+
+    async def slot_worker(slot: int) -> None:
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            o = outcomes[i]
+            o.slot = slot
+            body = request_body(endpoint, model, prompts[i], max_tokens, temperature, seed + prompts[i].seed_offset)
+            await send_request(client, url, body, o)
+            if emit is not None:
+                emit(Request(t=time.time(), run=run, step=step, start=o.start, ttft=o.ttft, latency=o.latency,
+                             itl=o.itl, prompt_tokens=o.prompt_tokens, output_tokens=o.output_tokens,
+                             error=o.error, slot=slot, model=model, served_model=o.served_model))
+
+    await asyncio.gather(*(slot_worker(s) for s in range(min(concurrency, len(prompts)))))
+    return outcomes
+
+
+async def warmup(client: httpx.AsyncClient, base_url: str, endpoint: str, model: str, prompts: list[Prompt], *,
+                 concurrency: int, max_tokens: int, seed: int) -> list[RequestOutcome]:
+    """A batch that is not counted (no events): first-request compilation and caches stay out of step 1."""
+    return await run_batch(client, base_url, endpoint, model, prompts, concurrency=concurrency,
+                           max_tokens=max_tokens, temperature=0.0, seed=seed, run="", step=0, emit=None)

@@ -1,0 +1,167 @@
+"""Process groups for engine servers and trainers: spawn, stop, port checks, log tails.
+
+Every child runs in its own process group (a new session), so it can be
+stopped with everything it spawned (vLLM's engine core, SGLang's scheduler
+and detokenizer, torchrun's ranks) by one signal to the group, and never
+by matching names of processes that may belong to someone else.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+#: Environment markers put into every child so preflight can recognise servers
+#: an earlier sgtui run left behind (and never touch anything else).
+MARKER_RUN = "SGTUI_RUN"
+MARKER_OWNER = "SGTUI_OWNER_PID"
+
+
+@dataclass
+class Child:
+    """A child process group with its log file."""
+
+    role: str
+    proc: subprocess.Popen
+    log_path: Path
+    argv: list[str]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def pgid(self) -> int:
+        return self.proc.pid  # start_new_session: the child leads its own group
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, n: int = 40) -> list[str]:
+        return log_tail(self.log_path, n)
+
+
+def spawn(role: str, argv: list[str], log_path: Path, env: Mapping[str, str] | None = None,
+          cwd: str | None = None, run_label: str = "") -> Child:
+    """Start argv in a new session (own process group), stdout+stderr appended to log_path."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ if env is None else env)
+    full_env[MARKER_RUN] = run_label or full_env.get(MARKER_RUN, "")
+    full_env[MARKER_OWNER] = str(os.getpid())
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    return Child(role=role, proc=proc, log_path=log_path, argv=list(argv))
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_group(pgid: int, grace: float = 10.0, proc: subprocess.Popen | None = None) -> bool:
+    """SIGTERM the group, wait up to `grace`, then SIGKILL. Returns True if SIGKILL was needed."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        _reap(proc)
+        return False
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(proc)
+        if not group_alive(pgid):
+            return False
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and group_alive(pgid):
+        _reap(proc)
+        time.sleep(0.05)
+    _reap(proc)
+    return True
+
+
+def _reap(proc: subprocess.Popen | None) -> None:
+    if proc is not None:
+        try:
+            proc.poll()
+        except Exception:  # noqa: BLE001 - reaping is best effort
+            pass
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_port_free(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_free(port, host):
+            return True
+        time.sleep(0.1)
+    return port_free(port, host)
+
+
+def log_tail(path: Path, n: int = 40, max_bytes: int = 65536) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    return list(deque(lines, maxlen=n))
+
+
+class LogFollower:
+    """Reads lines appended to a log file since the last call (for `log` events)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self._partial = b""
+
+    def read_new(self, max_bytes: int = 1 << 20) -> list[str]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(max_bytes)
+        except OSError:
+            return []
+        if not data:
+            return []
+        self.offset += len(data)
+        data = self._partial + data
+        end = data.rfind(b"\n") + 1
+        self._partial = data[end:]
+        return data[:end].decode("utf-8", "replace").splitlines()
