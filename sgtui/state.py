@@ -163,7 +163,7 @@ class SessionState:
         self.gpu = GpuState()
         self.events = 0
         self.last_t = 0.0
-        self.orphans = 0  # events for a run never started (kept, counted)
+        self.problems: list[str] = []  # reader warnings (bad lines, truncated tail), shown with reports
         self._dispatch = {
             "session": self._on_session,
             "run_start": self._on_run_start,

@@ -1,0 +1,100 @@
+"""Exports of one or more sessions: txt (80-column report), md, json, csv, trace.
+
+API:
+    load_sessions(paths) -> list[SessionState]          tolerant read of each file (problems kept)
+    combined(states) -> Combined                        runs of every session side by side, unique labels
+    render(fmt, states) -> str                          fmt in FORMATS
+    write_exports(states, base, formats) -> list[Path]  base.txt, base.json, ... next to the session
+
+Every number comes from `sgtui.state` and `sgtui.verdict`, so a report of a
+replayed session equals what the live run showed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sgtui.session import read_session
+from sgtui.state import GpuState, RunState, RunSummary, SessionState, run_summary
+from sgtui.verdict import Verdict, verdict
+
+FORMATS = ("txt", "md", "json", "csv", "trace")
+EXTENSIONS = {"txt": ".txt", "md": ".md", "json": ".json", "csv": ".csv", "trace": ".trace.json"}
+
+
+@dataclass
+class Combined:
+    """Runs of one or several sessions, labelled uniquely (session stem prefixed on collisions)."""
+
+    runs: list[tuple[str, RunState, GpuState, SessionState]]  # (label, run, its session's GPU state, session)
+    summaries: list[RunSummary]
+    verdict: Verdict
+    sources: list[str]
+    problems: list[str]
+
+
+def load_sessions(paths: list[str | Path]) -> list[SessionState]:
+    states = []
+    for p in paths:
+        res = read_session(p)
+        st = SessionState(str(p)).apply_all(res.events)
+        st.problems = res.problems
+        states.append(st)
+    return states
+
+
+def combined(states: list[SessionState]) -> Combined:
+    seen: dict[str, int] = {}
+    for st in states:
+        for label in st.runs:
+            seen[label] = seen.get(label, 0) + 1
+    runs = []
+    summaries = []
+    for st in states:
+        stem = Path(st.source).stem if st.source else "live"
+        for label, run in st.runs.items():
+            if label == "session" and run.info is None:
+                continue
+            shown = label if seen[label] == 1 or len(states) == 1 else f"{stem}:{label}"
+            runs.append((shown, run, st.gpu, st))
+            s = run_summary(run, st.gpu)
+            if shown != label:
+                s = RunSummary(**{**s.__dict__, "label": shown})
+            summaries.append(s)
+    problems = [p for st in states for p in st.problems]
+    return Combined(runs, summaries, verdict(summaries), [st.source for st in states], problems)
+
+
+def render(fmt: str, states: list[SessionState]) -> str:
+    comb = combined(states)
+    if fmt == "txt":
+        from sgtui.export.text import render_text
+
+        return render_text(comb)
+    if fmt == "md":
+        from sgtui.export.markdown import render_markdown
+
+        return render_markdown(comb)
+    if fmt == "json":
+        from sgtui.export.jsonout import render_json
+
+        return render_json(comb)
+    if fmt == "csv":
+        from sgtui.export.csvout import render_csv
+
+        return render_csv(comb)
+    if fmt == "trace":
+        from sgtui.export.trace import render_trace
+
+        return render_trace(comb)
+    raise ValueError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def write_exports(states: list[SessionState], base: Path, formats: list[str]) -> list[Path]:
+    out = []
+    for fmt in formats:
+        path = base.with_name(base.name + EXTENSIONS[fmt])
+        path.write_text(render(fmt, states))
+        out.append(path)
+    return out

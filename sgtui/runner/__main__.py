@@ -116,7 +116,7 @@ class Runner:
             if cfg.sync in ("lora",) and cfg.initial_adapter:
                 async with self.phase("weight_sync", 0) as p:
                     p["detail"] = "initial adapter: " + await self.engine.sync_weights(cfg.initial_adapter, 0)
-                    await self.verify_adapter(client, prompts[0])
+                await self.verify_adapter(client, prompts[0])
             for step in range(1, cfg.num_steps + 1):
                 self.step = step
                 outcomes = await self.rollout(client, prompts, step)
@@ -134,10 +134,10 @@ class Runner:
                 async with self.phase("weight_sync", step) as p:
                     if adapter:
                         p["detail"] = await self.engine.sync_weights(adapter, step)
-                        if cfg.sync in ("lora", "restart"):
-                            await self.verify_adapter(client, prompts[0])
                     else:
                         p["detail"] = "no adapter produced: nothing to sync"
+                if adapter and cfg.sync in ("lora", "restart"):
+                    await self.verify_adapter(client, prompts[0])  # outside the timed phase
             self.step = 0
             async with self.phase("shutdown", 0):
                 await self.engine.stop()

@@ -1,0 +1,303 @@
+"""The `sgtui` command: run a session (default), report, replay, ls, stop.
+
+Every error a user can cause (a bad flag, a missing venv, a broken session
+file) is one line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from sgtui import __version__
+from sgtui.config import ConfigError, RunConfig, parse_run_spec, unique_labels
+from sgtui.session import SessionReadError, new_session_path
+
+CACHE = Path(os.environ.get("SGTUI_CACHE", str(Path.home() / ".cache" / "sgtui")))
+TINY_MODEL = CACHE / "models" / "tiny-llama-v1"
+CPU_VENVS = {"vllm": CACHE / "venvs" / "vllm-cpu-0.32.0", "sglang": CACHE / "venvs" / "sglang-cpu-0.5.23"}
+GPU_VENVS = {"vllm": CACHE / "venvs" / "vllm", "sglang": CACHE / "venvs" / "sglang"}
+GPU_DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"
+#: Small limits that keep the CPU default quick on a 2-core machine.
+CPU_DEFAULTS = {"num_steps": 2, "num_rollouts": 8, "concurrency": 8, "max_input_tokens": 128, "max_output_tokens": 64}
+GPU_DEFAULTS = {"num_steps": 3, "num_rollouts": 16, "concurrency": 32, "max_input_tokens": 1024, "max_output_tokens": 1024}
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=False,
+                  help="Benchmark RL post-training backends (SGLang vs vLLM, each with Megatron-core) live.")
+
+
+class UserError(Exception):
+    """One-line error for the user; exit code 2."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"sgtui: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def has_gpu() -> bool:
+    from sgtui import gpu
+
+    return bool(gpu.list_devices())
+
+
+def default_python(backend: str, on_gpu: bool) -> str:
+    venv = (GPU_VENVS if on_gpu else CPU_VENVS)[backend]
+    return str(venv / "bin" / "python")
+
+
+def ensure_tiny_model(python: str) -> Path:
+    """Build the built-in tiny model on first use (seconds) with an engine venv's python."""
+    if (TINY_MODEL / "sgtui-tinymodel.json").is_file():
+        return TINY_MODEL
+    import subprocess
+
+    from sgtui.orchestrator import REPO_ROOT
+
+    typer.echo(f"sgtui: building the tiny built-in model in {TINY_MODEL} ...", err=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    r = subprocess.run([python, "-m", "sgtui.runner.tinymodel", "--out", str(TINY_MODEL)], env=env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["?"])[-1]
+        raise UserError(f"could not build the tiny model with {python}: {last}")
+    return TINY_MODEL
+
+
+def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, on_gpu: bool, overrides: dict,
+               vllm_python: str | None, sglang_python: str | None, vllm_port: int, sglang_port: int,
+               output: Path, gpus: list[int], train_gpus: list[int], placement: str) -> list[RunConfig]:
+    specs = [parse_run_spec(r) for r in run] if run else [parse_run_spec(b) for b in backends.split(",") if b.strip()]
+    if not specs:
+        raise ConfigError("--backends/--run: no run given (e.g. --backends vllm,sglang)")
+    pythons = {"vllm": vllm_python, "sglang": sglang_python}
+    for spec in specs:
+        py = spec.python or pythons[spec.backend] or default_python(spec.backend, on_gpu)
+        if not Path(py).exists():
+            flag = f"--{spec.backend}-python"
+            raise ConfigError(f"{flag}: {py} not found; run `bash setup/setup.sh` or pass {flag} PATH")
+    if model is None:
+        if on_gpu:
+            model = GPU_DEFAULT_MODEL
+        else:
+            first = specs[0]
+            model = str(ensure_tiny_model(first.python or pythons[first.backend] or default_python(first.backend, False)))
+    elif not Path(model).exists() and "/" in model and on_gpu is False:
+        raise ConfigError(f"--model {model}: no such directory (this machine cannot download models)")
+    elif Path(model).is_dir() and not (Path(model) / "config.json").is_file():
+        raise ConfigError(f"--model {model}: no config.json in that directory")
+    initial = Path(model) / "adapters" / "initial"
+    labels = unique_labels([s.label for s in specs])
+    runs = []
+    for spec, label in zip(specs, labels):
+        cfg = RunConfig(
+            label=label, backend=spec.backend, strategy=spec.strategy, sync=spec.sync,
+            python=spec.python or pythons[spec.backend] or default_python(spec.backend, on_gpu),
+            model=model, mode=mode, device="cuda" if on_gpu else "cpu",
+            port=vllm_port if spec.backend == "vllm" else sglang_port,
+            gpus=list(gpus), train_gpus=list(train_gpus or gpus), placement=placement,
+            initial_adapter=str(initial) if initial.is_dir() else "",
+            **overrides,
+        )
+        cfg.validate()
+        runs.append(cfg)
+    return runs
+
+
+@app.callback(invoke_without_command=True)
+def main_command(
+    ctx: typer.Context,
+    backends: str = typer.Option("vllm,sglang", help="Backends to compare, each with its default strategy."),
+    run: Optional[List[str]] = typer.Option(None, "--run", help="BACKEND:STRATEGY[+SYNC][@PYTHON], repeatable "
+                                            "(vllm: sleep1 sleep2 restart keep; sglang: release restart keep)."),
+    mode: str = typer.Option("inference", help="inference (simulated trainer) or training (megatron-core)."),
+    model: Optional[str] = typer.Option(None, help="Model directory (default: tiny built-in on CPU, Qwen2.5-7B on GPU)."),
+    num_steps: Optional[int] = typer.Option(None, help="RL steps per run [3; CPU 2]."),
+    num_rollouts: Optional[int] = typer.Option(None, help="Rollouts per step [16; CPU 8]."),
+    concurrency: Optional[int] = typer.Option(None, help="Requests in flight [32; CPU 8]."),
+    max_input_tokens: Optional[int] = typer.Option(None, help="Prompt length [1024; CPU 128]."),
+    max_output_tokens: Optional[int] = typer.Option(None, help="Output tokens per rollout [1024; CPU 64]."),
+    tp: int = typer.Option(1, help="Tensor parallel size."),
+    gpu_memory_utilization: float = typer.Option(0.7, help="vLLM --gpu-memory-utilization / SGLang mem fraction."),
+    vllm_port: int = typer.Option(8100),
+    sglang_port: int = typer.Option(8200),
+    vllm_python: Optional[str] = typer.Option(None, help="Python of the vLLM venv."),
+    sglang_python: Optional[str] = typer.Option(None, help="Python of the SGLang venv."),
+    placement: str = typer.Option("shared", help="shared (engine offloads for the trainer) or split."),
+    gpus: str = typer.Option("", help="Engine GPUs, e.g. 0,1 (default: NVML auto)."),
+    train_gpus: str = typer.Option("", help="Trainer GPUs in split placement."),
+    workload: str = typer.Option("synthetic", help="synthetic | jsonl | multiturn"),
+    dataset: str = typer.Option("", help="JSONL prompts for --workload jsonl."),
+    trainer: str = typer.Option("simulated", help="simulated | megatron (training mode)."),
+    sim_train_seconds: float = typer.Option(2.0, help="Simulated trainer: seconds per step."),
+    sim_train_mib: int = typer.Option(0, help="Simulated trainer: MiB held on the train GPUs."),
+    seed: int = typer.Option(0),
+    host: str = typer.Option("127.0.0.1", help="Engine bind address."),
+    startup_timeout: float = typer.Option(600.0, help="Seconds for an engine to become healthy."),
+    output: Path = typer.Option(Path("sessions"), "--output", "-o", help="Sessions directory."),
+    export: str = typer.Option("txt,json", help="Reports written next to the session at the end."),
+    no_ui: bool = typer.Option(False, "--no-ui", help="Headless: progress on stderr, report on stdout."),
+    skip_preflight: bool = typer.Option(False, "--skip-preflight"),
+    version: bool = typer.Option(False, "--version"),
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is not None:
+        return
+    on_gpu = has_gpu()
+    defaults = GPU_DEFAULTS if on_gpu else CPU_DEFAULTS
+    given = {"num_steps": num_steps, "num_rollouts": num_rollouts, "concurrency": concurrency,
+             "max_input_tokens": max_input_tokens, "max_output_tokens": max_output_tokens}
+    overrides = {k: (v if v is not None else defaults[k]) for k, v in given.items()}
+    overrides.update(tp=tp, gpu_memory_utilization=gpu_memory_utilization, workload=workload, dataset=dataset,
+                     trainer=trainer, sim_train_seconds=sim_train_seconds, sim_train_mib=sim_train_mib, seed=seed,
+                     host=host, startup_timeout=startup_timeout)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"sgtui: warning: --host {host}: engines listen beyond this machine and vLLM's dev-mode "
+                   "endpoints (/sleep, /collective_rpc) become reachable by anyone who can reach it", err=True)
+    if export:
+        from sgtui.export import FORMATS
+
+        for f in export.split(","):
+            if f and f not in FORMATS:
+                fail(f"--export {f!r}: expected a comma list of {', '.join(FORMATS)}")
+    try:
+        gpu_list = [int(x) for x in gpus.split(",") if x.strip()]
+        train_list = [int(x) for x in train_gpus.split(",") if x.strip()]
+    except ValueError:
+        fail("--gpus/--train-gpus: expected comma-separated device indices, e.g. 0,1")
+    if on_gpu and not gpu_list:
+        gpu_list = list(range(tp))
+    try:
+        runs = build_runs(backends=backends, run=run or [], mode=mode, model=model, on_gpu=on_gpu,
+                          overrides=overrides, vllm_python=vllm_python, sglang_python=sglang_python,
+                          vllm_port=vllm_port, sglang_port=sglang_port, output=output, gpus=gpu_list,
+                          train_gpus=train_list, placement=placement)
+    except (ConfigError, UserError) as e:
+        fail(str(e))
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / f".sgtui-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        fail(f"--output {output}: sessions directory not writable ({e.strerror or e})")
+    if not skip_preflight:
+        from sgtui import preflight
+
+        problems = [c for c in preflight.run_checks(runs, output) if not c.ok]
+        if problems:
+            for c in problems:
+                typer.echo(f"sgtui: preflight: {c.name}: {c.message}" + (f" -> {c.fix}" if c.fix else ""), err=True)
+            raise typer.Exit(2)
+    headless = no_ui or not (sys.stdin.isatty() and sys.stdout.isatty())
+    session_path = new_session_path(output, [r.label for r in runs])
+    if not headless:
+        try:
+            from sgtui.tui.app import run_live  # noqa: F401
+        except ImportError:
+            headless = True
+    if headless:
+        from sgtui.headless import run_headless
+
+        code = run_headless(runs, session_path, [f for f in export.split(",") if f])
+        raise typer.Exit(code)
+    from sgtui.tui.app import run_live
+
+    raise typer.Exit(run_live(runs, session_path, [f for f in export.split(",") if f]))
+
+
+@app.command()
+def report(
+    sessions: List[Path] = typer.Argument(..., help="Session files (.jsonl)."),
+    format: str = typer.Option("txt", "--format", "-f", help="txt | md | json | csv | trace"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write here instead of stdout."),
+) -> None:
+    """Print or write a report of one or more sessions (runs side by side)."""
+    from sgtui.export import FORMATS, load_sessions, render
+
+    if format not in FORMATS:
+        fail(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
+    try:
+        states = load_sessions(list(sessions))
+    except SessionReadError as e:
+        fail(str(e))
+    for st in states:
+        for p in st.problems:
+            typer.echo(f"sgtui: warning: {p}", err=True)
+    text = render(format, states)
+    if out:
+        out.write_text(text)
+        typer.echo(f"wrote {out}", err=True)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def replay(
+    sessions: List[Path] = typer.Argument(..., help="Session files to replay side by side."),
+    follow: bool = typer.Option(False, "--follow", help="Keep reading a session that is still being written."),
+    no_ui: bool = typer.Option(False, "--no-ui", help="Print the report instead of opening the UI."),
+) -> None:
+    """Replay saved sessions (interactive on a terminal; the report otherwise)."""
+    from sgtui.export import load_sessions, render
+
+    try:
+        states = load_sessions(list(sessions))
+    except SessionReadError as e:
+        fail(str(e))
+    if not no_ui and sys.stdin.isatty() and sys.stdout.isatty():
+        try:
+            from sgtui.tui.app import run_replay
+        except ImportError:
+            run_replay = None
+        if run_replay is not None:
+            raise typer.Exit(run_replay([str(p) for p in sessions], follow=follow))
+    for st in states:
+        for p in st.problems:
+            typer.echo(f"sgtui: warning: {p}", err=True)
+    sys.stdout.write(render("txt", states))
+
+
+@app.command("ls")
+def ls_command(directory: Path = typer.Argument(Path("sessions"))) -> None:
+    """List sessions: status (running with pid / ok / failed / cancelled / dead), runs, verdict."""
+    from sgtui.sessions_index import describe
+
+    if not directory.is_dir():
+        fail(f"{directory}: no such sessions directory")
+    for path in sorted(directory.glob("*.jsonl")):
+        typer.echo(describe(path))
+
+
+@app.command()
+def stop(session: Path = typer.Argument(..., help="Session of a running (detached) sgtui.")) -> None:
+    """Ask the sgtui process writing SESSION to cancel cleanly (SIGTERM to that process only)."""
+    from sgtui.sessions_index import session_owner
+
+    try:
+        pid = session_owner(session)
+    except SessionReadError as e:
+        fail(str(e))
+    if pid is None:
+        fail(f"{session}: no live sgtui process owns this session")
+    os.kill(pid, signal.SIGTERM)
+    typer.echo(f"sent SIGTERM to sgtui pid {pid}", err=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("sgtui: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""NVML sampling of the whole host, apart from any UI (nvitop's `api` split).
+
+NVML is initialised once, lazily. No driver is a normal situation (laptops,
+CI, CPU boxes): it becomes one `gpu` event with `error` set and the sampler
+stops; everything else keeps working. A query a device does not support
+becomes None, never an exception.
+
+The sampler runs in its own thread on a schedule that does not drift
+(next += interval): per device used/total MiB and utilization, and per
+process memory mapped to the run that owns the process (through its
+process group: the runner's, or one the runner announced with a `proc` event).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sgtui.events import GpuSample
+
+_MIB = 1024 * 1024
+_lock = threading.Lock()
+_state: dict[str, Any] = {"init": None, "error": ""}
+
+
+def _nvml():
+    """The pynvml module, initialised once; None (and the reason in _state) without a driver."""
+    with _lock:
+        if _state["init"] is None:
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                _state["init"] = pynvml
+            except Exception as e:  # noqa: BLE001 - NVMLError_LibraryNotFound, DriverNotLoaded, ImportError
+                name = type(e).__name__
+                _state["init"] = False
+                _state["error"] = "no NVIDIA driver" if "LibraryNotFound" in name or "Driver" in name or isinstance(
+                    e, ImportError) else f"NVML unavailable: {e}"
+        return _state["init"] or None
+
+
+def nvml_error() -> str:
+    _nvml()
+    return _state["error"]
+
+
+def _safe(fn: Callable, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception:  # noqa: BLE001 - unsupported query -> N/A
+        return None
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    index: int
+    name: str
+    total_mib: float
+    free_mib: float
+
+
+def list_devices() -> list[DeviceInfo]:
+    nv = _nvml()
+    if nv is None:
+        return []
+    out = []
+    for i in range(nv.nvmlDeviceGetCount()):
+        h = nv.nvmlDeviceGetHandleByIndex(i)
+        mem = _safe(nv.nvmlDeviceGetMemoryInfo, h)
+        name = _safe(nv.nvmlDeviceGetName, h) or ""
+        out.append(DeviceInfo(i, name.decode() if isinstance(name, bytes) else name,
+                              mem.total / _MIB if mem else 0.0, mem.free / _MIB if mem else 0.0))
+    return out
+
+
+def sample(owner_of: Callable[[int], str] = lambda pid: "") -> GpuSample:
+    """One sample of every device and its compute processes."""
+    t = time.time()
+    nv = _nvml()
+    if nv is None:
+        return GpuSample(t=t, error=_state["error"])
+    devices, processes = [], []
+    for i in range(nv.nvmlDeviceGetCount()):
+        h = nv.nvmlDeviceGetHandleByIndex(i)
+        mem = _safe(nv.nvmlDeviceGetMemoryInfo, h)
+        util = _safe(nv.nvmlDeviceGetUtilizationRates, h)
+        name = _safe(nv.nvmlDeviceGetName, h) or ""
+        devices.append({
+            "index": i,
+            "name": name.decode() if isinstance(name, bytes) else name,
+            "used_mib": round(mem.used / _MIB, 1) if mem else None,
+            "total_mib": round(mem.total / _MIB, 1) if mem else None,
+            "util": util.gpu if util else None,
+        })
+        for p in _safe(nv.nvmlDeviceGetComputeRunningProcesses, h) or []:
+            used = getattr(p, "usedGpuMemory", None)
+            processes.append({"pid": p.pid, "device": i, "used_mib": round(used / _MIB, 1) if used else None,
+                              "run": owner_of(p.pid) or "other"})
+    return GpuSample(t=t, devices=devices, processes=processes)
+
+
+class GpuSampler(threading.Thread):
+    """Samples every `interval` seconds until stopped; hands each sample to `sink` (thread-safe sink)."""
+
+    def __init__(self, sink: Callable[[GpuSample], None], interval: float = 0.2,
+                 owner_of: Callable[[int], str] = lambda pid: "",
+                 sampler: Callable[[Callable[[int], str]], GpuSample] = sample,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] | None = None) -> None:
+        super().__init__(name="sgtui-gpu-sampler", daemon=True)
+        self.sink, self.interval, self.owner_of = sink, interval, owner_of
+        self._sample, self._clock = sampler, clock
+        self._stop_event = threading.Event()
+        self._sleep = sleep or (lambda s: self._stop_event.wait(s))
+        self.samples = 0
+
+    def run(self) -> None:
+        next_t = self._clock()
+        while not self._stop_event.is_set():
+            s = self._sample(self.owner_of)
+            self.sink(s)
+            self.samples += 1
+            if s.error:
+                return  # no driver: said once, nothing more to sample
+            next_t += self.interval
+            delay = next_t - self._clock()
+            if delay < 0:  # fell behind (suspended?): skip missed ticks, keep the phase of the schedule
+                next_t += (-delay // self.interval + 1) * self.interval
+                delay = next_t - self._clock()
+            self._sleep(delay)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+def pgid_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None

@@ -1,0 +1,138 @@
+"""Compare runs metric by metric with noise bands, and name a winner only when the data supports it.
+
+The noise is the per-step variation of each run: every metric is compared
+with a Welch t-interval of the difference of per-step means. A difference
+whose 95% interval contains zero is reported as "within noise", never as a
+win. The overall verdict is the lowest mean total step time (what an RL
+user pays for), explained by the per-phase differences that make it up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sgtui import stats
+from sgtui.state import RunSummary
+
+#: (key in RunSummary.phase_samples, label, higher is better, unit)
+METRICS: tuple[tuple[str, str, bool, str], ...] = (
+    ("step_total", "Total step time", False, "s"),
+    ("rollout", "Rollout", False, "s"),
+    ("offload", "Offload", False, "s"),
+    ("train", "Train", False, "s"),
+    ("reload", "Reload", False, "s"),
+    ("weight_sync", "Weight sync", False, "s"),
+    ("transition", "Transition overhead", False, "s"),
+    ("output_throughput", "Output throughput", True, "tok/s"),
+    ("mean_ttft_ms", "Mean TTFT", False, "ms"),
+    ("mean_itl_ms", "Mean ITL", False, "ms"),
+    ("mean_tpot_ms", "Mean TPOT", False, "ms"),
+    ("p99_e2el_ms", "P99 E2E latency", False, "ms"),
+)
+BREAKDOWN_PHASES = ("rollout", "offload", "train", "reload", "weight_sync", "restart")
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    means: dict[str, float | None]  # run label -> mean (None: no data)
+    best: str | None  # run with the best mean
+    diffs_pct: dict[str, float]  # other run -> % worse than best (positive = worse)
+    bands_pct: dict[str, tuple[float, float]]  # other run -> 95% interval of that % difference
+    significant: dict[str, bool]  # other run -> difference outside the noise
+    winner: str | None  # best run, when it beats every other run outside the noise
+    note: str  # "within noise", "1 step: no noise estimate", ...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ranked: tuple[str, ...]  # runs with complete steps, fastest mean step first
+    unranked: dict[str, str]  # run -> why it is not ranked (failed, no complete step)
+    winner: str | None
+    headline: str  # one line: WINNER ... or "no clear winner: ..."
+    confidence: str
+    rows: tuple[MetricRow, ...]
+    breakdown: tuple[tuple[str, float], ...]  # (phase, seconds per step the runner-up loses there)
+    runner_up: str | None
+
+
+def _compare_row(key: str, label: str, hib: bool, unit: str, runs: list[RunSummary]) -> MetricRow:
+    samples = {r.label: list(r.phase_samples.get(key, ())) for r in runs}
+    means = {k: (stats.mean(v) if v else None) for k, v in samples.items()}
+    have = [k for k, v in means.items() if v is not None]
+    if not have:
+        return MetricRow(key, label, unit, hib, means, None, {}, {}, {}, None, "no data")
+    best = (max if hib else min)(have, key=lambda k: means[k])  # type: ignore[arg-type, return-value]
+    diffs, bands, sig = {}, {}, {}
+    noise_known = True
+    for other in have:
+        if other == best:
+            continue
+        c = stats.welch(samples[best], samples[other])
+        sign = -1.0 if hib else 1.0  # positive % = other is worse
+        lo, hi = sorted((sign * c.pct(c.ci_low), sign * c.pct(c.ci_high)))
+        diffs[other] = sign * c.pct(c.diff)
+        bands[other] = (lo, hi)
+        sig[other] = c.significant
+        noise_known &= c.noise_known
+    winner = best if len(have) > 1 and sig and all(sig.values()) else None
+    if len(have) < 2:
+        note = "only one run has data"
+    elif not noise_known:
+        note = "1 step: no noise estimate"
+    elif winner:
+        note = f"{best} better outside noise"
+    elif any(sig.values()):
+        note = f"{best} best; some differences within noise"
+    else:
+        note = "within noise"
+    return MetricRow(key, label, unit, hib, means, best, diffs, bands, sig, winner, note)
+
+
+def verdict(summaries: list[RunSummary]) -> Verdict:
+    unranked: dict[str, str] = {}
+    usable = []
+    for s in summaries:
+        if s.status == "failed":
+            unranked[s.label] = "failed" + (f" ({s.errors[-1].category})" if s.errors else "")
+        elif not s.phase_samples.get("step_total"):
+            unranked[s.label] = "no complete step"
+        else:
+            usable.append(s)
+    rows = tuple(_compare_row(k, lbl, hib, unit, usable) for k, lbl, hib, unit in METRICS)
+    ranked = tuple(sorted((s.label for s in usable), key=lambda lbl: next(
+        stats.mean(s.phase_samples["step_total"]) for s in usable if s.label == lbl)))
+    step = rows[0]
+    runner_up = ranked[1] if len(ranked) > 1 else None
+    breakdown: list[tuple[str, float]] = []
+    if len(ranked) >= 2:
+        a = next(s for s in usable if s.label == ranked[0])
+        b = next(s for s in usable if s.label == ranked[1])
+        for phase in BREAKDOWN_PHASES:
+            ma, mb = a.phase_means.get(phase), b.phase_means.get(phase)
+            if ma is not None or mb is not None:
+                breakdown.append((phase, (mb or 0.0) - (ma or 0.0)))
+        breakdown.sort(key=lambda x: -abs(x[1]))
+    if len(ranked) < 2:
+        winner = None
+        headline = "no verdict: fewer than two runs completed a step"
+        confidence = ""
+    elif step.winner:
+        winner = step.winner
+        lo, hi = step.bands_pct[runner_up]  # type: ignore[index]
+        mw, mr = step.means[winner], step.means[runner_up]  # type: ignore[index]
+        headline = (f"WINNER: {winner}: {mw:.2f}s per step vs {mr:.2f}s for {runner_up} "
+                    f"({mr / mw:.2f}x faster)" if mw else f"WINNER: {winner}")
+        confidence = f"{runner_up} takes {lo:.1f}% to {hi:.1f}% longer per step (95% interval, excludes 0)"
+    else:
+        winner = None
+        headline = f"no clear winner: {ranked[0]} is fastest but {step.note}"
+        if runner_up in step.bands_pct:
+            lo, hi = step.bands_pct[runner_up]
+            confidence = f"95% interval of the difference vs {runner_up}: {lo:.1f}% to {hi:.1f}% (includes 0)"
+        else:
+            confidence = step.note
+    return Verdict(ranked, unranked, winner, headline, confidence, rows, tuple(breakdown), runner_up)
