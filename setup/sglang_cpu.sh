@@ -25,8 +25,11 @@ pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
   pydantic python-multipart requests scipy "sentencepiece==0.2.1" setproctitle tiktoken tqdm \
   einops interegular "llguidance>=1.7.6,<2" ninja numpy packaging regex xxhash zstandard watchfiles \
   "python-dateutil<3" distro easydict blobfile "mistral_common>=1.11.5" "apache-tvm-ffi==0.1.11" \
-  "outlines==0.1.11" nvidia-ml-py pyyaml \
+  "outlines==0.1.11" nvidia-ml-py pyyaml dill \
   httpx
+# SGLang imports torchvision at module level; the PyPI build is CUDA-only, so it goes in without its deps
+# and setup/cpu_compat/sitecustomize.py defines the two op schemas it needs to import beside torch+cpu.
+"${pip[@]}" --no-deps "torchvision==0.28.0"
 # sgtui's runner needs nothing more (httpx, orjson). Trainer (megatron-core) deps, when present:
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [ -f "$here/requirements-trainer.txt" ]; then "${pip[@]}" -r "$here/requirements-trainer.txt"; fi

@@ -169,18 +169,30 @@ class Runner:
         return outcomes
 
     async def verify_adapter(self, client, prompt: workload.Prompt) -> None:
-        """The adapter a run loads must be the one that answers: check the model name the server reports."""
+        """The adapter a run loads must be the one that answers.
+
+        Two checks, outside any timed phase: the model name the server reports, and a greedy completion
+        that must differ from the base model's (an engine that silently serves the base model for a
+        wrong adapter name, as SGLang does for a bare name, fails the second).
+        """
         want = self.engine.request_model()
-        outs = await loadgen.run_batch(client, self.engine.base_url, self.cfg.endpoint, want, [prompt],
-                                       concurrency=1, max_tokens=2, temperature=0.0, seed=self.cfg.seed,
-                                       run="", step=0, emit=None)
-        o = outs[0]
-        if o.error:
-            raise EngineError("REQUEST", f"request with adapter {want!r} failed: {o.error}", self.engine.tail())
+        base = self.cfg.served_model_name
+        names = [want, base] if want != base else [want]
+        outs = []
+        for name in names:
+            o = (await loadgen.run_batch(client, self.engine.base_url, self.cfg.endpoint, name, [prompt],
+                                         concurrency=1, max_tokens=8, temperature=0.0, seed=self.cfg.seed,
+                                         run="", step=0, emit=None))[0]
+            if o.error:
+                raise EngineError("REQUEST", f"request with model {name!r} failed: {o.error}", self.engine.tail())
+            outs.append(o)
         check = getattr(self.engine, "served_model_matches", None)
-        ok = check(want, o.served_model) if check else o.served_model == want
-        if not ok:
-            raise EngineError("OTHER", f"asked for adapter {want!r} but {o.served_model!r} answered", self.engine.tail())
+        got = outs[0].served_model
+        if not (check(want, got) if check else got == want):
+            raise EngineError("OTHER", f"asked for adapter {want!r} but {got!r} answered", self.engine.tail())
+        if len(outs) == 2 and outs[0].text == outs[1].text and self.cfg.initial_adapter:
+            raise EngineError("OTHER", f"adapter {want!r} answers exactly like the base model: the adapter is not "
+                              "applied (wrong adapter name?)", self.engine.tail())
 
     async def cleanup(self) -> None:
         self.engine.stop_now()

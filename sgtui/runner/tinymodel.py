@@ -112,6 +112,7 @@ def build(out: Path, seed: int = 0, layers: int = 2, hidden: int = 128, heads: i
         eos_token_id=eos_id,
         pad_token_id=pad_id,
         torch_dtype="float32",
+        architectures=["LlamaForCausalLM"],  # engines pick the model class from this
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
