@@ -7,6 +7,7 @@ file) is one line on stderr and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -71,7 +72,8 @@ def ensure_tiny_model(python: str) -> Path:
 
 def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, on_gpu: bool, overrides: dict,
                vllm_python: str | None, sglang_python: str | None, vllm_port: int, sglang_port: int,
-               output: Path, gpus: list[int], train_gpus: list[int], placement: str) -> list[RunConfig]:
+               output: Path, gpus: list[int], train_gpus: list[int], placement: str,
+               extra_args: dict[str, list[str]] | None = None) -> list[RunConfig]:
     specs = [parse_run_spec(r) for r in run] if run else [parse_run_spec(b) for b in backends.split(",") if b.strip()]
     if not specs:
         raise ConfigError("--backends/--run: no run given (e.g. --backends vllm,sglang)")
@@ -102,6 +104,7 @@ def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, o
             port=vllm_port if spec.backend == "vllm" else sglang_port,
             gpus=list(gpus), train_gpus=list(train_gpus or gpus), placement=placement,
             initial_adapter=str(initial) if initial.is_dir() else "",
+            extra_args=list((extra_args or {}).get(spec.backend, [])),
             **overrides,
         )
         cfg.validate()
@@ -139,6 +142,8 @@ def main_command(
     seed: int = typer.Option(0),
     host: str = typer.Option("127.0.0.1", help="Engine bind address."),
     startup_timeout: float = typer.Option(600.0, help="Seconds for an engine to become healthy."),
+    vllm_args: str = typer.Option("", help="Extra vLLM server flags, e.g. '--enforce-eager'."),
+    sglang_args: str = typer.Option("", help="Extra SGLang server flags, e.g. '--sampling-backend pytorch'."),
     output: Path = typer.Option(Path("sessions"), "--output", "-o", help="Sessions directory."),
     export: str = typer.Option("txt,json", help="Reports written next to the session at the end."),
     no_ui: bool = typer.Option(False, "--no-ui", help="Headless: progress on stderr, report on stdout."),
@@ -174,11 +179,12 @@ def main_command(
         fail("--gpus/--train-gpus: expected comma-separated device indices, e.g. 0,1")
     if on_gpu and not gpu_list:
         gpu_list = list(range(tp))
+    extra = {"vllm": shlex.split(vllm_args), "sglang": shlex.split(sglang_args)}
     try:
         runs = build_runs(backends=backends, run=run or [], mode=mode, model=model, on_gpu=on_gpu,
                           overrides=overrides, vllm_python=vllm_python, sglang_python=sglang_python,
                           vllm_port=vllm_port, sglang_port=sglang_port, output=output, gpus=gpu_list,
-                          train_gpus=train_list, placement=placement)
+                          train_gpus=train_list, placement=placement, extra_args=extra)
     except (ConfigError, UserError) as e:
         fail(str(e))
     try:

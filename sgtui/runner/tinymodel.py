@@ -8,7 +8,8 @@ scratch, deterministically from a seed: `config.json` + `model.safetensors`
 LoRA adapter under `adapters/initial` whose B matrices are non-zero, so that
 loading it visibly changes the output (which is how LoRA sync is verified).
 
-Usage: python -m sgtui.runner.tinymodel --out DIR [--seed 0] [--layers 2] [--hidden 128]
+Usage: python -m sgtui.runner.tinymodel --out DIR [--seed 0] [--layers 2] [--hidden 128] ...
+(the ~1.1B GPU test config: --layers 16 --hidden 2048 --heads 32 --kv-heads 8 --intermediate 8192 --dtype bfloat16)
 Runs inside an engine venv (needs torch, transformers, tokenizers, safetensors).
 """
 
@@ -82,7 +83,8 @@ def build_tokenizer(out: Path, vocab_size: int, seed: int) -> None:
 
 
 def build(out: Path, seed: int = 0, layers: int = 2, hidden: int = 128, heads: int = 2, kv_heads: int = 2,
-          intermediate: int = 256, vocab_size: int = 2048, lora_rank: int = 8, max_positions: int = 4096) -> Path:
+          intermediate: int = 256, vocab_size: int = 2048, lora_rank: int = 8, max_positions: int = 4096,
+          dtype: str = "float32") -> Path:
     import torch
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -111,14 +113,14 @@ def build(out: Path, seed: int = 0, layers: int = 2, hidden: int = 128, heads: i
         bos_token_id=None,
         eos_token_id=eos_id,
         pad_token_id=pad_id,
-        torch_dtype="float32",
+        torch_dtype=dtype,
         architectures=["LlamaForCausalLM"],  # engines pick the model class from this
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.eval()
     # Safetensors written by hand: save_pretrained's extra metadata varies across transformers versions.
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.to(getattr(torch, dtype)).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     config.save_pretrained(tmp)
     (tmp / "generation_config.json").write_text(
@@ -190,9 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--intermediate", type=int, default=256)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--lora-rank", type=int, default=8)
     args = p.parse_args(argv)
-    build(args.out, seed=args.seed, layers=args.layers, hidden=args.hidden, lora_rank=args.lora_rank)
+    build(args.out, seed=args.seed, layers=args.layers, hidden=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
+          intermediate=args.intermediate, lora_rank=args.lora_rank, dtype=args.dtype)
     print(args.out, file=sys.stderr)
     return 0
 

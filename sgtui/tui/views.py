@@ -1,0 +1,427 @@
+"""Immutable snapshots of session state for the UI, built off the event loop.
+
+Widgets never touch a `SessionState`: the hub thread (`sgtui.tui.hub`) owns
+the states, folds events into them, and at a bounded rate hands the UI a
+`Snapshot` made here. Nothing in this module imports Textual, so every number
+the dashboard shows can be checked without a terminal.
+
+Two costs, two paths:
+- cheap values (status, phase timeline, request counts, this step's tok/s,
+  engine gauges, logs) are rebuilt for every snapshot from running counters
+  and the run's timeline; they are what a person watches move;
+- `run_summary` (percentiles over every request of the run) and the verdict
+  are O(all requests): they are recomputed only when a run changed, and no
+  more often than `heavy_factor` times their own cost, so a huge session
+  slows the percentiles' refresh instead of the whole UI. When the stream is
+  quiet they are always brought up to date, so the final numbers are exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from sgtui.events import Error, Event, Request
+from sgtui.state import GpuState, PhaseSpan, RunState, RunSummary, SessionState, run_summary
+from sgtui.verdict import Verdict, verdict
+
+LOG_TAIL = 200
+#: Minimum seconds between two recomputations of the GPU sparklines (samples come at ~5 Hz).
+GPU_MIN_INTERVAL = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class SpanView:
+    step: int
+    name: str
+    start: float  # seconds since the run's first event
+    duration: float  # so far, for the running phase
+    running: bool
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    source: str
+    line: str
+
+
+@dataclass(frozen=True)
+class RunView:
+    key: str  # column label, unique across the sessions shown
+    label: str  # the run's own label in its session
+    index: int  # column index (colour)
+    session: int
+    backend: str = ""
+    strategy: str = ""
+    engine_version: str = ""
+    device: str = ""
+    status: str = "pending"  # pending | running | ok | failed | cancelled
+    end_detail: str = ""
+    num_steps: int = 0
+    step: int = 0  # current (or last) RL step, 0 before the first
+    phase: str = ""  # running phase ('' when none)
+    phase_step: int = 0
+    phase_elapsed: float | None = None
+    spans: tuple[SpanView, ...] = ()
+    done: int = 0  # successful requests in RL steps
+    errors: int = 0  # failed requests in RL steps
+    step_tok_s: float | None = None  # output tokens / rollout wall time of the current step (live)
+    summary: RunSummary | None = None  # may lag the cheap values by a few ticks on huge sessions
+    gauges: dict = field(default_factory=dict)  # latest engine gauges
+    error_events: tuple[Error, ...] = ()
+    log_count: int = 0
+    log_tail: tuple[LogLine, ...] = ()
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    index: int
+    name: str
+    total_mib: float
+    used_mib: float | None
+    util: float | None
+    spark: tuple[float | None, ...]  # used/total per time bucket, oldest first
+    util_spark: tuple[float | None, ...]
+    phases: tuple[str, ...]  # phase running in each bucket on this device ('' none)
+    markers: tuple[tuple[int, str], ...]  # (bucket, phase) where a phase started
+    shares: tuple[tuple[str, float], ...]  # (run key or 'other', MiB) from the latest process list
+    bucket_s: float
+
+
+@dataclass(frozen=True)
+class GpuView:
+    session: int
+    title: str
+    error: str  # "no NVIDIA driver", ... ('' when sampled)
+    samples: int
+    devices: tuple[DeviceView, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplayStatus:
+    playing: bool
+    speed: str  # "1x" | "10x" | "max"
+    position: float  # seconds since the (aligned) session start
+    duration: float  # longest session, seconds
+    step: int  # highest RL step started in the replayed part
+    at_end: bool
+    loading: bool = False
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    seq: int
+    mode: str  # live | replay | follow
+    runs: tuple[RunView, ...]
+    gpus: tuple[GpuView, ...]
+    verdict: Verdict | None
+    sources: tuple[str, ...]
+    problems: tuple[str, ...]
+    events: int  # events folded so far
+    elapsed: float  # seconds since the first session started (session time, never wall time in replay)
+    all_ended: bool  # every expected run has ended
+    replay: ReplayStatus | None = None
+    applied: int = 0  # events applied by the hub (for the rate benchmark)
+    heavy_age: float = 0.0  # seconds since the percentiles were last recomputed
+    session_errors: tuple[Error, ...] = ()
+
+
+class TrackedSession:
+    """A `SessionState` plus running counters that make the dashboard's cheap values O(1) per tick."""
+
+    def __init__(self, source: str, index: int = 0) -> None:
+        self.state = SessionState(source)
+        self.index = index
+        self.req: dict[str, dict[int, list[int]]] = {}  # run -> step -> [ok, errors, output tokens]
+
+    def apply(self, e: Event) -> None:
+        self.state.apply(e)
+        if e.kind == "request":
+            self._count(e)  # type: ignore[arg-type]
+
+    def _count(self, e: Request) -> None:
+        if e.step <= 0:
+            return
+        per_run = self.req.get(e.run)
+        if per_run is None:
+            per_run = self.req[e.run] = {}
+        c = per_run.get(e.step)
+        if c is None:
+            c = per_run[e.step] = [0, 0, 0]
+        if e.error:
+            c[1] += 1
+        else:
+            c[0] += 1
+            c[2] += e.output_tokens
+
+    @property
+    def stem(self) -> str:
+        return Path(self.state.source).stem if self.state.source else "live"
+
+
+def column_keys(sessions: list[TrackedSession], expected: list[str] | None = None) -> list[tuple[str, TrackedSession, str]]:
+    """(key, session, label) for every run shown, in order; keys unique as in `sgtui.export.combined`."""
+    labels_per_session: list[list[str]] = []
+    for i, ts in enumerate(sessions):
+        labels = [lbl for lbl, r in ts.state.runs.items() if not (lbl == "session" and r.info is None)]
+        if i == 0 and expected:
+            labels = list(expected) + [lbl for lbl in labels if lbl not in expected]
+        labels_per_session.append(labels)
+    seen: dict[str, int] = {}
+    for labels in labels_per_session:
+        for lbl in labels:
+            seen[lbl] = seen.get(lbl, 0) + 1
+    out = []
+    for ts, labels in zip(sessions, labels_per_session):
+        for lbl in labels:
+            key = lbl if seen[lbl] == 1 or len(sessions) == 1 else f"{ts.stem}:{lbl}"
+            out.append((key, ts, lbl))
+    return out
+
+
+def _span_view(sp: PhaseSpan, base: float, now: float) -> SpanView:
+    running = sp.end is None
+    return SpanView(sp.step, sp.name, sp.start - base, max(0.0, sp.duration_at(now)), running, sp.ok, sp.detail)
+
+
+def build_run_view(key: str, index: int, ts: TrackedSession, label: str, now: float,
+                   summary: RunSummary | None, num_steps: int = 0) -> RunView:
+    run = ts.state.runs.get(label)
+    if run is None:
+        return RunView(key=key, label=label, index=index, session=ts.index, num_steps=num_steps)
+    info = run.info
+    base = run.first_t or 0.0
+    spans = tuple(_span_view(sp, base, now) for sp in run.timeline)
+    counts = ts.req.get(label, {})
+    done = sum(c[0] for c in counts.values())
+    errs = sum(c[1] for c in counts.values())
+    steps = run.rl_steps
+    step = steps[-1] if steps else 0
+    tok_s = None
+    if step:
+        roll = run.steps[step].phases.get("rollout")
+        c = counts.get(step)
+        if roll is not None and c is not None:
+            dur = roll.duration_at(now)
+            tok_s = c[2] / dur if dur > 0 else None
+    cur = run.current_phase
+    if info is not None and not num_steps:
+        num_steps = int(info.config.get("num_steps") or 0) if isinstance(info.config, dict) else 0
+    gauges = {name: s.v[-1] for name, s in run.engine.items() if s.v}
+    status = run.status if (info is not None or run.end is not None) else ("running" if run.first_t else "pending")
+    n = min(LOG_TAIL, len(run.logs))
+    tail = tuple(LogLine(e.source, e.line) for e in list(run.logs)[-n:]) if n else ()
+    return RunView(
+        key=key, label=label, index=index, session=ts.index,
+        backend=info.backend if info else "", strategy=info.strategy if info else "",
+        engine_version=info.engine_version if info else "", device=info.device if info else "",
+        status=status, end_detail=run.end.detail if run.end else "", num_steps=num_steps, step=step,
+        phase=cur.name if cur else "", phase_step=cur.step if cur else 0,
+        phase_elapsed=max(0.0, cur.duration_at(now)) if cur else None,
+        spans=spans, done=done, errors=errs, step_tok_s=tok_s, summary=summary, gauges=gauges,
+        error_events=tuple(run.errors), log_count=run.log_count, log_tail=tail, version=run.version,
+    )
+
+
+def _runs_on(ts: TrackedSession, device: int) -> list[RunState]:
+    out = []
+    for r in ts.state.runs.values():
+        if r.info is None:
+            continue
+        gpus = r.info.gpus or []
+        if not gpus or device in gpus:
+            out.append(r)
+    return out
+
+
+def build_gpu_view(ts: TrackedSession, width: int, keys: dict[str, str], title: str = "") -> GpuView:
+    """Per device: memory and utilisation sparklines over the whole session, coloured by phase."""
+    g: GpuState = ts.state.gpu
+    if not g.devices:
+        err = g.error or ("waiting for the first GPU sample" if g.samples == 0 else "no GPU devices")
+        return GpuView(ts.index, title, err, g.samples)
+    width = max(8, width)
+    t0 = min((d.used.t[0] for d in g.devices.values() if d.used.t), default=0.0)
+    t1 = max((d.used.t[-1] for d in g.devices.values() if d.used.t), default=t0)
+    span = max(t1 - t0, 0.0)
+    bucket = max(span / width, 0.25)
+    n = min(width, int(span / bucket) + 1)
+    shares_by_dev: dict[int, dict[str, float]] = {}
+    for p in g.processes:
+        used = p.get("used_mib") or 0.0
+        run = p.get("run") or "other"
+        dev = shares_by_dev.setdefault(p.get("device", 0), {})
+        k = keys.get(run, run if run == "other" else run)
+        dev[k] = dev.get(k, 0.0) + used
+    devices = []
+    for idx in sorted(g.devices):
+        d = g.devices[idx]
+        total = d.total_mib or 1.0
+        sums = [0.0] * n
+        cnts = [0] * n
+        for t, v in zip(d.used.t, d.used.v):
+            b = min(n - 1, int((t - t0) / bucket))
+            sums[b] += v
+            cnts[b] += 1
+        spark = tuple((s / c / total) if c else None for s, c in zip(sums, cnts))
+        usums = [0.0] * n
+        ucnts = [0] * n
+        for t, v in zip(d.util.t, d.util.v):
+            b = min(n - 1, max(0, int((t - t0) / bucket)))
+            usums[b] += v
+            ucnts[b] += 1
+        uspark = tuple((s / c / 100.0) if c else None for s, c in zip(usums, ucnts))
+        phases = [""] * n
+        markers: list[tuple[int, str]] = []
+        for r in _runs_on(ts, idx):
+            for sp in r.timeline:
+                end = sp.end if sp.end is not None else t1
+                if end < t0 or sp.start > t1 + bucket:
+                    continue
+                b0 = min(n - 1, max(0, int((sp.start - t0) / bucket)))
+                b1 = min(n - 1, max(0, int((end - t0) / bucket)))
+                for b in range(b0, b1 + 1):
+                    phases[b] = sp.name
+                if sp.start >= t0:
+                    markers.append((b0, sp.name))
+        markers.sort()
+        shares = tuple(sorted(shares_by_dev.get(idx, {}).items(), key=lambda kv: (kv[0] == "other", kv[0])))
+        devices.append(DeviceView(
+            index=idx, name=d.name, total_mib=d.total_mib, used_mib=d.used.v[-1] if d.used.v else None,
+            util=d.util.v[-1] if d.util.v else None, spark=spark, util_spark=uspark, phases=tuple(phases),
+            markers=tuple(markers), shares=shares, bucket_s=bucket,
+        ))
+    return GpuView(ts.index, title, "", g.samples, tuple(devices))
+
+
+class SnapshotBuilder:
+    """Builds `Snapshot`s from tracked sessions; caches what did not change; throttles the O(N) parts."""
+
+    def __init__(self, sessions: list[TrackedSession], mode: str, *, expected: list[str] | None = None,
+                 expected_steps: dict[str, int] | None = None, heavy_factor: float = 5.0,
+                 mono: Callable[[], float] = time.monotonic) -> None:
+        self.sessions = sessions
+        self.mode = mode
+        self.expected = list(expected or [])
+        self.expected_steps = dict(expected_steps or {})
+        self.heavy_factor = heavy_factor
+        self.mono = mono
+        self.seq = 0
+        self._summaries: dict[str, tuple[tuple, RunSummary]] = {}
+        self._verdict: Verdict | None = None
+        self._verdict_key: tuple = ()
+        self._next_heavy = 0.0
+        self._heavy_at = 0.0
+        self._gpu: dict[int, tuple[tuple, GpuView]] = {}
+        self._next_gpu = 0.0
+        self._run_views: dict[str, tuple[tuple, RunView]] = {}
+
+    def reset(self) -> None:
+        """Forget caches (after a seek rebuilt the states)."""
+        self._summaries.clear()
+        self._gpu.clear()
+        self._run_views.clear()
+        self._verdict, self._verdict_key = None, ()
+        self._next_heavy = self._next_gpu = 0.0
+
+    def _heavy(self, cols: list[tuple[str, TrackedSession, str]], force: bool) -> None:
+        stale = []
+        for key, ts, label in cols:
+            run = ts.state.runs.get(label)
+            if run is None:
+                continue
+            k = (id(run), run.version, ts.state.gpu.samples)
+            cached = self._summaries.get(key)
+            if cached is None or cached[0] != k:
+                stale.append((key, ts, run, k))
+        if not stale:
+            return
+        now = self.mono()
+        if not force and now < self._next_heavy:
+            return
+        t0 = time.perf_counter()
+        for key, ts, run, k in stale:
+            s = run_summary(run, ts.state.gpu)
+            if s.label != key:
+                s = dataclasses.replace(s, label=key)
+            self._summaries[key] = (k, s)
+        summaries = [self._summaries[key][1] for key, _, _ in cols if key in self._summaries]
+        self._verdict = verdict(summaries) if summaries else None
+        cost = time.perf_counter() - t0
+        self._next_heavy = self.mono() + self.heavy_factor * cost
+        self._heavy_at = self.mono()
+
+    def _gpus(self, width: int, keys_by_session: list[dict[str, str]], force: bool) -> tuple[GpuView, ...]:
+        now = self.mono()
+        due = force or now >= self._next_gpu
+        t0 = time.perf_counter()
+        out = []
+        many = len(self.sessions) > 1
+        for ts, keys in zip(self.sessions, keys_by_session):
+            k = (ts.state.gpu.samples, width, tuple(r.version for r in ts.state.runs.values()))
+            cached = self._gpu.get(ts.index)
+            if cached is not None and (cached[0] == k or not due):
+                out.append(cached[1])
+                continue
+            view = build_gpu_view(ts, width, keys, ts.stem if many else "")
+            self._gpu[ts.index] = (k, view)
+            out.append(view)
+        cost = time.perf_counter() - t0
+        if due:
+            self._next_gpu = self.mono() + max(GPU_MIN_INTERVAL, self.heavy_factor * cost)
+        return tuple(out)
+
+    def build(self, nows: list[float], *, spark_width: int = 60, quiet: bool = False,
+              replay: ReplayStatus | None = None, applied: int = 0) -> Snapshot:
+        """nows[i]: the session clock of session i (wall time live, replay position in replay)."""
+        cols = column_keys(self.sessions, self.expected)
+        self._heavy(cols, force=quiet)
+        keys_by_session: list[dict[str, str]] = [{} for _ in self.sessions]
+        for key, ts, label in cols:
+            keys_by_session[ts.index][label] = key
+        runs = []
+        for i, (key, ts, label) in enumerate(cols):
+            run = ts.state.runs.get(label)
+            summary = self._summaries.get(key, (None, None))[1]
+            now = nows[ts.index]
+            running = run is not None and run.current_phase is not None
+            vkey = (id(run), run.version if run else -1, now if running else None, id(summary), i)
+            cached = self._run_views.get(key)
+            if cached is not None and cached[0] == vkey:
+                runs.append(cached[1])
+                continue
+            view = build_run_view(key, i, ts, label, now, summary, self.expected_steps.get(label, 0))
+            self._run_views[key] = (vkey, view)
+            runs.append(view)
+        gpus = self._gpus(spark_width, keys_by_session, force=quiet)
+        starts = [ts.state.header.t if ts.state.header else None for ts in self.sessions]
+        elapsed = max((nows[i] - s for i, s in enumerate(starts) if s is not None), default=0.0)
+        if replay is not None:
+            elapsed = replay.position
+        ended = bool(runs) and all(r.status in ("ok", "failed", "cancelled") for r in runs)
+        problems = tuple(p for ts in self.sessions for p in ts.state.problems)
+        session_errors = tuple(e for ts in self.sessions for lbl, r in ts.state.runs.items()
+                               if lbl == "session" and r.info is None for e in r.errors)
+        self.seq += 1
+        return Snapshot(
+            seq=self.seq, mode=self.mode, runs=tuple(runs), gpus=gpus, verdict=self._verdict,
+            sources=tuple(ts.state.source for ts in self.sessions), problems=problems,
+            events=sum(ts.state.events for ts in self.sessions), elapsed=max(0.0, elapsed), all_ended=ended,
+            replay=replay, applied=applied, heavy_age=max(0.0, self.mono() - self._heavy_at),
+            session_errors=session_errors,
+        )
+
+
+def fmt_clock(seconds: float) -> str:
+    """m:ss or h:mm:ss of a duration (session time, never the wall clock)."""
+    s = int(math.floor(max(0.0, seconds)))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
