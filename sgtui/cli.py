@@ -94,6 +94,13 @@ def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, o
     elif Path(model).is_dir() and not (Path(model) / "config.json").is_file():
         raise ConfigError(f"--model {model}: no config.json in that directory")
     initial = Path(model) / "adapters" / "initial"
+    if initial.is_dir() and "lora_rank" not in overrides:
+        import json
+
+        try:  # engines must accept the adapter's rank (--max-lora-rank)
+            overrides = {**overrides, "lora_rank": int(json.loads((initial / "adapter_config.json").read_text())["r"])}
+        except (OSError, ValueError, KeyError):
+            pass
     labels = unique_labels([s.label for s in specs])
     runs = []
     for spec, label in zip(specs, labels):
