@@ -51,12 +51,12 @@ def combined(states: list[SessionState]) -> Combined:
             seen[label] = seen.get(label, 0) + 1
     runs = []
     summaries = []
-    for st in states:
-        stem = Path(st.source).stem if st.source else "live"
+    for n, st in enumerate(states, start=1):
         for label, run in st.runs.items():
             if label == "session" and run.info is None:
                 continue
-            shown = label if seen[label] == 1 or len(states) == 1 else f"{stem}:{label}"
+            # Short and unambiguous: the session's position on the command line (sources list it).
+            shown = label if seen[label] == 1 or len(states) == 1 else f"{label}#{n}"
             runs.append((shown, run, st.gpu, st))
             s = run_summary(run, st.gpu)
             if shown != label:

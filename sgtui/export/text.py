@@ -74,8 +74,8 @@ def _mem(get: Callable[[RunSummary], float | None]) -> Getter:
 def render_text(c: Combined) -> str:
     S = c.summaries
     lines = [_rule(), "sgtui benchmark report".center(WIDTH), _rule()]
-    for src in c.sources:
-        lines.append(f"session: {src}"[:WIDTH])
+    for n, src in enumerate(c.sources, start=1):
+        lines.append((f"session #{n}: {src}" if len(c.sources) > 1 else f"session: {src}")[-WIDTH:])
     for label, run, _gpu, _st in c.runs:
         info = run.info
         desc = f"{info.backend} {info.engine_version} {info.strategy} {info.mode} on {info.device}" if info else "?"

@@ -49,6 +49,7 @@ STATUS_STYLES = {
     "ok": "bold #5faf5f",
     "failed": "bold #ff5f5f",
     "cancelled": "bold #d7af00",
+    "skipped": "dim",
 }
 ERROR_STYLE = "bold #ff5f5f"
 BETTER_STYLE = "bold #5fd75f"

@@ -20,13 +20,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from sgtui.events import Error, Event, Request
-from sgtui.state import GpuState, PhaseSpan, RunState, RunSummary, SessionState, run_summary
+from sgtui.state import (
+    DeviceSeries,
+    GpuState,
+    PhaseSpan,
+    RunState,
+    RunSummary,
+    Series,
+    SessionState,
+    StepState,
+    run_summary,
+)
 from sgtui.verdict import Verdict, verdict
 
 LOG_TAIL = 200
@@ -61,7 +72,7 @@ class RunView:
     strategy: str = ""
     engine_version: str = ""
     device: str = ""
-    status: str = "pending"  # pending | running | ok | failed | cancelled
+    status: str = "pending"  # pending | running | ok | failed | cancelled | skipped
     end_detail: str = ""
     num_steps: int = 0
     step: int = 0  # current (or last) RL step, 0 before the first
@@ -131,6 +142,7 @@ class Snapshot:
     applied: int = 0  # events applied by the hub (for the rate benchmark)
     heavy_age: float = 0.0  # seconds since the percentiles were last recomputed
     session_errors: tuple[Error, ...] = ()
+    settled: bool = False  # built while the stream was quiet: every throttled number is up to date
 
 
 class TrackedSession:
@@ -192,10 +204,11 @@ def _span_view(sp: PhaseSpan, base: float, now: float) -> SpanView:
 
 
 def build_run_view(key: str, index: int, ts: TrackedSession, label: str, now: float,
-                   summary: RunSummary | None, num_steps: int = 0) -> RunView:
+                   summary: RunSummary | None, num_steps: int = 0, finished: bool = False) -> RunView:
     run = ts.state.runs.get(label)
     if run is None:
-        return RunView(key=key, label=label, index=index, session=ts.index, num_steps=num_steps)
+        return RunView(key=key, label=label, index=index, session=ts.index, num_steps=num_steps,
+                       status="skipped" if finished else "pending")
     info = run.info
     base = run.first_t or 0.0
     spans = tuple(_span_view(sp, base, now) for sp in run.timeline)
@@ -251,7 +264,9 @@ def build_gpu_view(ts: TrackedSession, width: int, keys: dict[str, str], title: 
     t0 = min((d.used.t[0] for d in g.devices.values() if d.used.t), default=0.0)
     t1 = max((d.used.t[-1] for d in g.devices.values() if d.used.t), default=t0)
     span = max(t1 - t0, 0.0)
-    bucket = max(span / width, 0.25)
+    n_samples = max((len(d.used.t) for d in g.devices.values()), default=1)
+    interval = span / (n_samples - 1) if n_samples > 1 else 0.25
+    bucket = max(span / width, interval, 0.05)  # never finer than the sampling: no holes
     n = min(width, int(span / bucket) + 1)
     shares_by_dev: dict[int, dict[str, float]] = {}
     for p in g.processes:
@@ -270,14 +285,14 @@ def build_gpu_view(ts: TrackedSession, width: int, keys: dict[str, str], title: 
             b = min(n - 1, int((t - t0) / bucket))
             sums[b] += v
             cnts[b] += 1
-        spark = tuple((s / c / total) if c else None for s, c in zip(sums, cnts))
+        spark = _carry(tuple((s / c / total) if c else None for s, c in zip(sums, cnts)))
         usums = [0.0] * n
         ucnts = [0] * n
         for t, v in zip(d.util.t, d.util.v):
             b = min(n - 1, max(0, int((t - t0) / bucket)))
             usums[b] += v
             ucnts[b] += 1
-        uspark = tuple((s / c / 100.0) if c else None for s, c in zip(usums, ucnts))
+        uspark = _carry(tuple((s / c / 100.0) if c else None for s, c in zip(usums, ucnts)))
         phases = [""] * n
         markers: list[tuple[int, str]] = []
         for r in _runs_on(ts, idx):
@@ -301,6 +316,101 @@ def build_gpu_view(ts: TrackedSession, width: int, keys: dict[str, str], title: 
     return GpuView(ts.index, title, "", g.samples, tuple(devices))
 
 
+def _carry(values: tuple[float | None, ...]) -> tuple[float | None, ...]:
+    """A bucket without a sample shows the last value seen (memory does not vanish between samples)."""
+    out: list[float | None] = []
+    last = None
+    for v in values:
+        if v is None:
+            v = last
+        out.append(v)
+        last = v
+    return tuple(out)
+
+
+HEAVY_MIN_INTERVAL = 0.1
+
+
+def _summary(key: str, run: RunState, gpu: GpuState) -> RunSummary:
+    s = run_summary(run, gpu)
+    return dataclasses.replace(s, label=key) if s.label != key else s
+
+
+def freeze_run(run: RunState) -> RunState:
+    """A copy `run_summary` can read in another thread while the hub keeps appending to the original.
+
+    O(steps + requests) reference copies (a few ms for 100k requests); PhaseSpans are shared: an
+    end set meanwhile is read atomically and the next round corrects it.
+    """
+    r = RunState(run.label)
+    r.info, r.status, r.end = run.info, run.status, run.end
+    r.first_t, r.last_t, r.version = run.first_t, run.last_t, run.version
+    r.errors = list(run.errors)
+    r.steps = {n: StepState(n, dict(st.phases), list(st.requests), st.train, st.engine_gauges)
+               for n, st in list(run.steps.items())}
+    return r
+
+
+def freeze_gpu(g: GpuState) -> GpuState:
+    return GpuState(
+        devices={i: DeviceSeries(d.index, d.name, d.total_mib, Series(list(d.used.t), list(d.used.v)),
+                                 Series(list(d.util.t), list(d.util.v))) for i, d in g.devices.items()},
+        processes=list(g.processes), error=g.error, samples=g.samples)
+
+
+class HeavyWorker:
+    """One background thread that computes run summaries from frozen copies, one job at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._job: list | None = None
+        self._result: tuple[list, float] | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    def submit(self, jobs: list) -> None:
+        with self._lock:
+            self._job = jobs
+            self._idle.clear()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._main, name="sgtui-summaries", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def take(self) -> tuple[list, float] | None:
+        with self._lock:
+            out, self._result = self._result, None
+        return out
+
+    def wait(self, timeout: float = 60.0) -> None:
+        self._idle.wait(timeout)
+
+    def _main(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                jobs, self._job = self._job, None
+            if jobs is None:
+                continue
+            t0 = time.perf_counter()
+            results = []
+            try:
+                for key, k, run, gpu in jobs:
+                    results.append((key, k, _summary(key, run, gpu)))
+            except Exception:  # noqa: BLE001 - a torn copy: the next round (or the quiet one) redoes it
+                results = []
+            with self._lock:
+                self._result = (results, time.perf_counter() - t0)
+                self._idle.set()
+
+
 class SnapshotBuilder:
     """Builds `Snapshot`s from tracked sessions; caches what did not change; throttles the O(N) parts."""
 
@@ -314,17 +424,22 @@ class SnapshotBuilder:
         self.heavy_factor = heavy_factor
         self.mono = mono
         self.seq = 0
+        self.finished = False  # the orchestrator is done: expected runs without events were skipped
         self._summaries: dict[str, tuple[tuple, RunSummary]] = {}
         self._verdict: Verdict | None = None
         self._verdict_key: tuple = ()
         self._next_heavy = 0.0
         self._heavy_at = 0.0
+        self._verdict_stale = False
+        self._worker = HeavyWorker()
         self._gpu: dict[int, tuple[tuple, GpuView]] = {}
         self._next_gpu = 0.0
         self._run_views: dict[str, tuple[tuple, RunView]] = {}
 
     def reset(self) -> None:
         """Forget caches (after a seek rebuilt the states)."""
+        self._worker.wait()
+        self._worker.take()
         self._summaries.clear()
         self._gpu.clear()
         self._run_views.clear()
@@ -332,6 +447,16 @@ class SnapshotBuilder:
         self._next_heavy = self._next_gpu = 0.0
 
     def _heavy(self, cols: list[tuple[str, TrackedSession, str]], force: bool) -> None:
+        """Bring run summaries and the verdict up to date: in the background while events stream
+        (on frozen copies, so the hub keeps folding and snapshotting), synchronously when quiet."""
+        done = self._worker.take()
+        if done is not None:
+            results, cost = done
+            for key, k, s in results:
+                self._summaries[key] = (k, s)
+            self._verdict_stale = True
+            self._next_heavy = self.mono() + max(HEAVY_MIN_INTERVAL, self.heavy_factor * cost)
+            self._heavy_at = self.mono()
         stale = []
         for key, ts, label in cols:
             run = ts.state.runs.get(label)
@@ -341,22 +466,28 @@ class SnapshotBuilder:
             cached = self._summaries.get(key)
             if cached is None or cached[0] != k:
                 stale.append((key, ts, run, k))
-        if not stale:
-            return
-        now = self.mono()
-        if not force and now < self._next_heavy:
-            return
-        t0 = time.perf_counter()
-        for key, ts, run, k in stale:
-            s = run_summary(run, ts.state.gpu)
-            if s.label != key:
-                s = dataclasses.replace(s, label=key)
-            self._summaries[key] = (k, s)
-        summaries = [self._summaries[key][1] for key, _, _ in cols if key in self._summaries]
-        self._verdict = verdict(summaries) if summaries else None
-        cost = time.perf_counter() - t0
-        self._next_heavy = self.mono() + self.heavy_factor * cost
-        self._heavy_at = self.mono()
+        if stale and force:
+            self._worker.wait()  # a job in flight would overwrite fresher results
+            done = self._worker.take()
+            t0 = time.perf_counter()
+            for key, ts, run, k in stale:
+                self._summaries[key] = (k, _summary(key, run, ts.state.gpu))
+            self._verdict_stale = True
+            self._next_heavy = self.mono() + max(HEAVY_MIN_INTERVAL, self.heavy_factor * (time.perf_counter() - t0))
+            self._heavy_at = self.mono()
+        elif stale and not self._worker.busy and self.mono() >= self._next_heavy:
+            frozen_gpu: dict[int, GpuState] = {}
+            jobs = []
+            for key, ts, run, k in stale:
+                g = frozen_gpu.get(ts.index)
+                if g is None:
+                    g = frozen_gpu[ts.index] = freeze_gpu(ts.state.gpu)
+                jobs.append((key, k, freeze_run(run), g))
+            self._worker.submit(jobs)
+        if self._verdict_stale:
+            summaries = [self._summaries[key][1] for key, _, _ in cols if key in self._summaries]
+            self._verdict = verdict(summaries) if summaries else None
+            self._verdict_stale = False
 
     def _gpus(self, width: int, keys_by_session: list[dict[str, str]], force: bool) -> tuple[GpuView, ...]:
         now = self.mono()
@@ -392,12 +523,12 @@ class SnapshotBuilder:
             summary = self._summaries.get(key, (None, None))[1]
             now = nows[ts.index]
             running = run is not None and run.current_phase is not None
-            vkey = (id(run), run.version if run else -1, now if running else None, id(summary), i)
+            vkey = (id(run), run.version if run else -1, now if running else None, id(summary), i, self.finished)
             cached = self._run_views.get(key)
             if cached is not None and cached[0] == vkey:
                 runs.append(cached[1])
                 continue
-            view = build_run_view(key, i, ts, label, now, summary, self.expected_steps.get(label, 0))
+            view = build_run_view(key, i, ts, label, now, summary, self.expected_steps.get(label, 0), self.finished)
             self._run_views[key] = (vkey, view)
             runs.append(view)
         gpus = self._gpus(spark_width, keys_by_session, force=quiet)
@@ -405,7 +536,7 @@ class SnapshotBuilder:
         elapsed = max((nows[i] - s for i, s in enumerate(starts) if s is not None), default=0.0)
         if replay is not None:
             elapsed = replay.position
-        ended = bool(runs) and all(r.status in ("ok", "failed", "cancelled") for r in runs)
+        ended = bool(runs) and all(r.status in ("ok", "failed", "cancelled", "skipped") for r in runs)
         problems = tuple(p for ts in self.sessions for p in ts.state.problems)
         session_errors = tuple(e for ts in self.sessions for lbl, r in ts.state.runs.items()
                                if lbl == "session" and r.info is None for e in r.errors)
@@ -415,7 +546,7 @@ class SnapshotBuilder:
             sources=tuple(ts.state.source for ts in self.sessions), problems=problems,
             events=sum(ts.state.events for ts in self.sessions), elapsed=max(0.0, elapsed), all_ended=ended,
             replay=replay, applied=applied, heavy_age=max(0.0, self.mono() - self._heavy_at),
-            session_errors=session_errors,
+            session_errors=session_errors, settled=quiet,
         )
 
 

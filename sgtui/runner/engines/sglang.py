@@ -155,7 +155,13 @@ class SglangEngine(Engine):
             detail = await self.start(restart_with)
             return detail + (" with new adapter" if restart_with else "")
         await self.post("/resume_memory_occupation", json={})
-        return "resume_memory_occupation"
+        if not self.on_gpu:
+            return "resume_memory_occupation"
+        # Released weights are discarded, not backed up (RL frameworks push new weights after resume):
+        # serving again needs them reloaded, as vLLM's sleep level 2 does.
+        await self.post("/update_weights_from_disk", json={"model_path": self.cfg.model},
+                        timeout=self.cfg.startup_timeout)
+        return "resume_memory_occupation + update_weights_from_disk (base weights)"
 
     async def sync_weights(self, adapter_dir: str, step: int) -> str:
         sync = self.cfg.sync

@@ -1,0 +1,91 @@
+"""Detached runs: the orchestrator in a process of its own, so runs outlive the UI (quit, SSH drop).
+
+    python -m sgtui.tui.detach --session PATH --runs @runs.json [--export txt,json] [--runner-prefix JSON]
+
+The UI starts this with `start_new_session=True` (its own session and process
+group: a terminal hangup does not reach it), follows the session file it
+writes (`SessionTail`, as `sgtui replay --follow` does) and cancels it with
+SIGTERM to this one process, which the orchestrator turns into a clean cancel
+of every run (process groups: SIGTERM, grace, SIGKILL). At the end it writes
+the reports next to the session, as the headless CLI does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from sgtui.config import RunConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def log_path(session_path: Path) -> Path:
+    return Path(session_path).with_suffix(".d") / "orchestrator.log"
+
+
+def spawn(runs: list[RunConfig], session_path: Path, exports: list[str], *, concurrent: bool = False,
+          runner_prefix: list[str] | None = None, python: str = sys.executable) -> subprocess.Popen:
+    """Start the detached orchestrator; returns its Popen (its pid is the process group id)."""
+    session_path = Path(session_path)
+    d = session_path.with_suffix(".d")
+    d.mkdir(parents=True, exist_ok=True)
+    runs_file = d / "runs.json"
+    runs_file.write_bytes(orjson.dumps([r.to_dict() for r in runs]))
+    argv = [python, "-m", "sgtui.tui.detach", "--session", str(session_path), "--runs", f"@{runs_file}",
+            "--export", ",".join(exports)]
+    if concurrent:
+        argv.append("--concurrent")
+    if runner_prefix:
+        argv += ["--runner-prefix", orjson.dumps(runner_prefix).decode()]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    log = open(log_path(session_path), "ab")
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                start_new_session=True, cwd=os.getcwd())
+    finally:
+        log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sgtui.tui.detach")
+    p.add_argument("--session", required=True)
+    p.add_argument("--runs", required=True, help="JSON list of RunConfig dicts, or @file")
+    p.add_argument("--export", default="txt,json")
+    p.add_argument("--concurrent", action="store_true")
+    p.add_argument("--runner-prefix", default="", help="JSON list: argv prefix of a stand-in runner (tests)")
+    args = p.parse_args(argv)
+    text = Path(args.runs[1:]).read_bytes() if args.runs.startswith("@") else args.runs.encode()
+    runs = [RunConfig.from_dict(d) for d in orjson.loads(text)]
+    session = Path(args.session)
+    from sgtui.orchestrator import Orchestrator
+
+    kw = {}
+    if args.runner_prefix:
+        prefix = list(orjson.loads(args.runner_prefix))
+        kw["runner_argv"] = lambda c: prefix + ["--config", c.to_json()]
+    orch = Orchestrator(runs, session, concurrent=args.concurrent, **kw)
+    try:
+        statuses = orch.run_sync()
+    except OSError as e:
+        print(f"sgtui: error: cannot write session {session}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    exports = [f for f in args.export.split(",") if f]
+    if exports:
+        from sgtui.export import load_sessions, write_exports
+
+        for path in write_exports(load_sessions([session]), session.with_suffix(""), exports):
+            print(f"wrote {path}", file=sys.stderr)
+    if orch.fatal:
+        print(f"sgtui: error: {orch.fatal}", file=sys.stderr)
+    return 0 if statuses and all(s == "ok" for s in statuses.values()) and not orch.fatal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

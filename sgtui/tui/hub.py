@@ -1,0 +1,452 @@
+"""The hub: one thread that owns the session states, folds events and hands the UI snapshots.
+
+Why a thread of its own (Toolong's reader split): the Textual event loop must
+stay free for key presses whatever the event rate, so it never folds, never
+reads a file and never computes a percentile. The hub
+
+- takes events from one source: a live inbox (the orchestrator's subscriber
+  calls `push` from its threads: a deque append, never blocking the runner
+  pipes), session files played back on a clock (replay: play/pause, 1x, 10x,
+  max, seek by step), or `SessionTail`s of files still being written (follow);
+- folds them into `TrackedSession`s;
+- builds a `Snapshot` (`sgtui.tui.views`) at most `refresh_hz` times a second,
+  and only after the UI acknowledged the previous one (`ack`), so a slow
+  terminal gets fewer, never stale-queued, snapshots.
+
+No Textual import: `post` is any callable (the app wraps `post_message`).
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+from sgtui.events import Event, Phase
+from sgtui.session import SessionReadError, SessionTail, read_session
+from sgtui.tui.views import ReplayStatus, Snapshot, SnapshotBuilder, TrackedSession
+
+SPEEDS = ("1x", "10x", "max")
+_SPEED_FACTOR = {"1x": 1.0, "10x": 10.0}
+#: Events applied per loop turn before the hub looks at its clock again (keeps snapshots flowing at any rate).
+CHUNK = 20000
+FOLLOW_POLL_S = 0.2
+#: Snapshots while nothing changes but a phase is running (its bar grows): a calmer rate.
+IDLE_HZ = 4.0
+ACK_TIMEOUT_S = 2.0
+#: Events folded between two `gc.freeze()` calls. Folded events live as long as the session is shown
+#: and hold no cycles, yet every full collection walked all of them: at 10k events/s that was 15% of
+#: the process's CPU and 100 ms stalls. Frozen objects are skipped by the collector.
+FREEZE_EVERY = 20000
+#: No new event for this long: the stream is quiet, bring the throttled numbers up to date.
+QUIET_S = 0.25
+
+
+class Hub:
+    """Owns sessions; see the module docstring. Start with `start()`, stop with `stop()`."""
+
+    def __init__(self, post: Callable[[Snapshot], None], *, mode: str = "live", paths: list[str] | None = None,
+                 expected: list[str] | None = None, expected_steps: dict[str, int] | None = None,
+                 refresh_hz: float = 20.0, speed: str = "max", playing: bool = True,
+                 clock: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic,
+                 on_error: Callable[[str], None] | None = None, source_label: str = "live") -> None:
+        if mode not in ("live", "replay", "follow"):
+            raise ValueError(f"hub mode {mode!r}")
+        if speed not in SPEEDS:
+            raise ValueError(f"replay speed {speed!r}: expected one of {', '.join(SPEEDS)}")
+        self.post = post
+        self.mode = mode
+        self.paths = [str(p) for p in (paths or [])]
+        self.clock = clock
+        self.mono = mono
+        self.on_error = on_error
+        self.period = 1.0 / max(0.5, refresh_hz)
+        if mode == "live":
+            self.sessions = [TrackedSession(source_label, 0)]
+        else:
+            self.sessions = [TrackedSession(p, i) for i, p in enumerate(self.paths)]
+        self.builder = SnapshotBuilder(self.sessions, "replay" if mode == "replay" else mode, expected=expected,
+                                       expected_steps=expected_steps, mono=mono)
+        self.spark_width = 60
+        self.applied = 0
+        # live inbox
+        self._inbox: deque[Event] = deque()
+        # replay
+        self._events: list[list[Event]] = []
+        self._cursor: list[int] = []
+        self._t0: list[float] = []
+        self._shift: list[float] = []
+        self._step_t: list[dict[int, float]] = []
+        self._elapsed = 0.0
+        self._duration = 0.0
+        self.speed = speed
+        self.playing = playing
+        self._loading = mode == "replay"
+        self._last_mono = 0.0
+        # follow
+        self._tails: list[SessionTail] = [SessionTail(p) for p in self.paths] if mode == "follow" else []
+        self._next_poll = 0.0
+        # thread plumbing
+        self._commands: deque[tuple] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._ui_ready = threading.Event()
+        self._ui_ready.set()
+        self._posted_at = 0.0
+        self._dirty = True
+        self._needs_quiet = False
+        self._frozen_at = 0
+        self._last_change = 0.0
+        self._next_snap = 0.0
+        self._sleeping = False
+        self._thread: threading.Thread | None = None
+        self.snapshots = 0
+
+    # -- API for other threads ------------------------------------------------------------
+    def push(self, event: Event) -> None:
+        """Subscriber for the orchestrator: thread-safe, O(1), never blocks."""
+        self._inbox.append(event)
+        if self._sleeping:
+            self._wake.set()
+
+    def ack(self) -> None:
+        """The UI has shown the last snapshot; the next one may come."""
+        self._ui_ready.set()
+        self._wake.set()
+
+    def command(self, *cmd: object) -> None:
+        """('toggle',) ('play',) ('pause',) ('speed', '10x') ('cycle_speed',) ('seek_step', n)
+        ('seek_rel', +1/-1) ('seek_start',) ('seek_end',) ('refresh',)"""
+        self._commands.append(cmd)
+        self._wake.set()
+
+    def set_spark_width(self, width: int) -> None:
+        if width != self.spark_width:
+            self.spark_width = max(8, width)
+            self.command("refresh")
+
+    def start(self) -> "Hub":
+        self._thread = threading.Thread(target=self._main, name="sgtui-hub", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the thread -----------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            if self.mode == "replay":
+                self._load()
+            while not self._stop.is_set():
+                self._handle_commands()
+                changed = self._ingest()
+                now = self.mono()
+                if changed:
+                    self._dirty = True
+                    self._last_change = now
+                    if self.applied - self._frozen_at >= FREEZE_EVERY:
+                        self._frozen_at = self.applied
+                        gc.freeze()
+                quiet = now - self._last_change >= QUIET_S
+                if self._should_snapshot(now, quiet):
+                    self._snapshot(quiet)
+                    now = self.mono()
+                if changed and (self._inbox or self._replay_behind()):
+                    continue  # more to fold right away
+                self._sleep(now)
+        except Exception as e:  # noqa: BLE001 - shown to the user, never a silent dead thread
+            import traceback
+
+            msg = f"hub: {type(e).__name__}: {e}"
+            if self.on_error is not None:
+                self.on_error(msg + "\n" + traceback.format_exc(limit=6))
+
+    def _sleep(self, now: float) -> None:
+        waits = [0.5]
+        if self._dirty or self._running_phase():
+            waits.append(max(0.0, self._next_snap - now))
+        if self._needs_quiet:
+            waits.append(max(0.0, self._last_change + QUIET_S - now, self._next_snap - now))
+        if self.mode == "follow":
+            waits.append(max(0.0, self._next_poll - now))
+        if self.mode == "replay" and self.playing and not self._at_end():
+            waits.append(0.02)
+        timeout = max(0.001, min(waits))
+        self._sleeping = True
+        if not self._inbox and not self._commands:
+            self._wake.wait(timeout)
+        self._sleeping = False
+        self._wake.clear()
+
+    def _should_snapshot(self, now: float, quiet: bool) -> bool:
+        if now < self._next_snap:
+            return False
+        if not self._ui_ready.is_set() and now - self._posted_at < ACK_TIMEOUT_S:
+            return False
+        if self._dirty or (quiet and self._needs_quiet):
+            return True
+        # nothing new, but a running phase grows on screen: a calmer rate
+        return self._running_phase() and now - self._posted_at >= 1.0 / IDLE_HZ
+
+    def _running_phase(self) -> bool:
+        if self.mode == "replay" and not self.playing:
+            return False
+        for ts in self.sessions:
+            for r in ts.state.runs.values():
+                if r.open_phases and r.end is None:
+                    return True
+        return False
+
+    def _snapshot(self, quiet: bool) -> None:
+        snap = self.builder.build(self._nows(), spark_width=self.spark_width, quiet=quiet,
+                                  replay=self._replay_status(), applied=self.applied)
+        self._dirty = False
+        self._needs_quiet = not quiet  # after a burst, one quiet snapshot brings the percentiles up to date
+        now = self.mono()
+        self._posted_at = now
+        self._next_snap = now + self.period
+        self._ui_ready.clear()
+        self.snapshots += 1
+        self.post(snap)
+
+    def _nows(self) -> list[float]:
+        if self.mode != "replay":
+            t = self.clock()
+            return [t] * len(self.sessions)
+        return [self._t0[i] + self._shift[i] + self._elapsed for i in range(len(self.sessions))]
+
+    # -- sources ------------------------------------------------------------------------------
+    def _ingest(self) -> bool:
+        if self.mode == "live":
+            return self._drain_inbox()
+        if self.mode == "follow":
+            return self._poll_tails()
+        return self._advance_replay()
+
+    def _drain_inbox(self) -> bool:
+        inbox = self._inbox
+        if not inbox:
+            return False
+        ts = self.sessions[0]
+        n = 0
+        pop = inbox.popleft
+        apply = ts.apply
+        while inbox and n < CHUNK:
+            apply(pop())
+            n += 1
+        self.applied += n
+        return True
+
+    def _poll_tails(self) -> bool:
+        now = self.mono()
+        if now < self._next_poll:
+            return False
+        self._next_poll = now + FOLLOW_POLL_S
+        changed = False
+        for ts, tail in zip(self.sessions, self._tails):
+            events = tail.poll()
+            if tail.problems:
+                ts.state.problems.extend(tail.problems)
+                tail.problems.clear()
+            for e in events:
+                ts.apply(e)
+            self.applied += len(events)
+            changed = changed or bool(events)
+        if changed:
+            self._next_poll = now  # a backlog: read on at once
+        return changed
+
+    # -- replay ---------------------------------------------------------------------------------
+    def _load(self) -> None:
+        for i, p in enumerate(self.paths):
+            try:
+                res = read_session(p)
+            except SessionReadError as e:
+                if self.on_error is not None:
+                    self.on_error(str(e))
+                res = None
+            events = res.events if res is not None else []
+            if res is not None:
+                self.sessions[i].state.problems.extend(res.problems)
+            self._events.append(events)
+            t0 = events[0].t if events else 0.0
+            self._t0.append(t0)
+            self._shift.append(0.0)
+            self._cursor.append(0)
+            steps: dict[int, float] = {}
+            for e in events:
+                if e.kind == "phase" and e.edge == "start":  # type: ignore[attr-defined]
+                    s = e.step  # type: ignore[attr-defined]
+                    if s not in steps or e.t < steps[s]:
+                        steps[s] = e.t
+            self._step_t.append(steps)
+        self._duration = max((ev[-1].t - self._t0[i] for i, ev in enumerate(self._events) if ev), default=0.0)
+        self._loading = False
+        self._last_mono = self.mono()
+        self._dirty = True
+
+    def _at_end(self) -> bool:
+        return all(c >= len(ev) for c, ev in zip(self._cursor, self._events))
+
+    def _replay_behind(self) -> bool:
+        return self.mode == "replay" and self.playing and self.speed == "max" and not self._at_end()
+
+    def _apply_until(self, i: int, t_abs: float) -> int:
+        events, c, ts = self._events[i], self._cursor[i], self.sessions[i]
+        n = len(events)
+        start = c
+        apply = ts.apply
+        while c < n and events[c].t <= t_abs:
+            apply(events[c])
+            c += 1
+        self._cursor[i] = c
+        self.applied += c - start
+        return c - start
+
+    def _advance_replay(self) -> bool:
+        now = self.mono()
+        dt = now - self._last_mono
+        self._last_mono = now
+        if not self.playing or self._loading:
+            return False
+        if self._at_end():
+            self.playing = False
+            self._dirty = True
+            return False
+        if self.speed == "max":
+            # the elapsed time that applies about CHUNK more events, spread over the sessions
+            per = max(1, CHUNK // max(1, len(self._events)))
+            targets = []
+            for i, ev in enumerate(self._events):
+                j = self._cursor[i] + per - 1
+                if j < len(ev):
+                    targets.append(ev[j].t - self._t0[i] - self._shift[i])
+            self._elapsed = min(targets) if targets else self._end_elapsed()
+        else:
+            self._elapsed += dt * _SPEED_FACTOR[self.speed]
+        applied = 0
+        for i in range(len(self._events)):
+            applied += self._apply_until(i, self._t0[i] + self._shift[i] + self._elapsed)
+        if self._at_end():
+            self.playing = False
+            self._elapsed = max(self._elapsed, self._end_elapsed())
+            return True
+        return applied > 0 or self.speed != "max"
+
+    def _end_elapsed(self) -> float:
+        return max((ev[-1].t - self._t0[i] - self._shift[i] for i, ev in enumerate(self._events) if ev), default=0.0)
+
+    def _replay_status(self) -> ReplayStatus | None:
+        if self.mode != "replay":
+            return None
+        step = 0
+        for ts in self.sessions:
+            for r in ts.state.runs.values():
+                if r.rl_steps:
+                    step = max(step, r.rl_steps[-1])
+        return ReplayStatus(self.playing, self.speed, self._elapsed, self._duration, step, self._at_end(),
+                            self._loading)
+
+    def _rebuild(self, i: int, t_abs: float) -> None:
+        """Seek backwards: the fold only goes forward, so refold session i from its start."""
+        old = self.sessions[i]
+        ts = TrackedSession(old.state.source, i)
+        ts.state.problems = old.state.problems
+        self.sessions[i] = ts
+        self._cursor[i] = 0
+        self._apply_until(i, t_abs)
+
+    def _seek_to(self, targets: list[float]) -> None:
+        """targets[i]: absolute session time session i should show up to; sessions are aligned there."""
+        base = min((targets[i] - self._t0[i] for i in range(len(targets))), default=0.0)
+        rebuilt = False
+        for i, t_abs in enumerate(targets):
+            applied_t = self._events[i][self._cursor[i] - 1].t if self._cursor[i] else float("-inf")
+            if t_abs < applied_t:
+                self._rebuild(i, t_abs)
+                rebuilt = True
+            else:
+                self._apply_until(i, t_abs)
+            self._shift[i] = (t_abs - self._t0[i]) - base
+        self._elapsed = base
+        if rebuilt:
+            self.builder.sessions = self.sessions
+            self.builder.reset()
+        self._dirty = True
+
+    def _seek_step(self, n: int) -> None:
+        targets = []
+        for i, ev in enumerate(self._events):
+            if not ev:
+                targets.append(0.0)
+                continue
+            if n <= 0:
+                targets.append(self._t0[i])
+            elif n in self._step_t[i]:
+                targets.append(self._step_t[i][n])
+            else:
+                targets.append(ev[-1].t)
+        self._seek_to(targets)
+
+    def _handle_commands(self) -> None:
+        while self._commands:
+            cmd = self._commands.popleft()
+            name = cmd[0]
+            if name == "refresh":
+                self.builder.reset()
+                self._dirty = True
+                continue
+            if name == "finished":
+                self.builder.finished = True
+                self._dirty = True
+                continue
+            if self.mode != "replay" or self._loading:
+                continue
+            if name == "toggle":
+                self._set_playing(not self.playing)
+            elif name == "play":
+                self._set_playing(True)
+            elif name == "pause":
+                self._set_playing(False)
+            elif name == "speed":
+                self.speed = str(cmd[1])
+            elif name == "cycle_speed":
+                self.speed = SPEEDS[(SPEEDS.index(self.speed) + 1) % len(SPEEDS)]
+            elif name == "seek_step":
+                self._seek_step(int(cmd[1]))  # type: ignore[call-overload]
+            elif name == "seek_rel":
+                st = self._replay_status()
+                cur = st.step if st else 0
+                self._seek_step(max(0, cur + int(cmd[1])))  # type: ignore[call-overload]
+            elif name == "seek_start":
+                self._seek_step(0)
+            elif name == "seek_end":
+                self._seek_to([ev[-1].t if ev else 0.0 for ev in self._events])
+            self._dirty = True
+
+    def _set_playing(self, playing: bool) -> None:
+        if playing and self._at_end():
+            self._seek_step(0)  # play again from the start
+        self.playing = playing
+        self._last_mono = self.mono()
+
+
+def first_phase_start(events: list[Event], step: int) -> float | None:
+    """Time of the first phase start of an RL step (tests and seek share this definition)."""
+    ts = [e.t for e in events if isinstance(e, Phase) and e.edge == "start" and e.step == step]
+    return min(ts) if ts else None
+
+
+def session_paths(paths: list[str | Path]) -> list[str]:
+    return [str(p) for p in paths]

@@ -1,0 +1,172 @@
+"""The dashboard: GPU panel, metrics table, phase timeline, logs; fed only by snapshots.
+
+Layout follows the terminal: on a wide screen (>= 150x36) the table and the
+timeline sit side by side and each GPU gets three lines; otherwise
+everything stacks in one scrolling column, GPUs get one line each, and Tab
+moves focus (and the view) from pane to pane. The screen does no IO and no
+folding: `show(snapshot)` is all it gets.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from sgtui.tui.views import Snapshot
+from sgtui.tui.widgets.gpu_panel import GpuPanel
+from sgtui.tui.widgets.log_pane import LogPanes
+from sgtui.tui.widgets.metrics_table import MetricsTable
+from sgtui.tui.widgets.status_line import StatusLine
+from sgtui.tui.widgets.timeline import Timeline
+
+if TYPE_CHECKING:
+    from sgtui.tui.app import SgtuiApp
+
+WIDE_MIN = (150, 36)
+COMPACT_GPU_BELOW = (100, 36)
+
+
+class FocusPane(Container):
+    """A focusable box around a pane, so Tab can bring it into view."""
+
+    can_focus = True
+    DEFAULT_CSS = """
+    FocusPane { height: auto; width: 1fr; border-left: blank; }
+    FocusPane:focus { border-left: thick $accent; }
+    """
+
+
+class DashboardScreen(Screen):
+    """Live and follow mode; `ReplayScreen` adds playback keys."""
+
+    DEFAULT_CSS = """
+    DashboardScreen #body { height: 1fr; }
+    DashboardScreen #middle { height: auto; layout: vertical; }
+    DashboardScreen.-wide #middle { layout: horizontal; }
+    DashboardScreen.-wide #table-pane { width: auto; max-width: 60%; }
+    DashboardScreen.-wide #timeline-pane { width: 1fr; }
+    DashboardScreen #table-pane { height: auto; }
+    DashboardScreen .pane-title { height: 1; color: $text-muted; text-style: bold; padding: 0 1; }
+    """
+    BINDINGS = [
+        Binding("p", "pause_view", "Pause"),
+        Binding("tab", "app.focus_next", "Focus", show=True),
+        Binding("l", "open_log", "Log"),
+        Binding("v", "verdict", "Verdict"),
+        Binding("c", "cancel_runs", "Cancel"),
+        Binding("q", "app.request_quit", "Quit"),
+    ]
+
+    def __init__(self, mode: str = "live", title: str = "") -> None:
+        super().__init__()
+        self.mode = mode
+        self.title_text = title
+        self.view_paused = False
+        self.snapshot: Snapshot | None = None
+
+    @property
+    def sgtui(self) -> "SgtuiApp":
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        status = StatusLine(id="status")
+        status.source_title = self.title_text
+        yield status
+        with VerticalScroll(id="body"):
+            with FocusPane(id="gpu-pane"):
+                yield GpuPanel(id="gpu")
+            with Container(id="middle"):
+                with FocusPane(id="table-pane"):
+                    yield MetricsTable(id="table")
+                with FocusPane(id="timeline-pane"):
+                    yield Timeline(id="timeline")
+            yield LogPanes(id="logs")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self._apply_size(self.size.width, self.size.height)
+        self.query_one(MetricsTable).focus()
+        snap = self.sgtui.snapshot
+        if snap is not None:
+            self.show(snap)
+
+    def on_screen_resume(self) -> None:
+        snap = self.sgtui.snapshot
+        if snap is not None and snap is not self.snapshot:
+            self.show(snap)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._apply_size(event.size.width, event.size.height)
+
+    def _apply_size(self, width: int, height: int) -> None:
+        self.set_class(width >= WIDE_MIN[0] and height >= WIDE_MIN[1], "-wide")
+        wide = width >= WIDE_MIN[0] and height >= WIDE_MIN[1]
+        logs = self.query_one(LogPanes)
+        logs.set_class(wide, "-wide")
+        if wide and height >= 45:
+            logs.set_expand_new(True)
+        gpu = self.query_one(GpuPanel)
+        gpu.set_compact(width < COMPACT_GPU_BELOW[0] or height < COMPACT_GPU_BELOW[1])
+        hub = self.sgtui.hub
+        if hub is not None:
+            hub.set_spark_width(gpu.spark_width(width - 3))
+
+    # -- data ----------------------------------------------------------------------------
+    def show(self, snap: Snapshot) -> None:
+        """Render one snapshot (skipped while the view is paused: the hub keeps folding)."""
+        if self.view_paused:
+            return
+        self.snapshot = snap
+        table = self.query_one(MetricsTable)
+        with self.app.batch_update():
+            table.show(snap.runs, snap.verdict)
+            self.query_one(GpuPanel).show(snap.gpus, snap.runs)
+            self.query_one(Timeline).show(snap.runs)
+            logs = self.query_one(LogPanes)
+            logs.show(snap.runs)
+            logs.set_class(len(snap.runs) == 1, "-one")
+            logs.set_class(len(snap.runs) in (2, 4), "-two")
+            self.query_one(StatusLine).show(snap, view_paused=self.view_paused, selected=table.selected_run)
+
+    def on_metrics_table_run_selected(self, event: MetricsTable.RunSelected) -> None:
+        if self.snapshot is not None:
+            self.query_one(StatusLine).show(self.snapshot, view_paused=self.view_paused,
+                                            selected=self.query_one(MetricsTable).selected_run)
+
+    # -- actions ---------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_runs":
+            return self.sgtui.can_cancel()
+        return True
+
+    def action_pause_view(self) -> None:
+        self.view_paused = not self.view_paused
+        status = self.query_one(StatusLine)
+        status.show(self.snapshot, view_paused=self.view_paused, selected=self.query_one(MetricsTable).selected_run)
+        if not self.view_paused and self.sgtui.snapshot is not None:
+            self.show(self.sgtui.snapshot)
+        self.sgtui.ack_snapshot()
+
+    def action_open_log(self) -> None:
+        key = self.query_one(MetricsTable).selected_run
+        if key is None:
+            self.notify("no run yet", severity="warning")
+            return
+        pane = self.query_one(LogPanes).toggle(key)
+        if pane is not None and not pane.collapsed:
+            pane.call_after_refresh(pane.scroll_visible)
+
+    def action_verdict(self) -> None:
+        self.sgtui.show_verdict()
+
+    def action_cancel_runs(self) -> None:
+        self.sgtui.action_cancel_runs()
+
+    def selected_run(self) -> str | None:
+        return self.query_one(MetricsTable).selected_run

@@ -1,0 +1,211 @@
+"""Replay through the real app (Pilot): table cells, lanes, playback keys, errors, layouts."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import DataTable
+
+from gen_session import DEFAULT_RUNS, RunSpec, generate, six_runs, write_session
+from sgtui import fmt
+from sgtui.state import SessionState, run_summary
+from sgtui.tui.app import make_app
+from sgtui.tui.screens.replay import ReplayScreen
+from sgtui.tui.screens.verdict import VerdictScreen
+from sgtui.tui.widgets.log_pane import LogPanes
+from sgtui.tui.widgets.metrics_table import MetricsTable, cell_text
+from sgtui.tui.widgets.timeline import Timeline, lane_summary
+from tui_helpers import screen_text, settled, wait_for
+
+
+def cell(table: DataTable, row: str, col: str) -> str:
+    v = table.get_cell(row, col)
+    return v.plain if hasattr(v, "plain") else str(v)
+
+
+async def replay_to_end(pilot, app, n_events: int) -> None:
+    await wait_for(pilot, lambda: settled(app, n_events), what="replay to reach the end")
+    await pilot.pause()
+
+
+async def test_table_shows_the_states_numbers(tmp_path):
+    events = generate(seed=11)
+    path = write_session(tmp_path / "a.jsonl", events)
+    app = make_app("replay", paths=[path])
+    async with app.run_test(size=(160, 45)) as pilot:
+        await replay_to_end(pilot, app, len(events))
+        table = app.screen.query_one(MetricsTable)
+        state = SessionState().apply_all(events)
+        winners = {row.key: row.winner for row in app.snapshot.verdict.rows}
+        for spec in DEFAULT_RUNS:
+            s = run_summary(state.runs[spec.label], state.gpu)
+            m = s.metrics
+            expect = {
+                "tok_mean": fmt.num(m.output_throughput),
+                "ttft_mean": fmt.ms(m.mean_ttft_ms),
+                "ttft_p50": fmt.ms(m.p50_ttft_ms),
+                "ttft_p99": fmt.ms(m.p99_ttft_ms),
+                "itl": fmt.ms(m.mean_itl_ms),
+                "tpot": fmt.ms(m.mean_tpot_ms),
+                "e2e_p99": fmt.ms(m.p99_e2el_ms),
+                "requests": f"{m.completed}/{m.errors}",
+                "transition": fmt.secs(s.phase_means["transition"]),
+                "train": fmt.secs(s.phase_means["train"]),
+                "step_time": fmt.secs(s.phase_means["step_total"]),
+                "status": "ok",
+            }
+            vkeys = {"tok_mean": "output_throughput", "ttft_mean": "mean_ttft_ms", "itl": "mean_itl_ms",
+                     "tpot": "mean_tpot_ms", "e2e_p99": "p99_e2el_ms", "transition": "transition", "train": "train",
+                     "step_time": "step_total"}
+            for row, want in expect.items():
+                got = cell(table, row, spec.label)
+                better = winners.get(vkeys.get(row, "")) == spec.label
+                assert got == (f"{want} ▲" if better else want), (spec.label, row)
+        # the highlight follows the verdict: only runs that win outside the noise carry it
+        marked = {(r, c) for r in ("step_time", "transition", "itl") for c in (s.label for s in DEFAULT_RUNS)
+                  if cell(table, r, c).endswith("▲")}
+        assert marked == {(r, winners[k]) for r, k in (("step_time", "step_total"), ("transition", "transition"),
+                                                        ("itl", "mean_itl_ms")) if winners[k]}
+
+
+async def test_timeline_lanes_match_the_phase_events(tmp_path):
+    events = generate(seed=12)
+    path = write_session(tmp_path / "a.jsonl", events)
+    app = make_app("replay", paths=[path])
+    async with app.run_test(size=(200, 50)) as pilot:
+        await replay_to_end(pilot, app, len(events))
+        timeline = app.screen.query_one(Timeline)
+        state = SessionState().apply_all(events)
+        for rv in timeline.runs:
+            run = state.runs[rv.label]
+            want: dict[int, list[tuple[str, float]]] = {}
+            for sp in run.timeline:
+                want.setdefault(sp.step, []).append((sp.name, sp.duration))
+            got = lane_summary(rv)
+            assert {k: [n for n, _ in v] for k, v in got.items()} == {k: [n for n, _ in v] for k, v in want.items()}
+            for step in want:
+                assert [d for _, d in got[step]] == pytest.approx([d for _, d in want[step]])
+        text = screen_text(app)
+        assert "s3" in text and "train" in text and "offload" in text
+
+
+async def test_playback_keys(tmp_path):
+    events = generate(seed=13)
+    path = write_session(tmp_path / "a.jsonl", events)
+    app = make_app("replay", paths=[path], playing=False, speed="1x")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None and not app.snapshot.replay.loading)
+        assert isinstance(app.screen, ReplayScreen)
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, lambda: app.snapshot.replay.step == 1 and app.snapshot.settled, what="seek to step 1")
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, lambda: app.snapshot.replay.step == 2 and app.snapshot.settled, what="seek to step 2")
+        assert "step 2" in screen_text(app).splitlines()[0]
+        await pilot.press("left_square_bracket")
+        await wait_for(pilot, lambda: app.snapshot.replay.step == 1 and app.snapshot.settled, what="seek back")
+        await pilot.press("s")  # 1x -> 10x
+        await pilot.press("space")
+        await wait_for(pilot, lambda: app.snapshot.replay.playing and app.snapshot.replay.speed == "10x")
+        assert "▶ 10x" in screen_text(app).splitlines()[0]
+        await pilot.press("space")
+        await wait_for(pilot, lambda: not app.snapshot.replay.playing)
+        await pilot.press("s")  # -> max
+        await pilot.press("space")
+        await replay_to_end(pilot, app, len(events))
+        assert "■ end" in screen_text(app).splitlines()[0]
+        await pilot.press("g")
+        await pilot.press("2", "enter")
+        await wait_for(pilot, lambda: app.snapshot.replay.step == 2 and app.snapshot.settled, what="go to step 2")
+        await pilot.press("v")
+        assert isinstance(app.screen, VerdictScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, ReplayScreen)
+
+
+async def test_error_is_shown_with_its_category(tmp_path):
+    runs = (DEFAULT_RUNS[0], RunSpec("sglang-oom", "sglang", "release", fail_step=2))
+    events = generate(seed=14, runs=runs)
+    path = write_session(tmp_path / "f.jsonl", events)
+    app = make_app("replay", paths=[path])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await replay_to_end(pilot, app, len(events))
+        table = app.screen.query_one(MetricsTable)
+        assert cell(table, "status", "sglang-oom") == "failed"
+        assert cell(table, "requests", "sglang-oom") == "12/4"
+        assert "1 error" in screen_text(app).splitlines()[0]
+        table.select_run("sglang-oom")
+        await pilot.press("l")
+        await pilot.pause()
+        pane = app.screen.query_one(LogPanes).panes["sglang-oom"]
+        assert not pane.collapsed
+        text = pane.text()
+        assert "ERROR   [OOM] step 2: engine ran out of GPU memory" in text
+        assert "[OOM] torch.OutOfMemoryError" in text  # the log line, categorised
+        assert "errors" in pane.title or "error" in pane.title
+        await pilot.press("v")
+        await pilot.pause()
+        assert "not ranked: sglang-oom" in screen_text(app)
+
+
+async def test_no_gpu_panel_says_so(tmp_path):
+    events = generate(seed=15, gpu=False)
+    path = write_session(tmp_path / "cpu.jsonl", events)
+    app = make_app("replay", paths=[path])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await replay_to_end(pilot, app, len(events))
+        assert "GPU: no NVIDIA driver — memory is not measured; everything else works" in screen_text(app)
+        assert cell(app.screen.query_one(MetricsTable), "status", "vllm-sleep1") == "ok"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50), (50, 16)])
+async def test_six_runs_and_resizes_keep_a_readable_layout(tmp_path, size):
+    events = generate(seed=16, runs=six_runs(), steps=2)
+    path = write_session(tmp_path / "six.jsonl", events)
+    app = make_app("replay", paths=[path])
+    async with app.run_test(size=size) as pilot:
+        await replay_to_end(pilot, app, len(events))
+        table = app.screen.query_one(MetricsTable)
+        assert [str(k.value) for k in table.columns][1:] == [s.label for s in six_runs()]
+        for spec in six_runs():
+            assert cell(table, "requests", spec.label) == "16/0"
+        first = screen_text(app).splitlines()[0]
+        assert "6 runs" in first
+        for w, h in ((40, 12), (200, 50), (80, 24)):
+            await pilot.resize_terminal(w, h)
+            await pilot.pause(0.2)
+            assert app.screen.has_class("-wide") == (w >= 150 and h >= 36)
+            assert len(screen_text(app).splitlines()) == h
+
+
+async def test_sessions_side_by_side_become_columns(tmp_path):
+    a = write_session(tmp_path / "a.jsonl", generate(seed=17, runs=(DEFAULT_RUNS[0],)))
+    b = write_session(tmp_path / "b.jsonl", generate(seed=18, runs=(DEFAULT_RUNS[0], DEFAULT_RUNS[1])))
+    app = make_app("replay", paths=[a, b])
+    async with app.run_test(size=(160, 45)) as pilot:
+        await wait_for(pilot, lambda: settled(app) and app.snapshot.replay.at_end)
+        table = app.screen.query_one(MetricsTable)
+        assert [str(k.value) for k in table.columns][1:] == ["a:vllm-sleep1", "b:vllm-sleep1", "sglang-release"]
+        run = next(r for r in app.snapshot.runs if r.key == "b:vllm-sleep1")
+        assert cell(table, "tok_mean", "b:vllm-sleep1").split()[0] == cell_text("tok_mean", run)
+        assert "session a" in screen_text(app) and "session b" in screen_text(app)
+
+
+async def test_follow_reattaches_to_a_session_being_written(tmp_path):
+    from sgtui.events import encode
+
+    events = generate(seed=19)
+    path = tmp_path / "live.jsonl"
+    cut = len(events) // 2
+    write_session(path, events[:cut])
+    app = make_app("replay", paths=[path], follow=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.events == cut)
+        assert "follow" in screen_text(app).splitlines()[0]
+        with path.open("ab") as f:
+            for e in events[cut:]:
+                f.write(encode(e))
+        await wait_for(pilot, lambda: settled(app) and app.snapshot.events == len(events))
+        table = app.screen.query_one(MetricsTable)
+        assert cell(table, "status", "sglang-release") == "ok"
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0

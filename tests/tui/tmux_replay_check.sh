@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# A check as a person would do it: `sgtui replay` of a generated session inside a real tmux pane
+# (80x24, then resized to 200x50), keys sent, the pane captured to text and asserted on.
+#
+#   bash tests/tui/tmux_replay_check.sh            # needs tmux (apt-get install tmux)
+#
+# Leaves its captures in $OUT (default: a temp dir) and removes its tmux session at the end.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/../.." && pwd)"
+PY="${PY:-$REPO/.venv/bin/python}"
+OUT="${OUT:-$(mktemp -d)}"
+NAME="sgtui-check-$$"
+command -v tmux >/dev/null || { echo "tmux_replay_check: tmux not installed (apt-get install tmux)"; exit 2; }
+
+cleanup() { tmux kill-session -t "$NAME" 2>/dev/null || true; }
+trap cleanup EXIT
+
+SESSION="$OUT/check.jsonl"
+REPO="$REPO" "$PY" - "$SESSION" <<'PYEOF'
+import sys
+import os; sys.path.insert(0, os.path.join(os.environ["REPO"], "tests/tui"))
+from gen_session import generate, write_session
+write_session(sys.argv[1], generate(seed=42))
+PYEOF
+
+fail() { echo "FAIL: $*"; echo "--- last capture ($1) ---"; cat "$OUT/last.txt" 2>/dev/null; exit 1; }
+capture() { tmux capture-pane -p -t "$NAME" > "$OUT/$1.txt"; cp "$OUT/$1.txt" "$OUT/last.txt"; }
+# wait_for NAME TEXT [SECONDS]: capture until TEXT shows (a fixed grep string)
+wait_for() {
+  local n="$1" text="$2" secs="${3:-20}" i
+  for ((i = 0; i < secs * 10; i++)); do
+    capture "$n"
+    grep -qF -- "$text" "$OUT/$n.txt" && return 0
+    sleep 0.1
+  done
+  fail "$n: '$text' not on screen after ${secs}s"
+}
+
+tmux new-session -d -s "$NAME" -x 80 -y 24 -e "REPO=$REPO" \
+  "cd '$REPO' && TERM=tmux-256color '$REPO/.venv/bin/sgtui' replay '$SESSION'; echo SGTUI-EXIT=\$?; sleep 30"
+
+wait_for end "■ end"                        # played to the end at max speed
+grep -qF "vllm-sleep1" "$OUT/end.txt" || fail end "run column vllm-sleep1 missing"
+grep -qF "sglang-release" "$OUT/end.txt" || fail end "run column sglang-release missing"
+grep -qE "tok/s mean +[0-9]" "$OUT/end.txt" || fail end "no throughput number"
+grep -qF "step 3" "$OUT/end.txt" || fail end "status line does not say step 3"
+
+tmux send-keys -t "$NAME" "{"               # back to the start, paused
+wait_for start "step 0"
+tmux send-keys -t "$NAME" "]" "]"           # seek by step: step 2
+wait_for step2 "step 2"
+tmux send-keys -t "$NAME" "v"               # the verdict
+wait_for verdict "sgtui · verdict"
+grep -qE "WINNER|no clear winner|no verdict" "$OUT/verdict.txt" || fail verdict "no verdict headline"
+tmux send-keys -t "$NAME" Escape
+wait_for back "tok/s mean"
+
+tmux resize-window -t "$NAME" -x 200 -y 50  # a big screen: table and timeline side by side
+wait_for wide "phases:"
+grep -qE "tok/s mean.*phases:|phases:.*" "$OUT/wide.txt" || fail wide "no timeline legend"
+[ "$(wc -l < "$OUT/wide.txt")" -ge 49 ] || fail wide "pane not resized"
+tmux send-keys -t "$NAME" "}"               # to the end
+wait_for wide_end "■ end"
+grep -qF "▼ log · vllm-sleep1" "$OUT/wide_end.txt" || fail wide_end "logs not open on a big screen"
+
+tmux resize-window -t "$NAME" -x 60 -y 18   # very narrow: still one status line, still the table
+sleep 0.5
+wait_for narrow "tok/s mean"                # the table is still there, narrower
+[ "$(wc -l < "$OUT/narrow.txt")" -le 18 ] || fail narrow "pane not resized"
+[ "$(wc -L < "$OUT/narrow.txt")" -le 60 ] || fail narrow "lines wider than 60"
+grep -qE "^ sgtui .*step 3" "$OUT/narrow.txt" || fail narrow "status line lost"
+
+tmux send-keys -t "$NAME" "q"
+wait_for exit "SGTUI-EXIT=0" 10
+echo "tmux_replay_check: ok (captures in $OUT)"
