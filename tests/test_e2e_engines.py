@@ -1,0 +1,91 @@
+"""`sgtui --no-ui` end to end on the real vLLM and SGLang CPU servers (one session, three runs)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from sgtui.events import Phase, Proc, Request, RunEnd
+from sgtui.session import read_session
+from tests.engines import TINY, free_port, marked_processes, needs_sglang, needs_vllm, port_is_free
+
+pytestmark = [pytest.mark.engine, needs_vllm, needs_sglang]
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sessions")
+    vport, sport = free_port(), free_port()
+    cmd = [sys.executable, "-m", "sgtui.cli", "--no-ui", "--run", "vllm:restart", "--run", "vllm:sleep1",
+           "--run", "sglang:release", "--num-steps", "2", "--num-rollouts", "6", "--concurrency", "4",
+           "--max-output-tokens", "24", "--max-input-tokens", "48", "--sim-train-seconds", "0.3",
+           "--vllm-port", str(vport), "--sglang-port", str(sport), "-o", str(out), "--export", "txt,json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+    sessions = list(out.glob("*.jsonl"))
+    return r, sessions[0] if sessions else None, (vport, sport)
+
+
+def test_exit_code_and_files(session):
+    r, path, _ = session
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert path is not None
+    assert path.with_suffix(".txt").exists() and path.with_suffix(".json").exists()
+
+
+def test_every_phase_of_every_step_and_one_request_per_rollout(session):
+    _, path, _ = session
+    res = read_session(path)
+    assert res.problems == []
+    for run in ("vllm-restart", "vllm-sleep1", "sglang-release"):
+        phases = {(e.step, e.name, e.edge) for e in res.events if isinstance(e, Phase) and e.run == run}
+        for step in (1, 2):
+            for name in ("rollout", "offload", "train", "reload", "weight_sync"):
+                assert (step, name, "start") in phases and (step, name, "end") in phases, (run, step, name)
+        assert (0, "startup", "end") in phases and (0, "shutdown", "end") in phases
+        reqs = [e for e in res.events if isinstance(e, Request) and e.run == run]
+        assert len(reqs) == 12 and all(not e.error for e in reqs)
+        assert all(e.output_tokens == 24 for e in reqs)  # ignore_eos + max_tokens, counted from usage
+    ends = {e.run: e.status for e in res.events if isinstance(e, RunEnd)}
+    assert ends == {"vllm-restart": "ok", "vllm-sleep1": "ok", "sglang-release": "ok"}
+
+
+def test_lora_adapter_answers(session):
+    _, path, _ = session
+    res = read_session(path)
+    sleep1 = [e for e in res.events if isinstance(e, Request) and e.run == "vllm-sleep1"]
+    assert {e.served_model for e in sleep1} == {"policy-lora"}
+    sg = [e for e in res.events if isinstance(e, Request) and e.run == "sglang-release"]
+    assert {e.served_model for e in sg if e.step == 1} == {"policy:policy-s0"}
+    assert {e.served_model for e in sg if e.step == 2} == {"policy:policy-s1"}
+    syncs = [e.detail for e in res.events if isinstance(e, Phase) and e.run == "sglang-release"
+             and e.name == "weight_sync" and e.edge == "end"]
+    assert syncs[-1] == "unload policy-s1, load policy-s2"
+
+
+def test_report_compares_backends_in_80_columns(session):
+    r, path, _ = session
+    text = path.with_suffix(".txt").read_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "vllm-restart" in text and "sglang-release" in text and "VERDICT" in text
+    assert "not measured: not measurable on CPU" in text
+    doc = orjson.loads(path.with_suffix(".json").read_bytes())
+    assert {run["label"] for run in doc["runs"]} == {"vllm-restart", "vllm-sleep1", "sglang-release"}
+    rep = subprocess.run([sys.executable, "-m", "sgtui.cli", "report", str(path), "--format", "trace"],
+                         capture_output=True, cwd=REPO, timeout=120)
+    assert rep.returncode == 0 and orjson.loads(rep.stdout)["traceEvents"]
+
+
+def test_nothing_left_running_and_ports_free(session):
+    _, path, (vport, sport) = session
+    res = read_session(path)
+    pgids = {e.pgid for e in res.events if isinstance(e, Proc)}
+    assert len(pgids) >= 4  # restart strategy started the vLLM server 3 times
+    for pg in pgids:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pg, 0)
+    assert port_is_free(vport) and port_is_free(sport)
+    assert marked_processes() == []

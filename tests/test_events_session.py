@@ -1,0 +1,111 @@
+import os
+import stat
+
+import orjson
+import pytest
+
+from sgtui import events as E
+from sgtui.session import SessionReadError, SessionTail, SessionWriter, make_header, new_session_path, read_session, redact
+from tests.gen import generate
+
+
+def write_lines(path, lines):
+    path.write_bytes(b"".join(lines))
+
+
+def test_roundtrip_every_kind():
+    for ev in generate(steps=1, requests=3) + [E.Log(t=1, run="a", line="x"), E.Error(t=1, run="a", category="OOM"),
+                                               E.Proc(t=1, run="a", pgid=5)]:
+        assert E.decode(E.encode(ev)) == ev
+
+
+@pytest.mark.parametrize("line,needle", [
+    (b'{"kind":"nope","t":1}', "unknown event kind 'nope'"),
+    (b'{"kind":"request","t":"1"}', "request.t: expected int or float, got str"),
+    (b'{"kind":"phase","t":1,"step":true}', "phase.step: expected int, got bool"),
+    (b'{"kind":"log"}', "missing field 't'"),
+    (b'[1,2]', "expected a JSON object"),
+    (b'{"kind":', "not valid JSON"),
+])
+def test_decode_errors_name_the_line(line, needle):
+    with pytest.raises(E.EventError) as e:
+        E.decode(line, lineno=42)
+    assert str(e.value).startswith("line 42: ") and needle in str(e.value)
+
+
+def test_newer_schema_stops(tmp_path):
+    p = tmp_path / "s.jsonl"
+    write_lines(p, [b'{"kind":"session","t":1,"schema":%d}\n' % (E.SCHEMA + 1)])
+    with pytest.raises(SessionReadError) as e:
+        read_session(p)
+    assert f"session written by a newer sgtui (schema {E.SCHEMA + 1}), this one reads up to {E.SCHEMA}" in str(e.value)
+
+
+def test_unknown_fields_are_ignored():
+    ev = E.decode(b'{"kind":"log","t":1,"run":"a","line":"x","future_field":3}')
+    assert ev == E.Log(t=1, run="a", line="x")
+
+
+def test_reader_skips_bad_lines_and_ignores_truncated_tail(tmp_path):
+    evs = generate(steps=1, requests=2)
+    lines = [E.encode(e) for e in evs]
+    lines.insert(3, b"garbage line\n")
+    lines.insert(5, b'{"kind":"request","t":"x"}\n')
+    partial = E.encode(E.Log(t=5, run="a", line="cut"))[:-10]
+    write_lines(tmp_path / "s.jsonl", lines + [partial])
+    res = read_session(tmp_path / "s.jsonl")
+    assert res.events == evs
+    assert res.truncated_tail
+    assert any(":4: not valid JSON" in p for p in res.problems)
+    assert any(":6: request.t" in p for p in res.problems)
+    assert sum("incomplete" in p for p in res.problems) == 1
+
+
+def test_not_a_session(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(E.encode(E.Log(t=1, run="a")))
+    with pytest.raises(SessionReadError, match="not an sgtui session"):
+        read_session(p)
+    with pytest.raises(SessionReadError, match="no such session file"):
+        read_session(tmp_path / "missing.jsonl")
+
+
+def test_writer_creates_0600_never_overwrites_and_flushes_each_line(tmp_path):
+    p = new_session_path(tmp_path, ["vllm-sleep1", "sglang-release"], now=0)
+    assert p.name == "19700101T000000Z-vllm-sleep1_vs_sglang-release.jsonl"
+    w = SessionWriter(p)
+    w.write(make_header(["sgtui"], {}))
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+    assert read_session(p).header is not None  # readable while still open: no user-space buffer
+    p2 = new_session_path(tmp_path, ["vllm-sleep1", "sglang-release"], now=0)
+    assert p2 != p and p2.name.endswith("-2.jsonl")
+    with pytest.raises(FileExistsError):
+        SessionWriter(p)
+    w.close()
+
+
+def test_tail_follows_a_growing_file(tmp_path):
+    p = tmp_path / "s.jsonl"
+    w = SessionWriter(p)
+    tail = SessionTail(p)
+    assert tail.poll() == []
+    evs = generate(steps=1, requests=1)
+    for e in evs[:3]:
+        w.write(e)
+    assert tail.poll() == evs[:3]
+    line = E.encode(evs[3])
+    os.write(w._fd, line[:7])  # a write in progress: waits for its newline
+    assert tail.poll() == []
+    os.write(w._fd, line[7:])
+    assert tail.poll() == [evs[3]]
+    w.close()
+
+
+def test_redaction_of_secrets():
+    cfg = redact({"env": {"HF_TOKEN": "hf_abc", "PATH": "/bin"}, "api_key": "k", "nested": [{"password": "p"}]})
+    assert cfg["env"]["HF_TOKEN"] == "<redacted>" and cfg["env"]["PATH"] == "/bin"
+    assert cfg["api_key"] == "<redacted>" and cfg["nested"][0]["password"] == "<redacted>"
+    argv = redact(["sgtui", "--hf-token", "secret", "--api-key=abc", "OPENAI_API_KEY=x", "--model", "m"])
+    assert argv == ["sgtui", "--hf-token", "<redacted>", "--api-key=<redacted>", "OPENAI_API_KEY=<redacted>", "--model", "m"]
+    header = make_header(["sgtui", "--hf-token", "zzz"], {"env": {"MY_SECRET": "s"}})
+    assert b"zzz" not in E.encode(header) and b'"s"' not in orjson.dumps(header.config)

@@ -1,0 +1,74 @@
+import csv
+import io
+
+import orjson
+
+from sgtui.export import render
+from sgtui.state import load_state
+from tests.gen import generate
+
+
+def state(**kw):
+    st = load_state(generate(**kw))
+    st.source = "sessions/x.jsonl"
+    return st
+
+
+def test_text_report_layout():
+    text = render("txt", [state(labels=("vllm-sleep1", "vllm-restart", "sglang-release", "sglang-restart",
+                                        "vllm-keep", "sglang-keep"), steps=2)])
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for section in ("ROLLOUT", "TRANSITION OVERHEAD", "TRAINING", "END-TO-END", "GPU MEMORY", "VERDICT"):
+        assert any(line.startswith(section) for line in lines), section
+    assert any(line.startswith(("WINNER:", "no clear winner")) for line in lines)
+    # 6 runs wrap into two blocks of columns
+    assert sum(1 for line in lines if "vllm-sleep1" in line and "sglang-restart" in line) >= 1
+    assert any(line.strip().startswith("vllm-keep") for line in lines)
+
+
+def test_text_report_cpu_memory_not_zero():
+    text = render("txt", [state(labels=("vllm-sleep1", "sglang-release"), steps=2, gpu=False)])
+    assert "not measured: not measurable on CPU" in text
+
+
+def test_json_keys_like_vllm_bench():
+    doc = orjson.loads(render("json", [state(steps=2)]))
+    run = doc["runs"][0]
+    for key in ("request_throughput", "output_throughput", "mean_ttft_ms", "p99_ttft_ms", "mean_itl_ms",
+                "median_tpot_ms", "p99_e2el_ms", "completed"):
+        assert key in run
+    assert doc["verdict"]["headline"]
+
+
+def test_csv_rows_per_request_and_step():
+    st = state(steps=3, requests=5)
+    rows = list(csv.DictReader(io.StringIO(render("csv", [st]))))
+    n_req = sum(len(run.steps[n].requests) for run in st.runs.values() for n in run.rl_steps)
+    assert sum(r["row_type"] == "request" for r in rows) == n_req
+    assert sum(r["row_type"] == "step" for r in rows) == 3 * len(st.runs)
+
+
+def test_trace_is_valid_with_expected_tracks():
+    st = state(steps=2, requests=4)
+    doc = orjson.loads(render("trace", [st]))
+    ev = doc["traceEvents"]
+    names = {e["args"]["name"] for e in ev if e.get("name") == "process_name"}
+    assert {"vllm-sleep1", "sglang-release", "GPUs"} <= names
+    phases = [e for e in ev if e.get("cat") == "phase"]
+    assert {"startup", "rollout", "offload", "train", "reload", "weight_sync"} <= {e["name"] for e in phases}
+    assert all(e["dur"] >= 0 for e in phases)
+    slots = {e["tid"] for e in ev if e.get("cat") == "request"}
+    assert slots == {100, 101, 102, 103}
+    assert any(e["ph"] == "C" and e["name"] == "GPU 0 used MiB" for e in ev)
+
+
+def test_markdown_table():
+    md = render("md", [state(steps=2)])
+    assert "| metric | `vllm-sleep1` | `sglang-release` |" in md and "**" in md
+
+
+def test_two_sessions_side_by_side_get_unique_labels():
+    a, b = state(steps=1), state(steps=1, seed=9)
+    text = render("txt", [a, b])
+    assert "vllm-sleep1#1" in text and "vllm-sleep1#2" in text and "session #2:" in text

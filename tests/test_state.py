@@ -1,0 +1,112 @@
+"""Every derived number against an independent computation (numpy, written from vLLM's definitions)."""
+
+import numpy as np
+import pytest
+
+from sgtui import events as E
+from sgtui.state import SessionState, calculate_metrics, load_state, run_summary
+from tests.gen import generate
+
+
+def independent_metrics(reqs, duration):
+    ok = [r for r in reqs if not r.error]
+    ttft = np.array([r.ttft for r in ok]) * 1000
+    e2el = np.array([r.latency for r in ok]) * 1000
+    itl = np.array([g for r in ok for g in r.itl]) * 1000
+    tpot = np.array([(r.latency - r.ttft) / (r.output_tokens - 1) for r in ok if r.output_tokens > 1]) * 1000
+    out = sum(r.output_tokens for r in ok)
+    d = {"completed": len(ok), "errors": len(reqs) - len(ok), "output_throughput": out / duration,
+         "request_throughput": len(ok) / duration}
+    for name, arr in (("ttft", ttft), ("e2el", e2el), ("itl", itl), ("tpot", tpot)):
+        d[f"mean_{name}_ms"] = arr.mean()
+        d[f"std_{name}_ms"] = arr.std()
+        for q in (50, 90, 99):
+            d[f"p{q}_{name}_ms"] = np.percentile(arr, q)
+    return d
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_step_and_run_metrics_match_numpy(seed):
+    evs = generate(steps=3, requests=20, seed=seed)
+    st = load_state(evs)
+    for label, run in st.runs.items():
+        s = run_summary(run, st.gpu)
+        all_reqs, total_dur = [], 0.0
+        for step_sum in s.steps:
+            step = run.steps[step_sum.step]
+            span = step.phases["rollout"]
+            dur = span.end - span.start
+            total_dur += dur
+            all_reqs += step.requests
+            want = independent_metrics(step.requests, dur)
+            for k, v in want.items():
+                assert getattr(step_sum.metrics, k) == pytest.approx(v, rel=1e-9, abs=1e-9), (label, k)
+            # phases and step total from the raw edges
+            edges = [e for e in evs if isinstance(e, E.Phase) and e.run == label and e.step == step_sum.step]
+            assert step_sum.total_s == pytest.approx(max(e.t for e in edges) - min(e.t for e in edges))
+            for name in ("offload", "train", "reload", "weight_sync"):
+                ts = [e.t for e in edges if e.name == name]
+                assert step_sum.phases[name] == pytest.approx(ts[1] - ts[0])
+            assert step_sum.transition_s == pytest.approx(sum(step_sum.phases[p] for p in ("offload", "reload", "weight_sync")))
+        want = independent_metrics(all_reqs, total_dur)
+        for k, v in want.items():
+            assert getattr(s.metrics, k) == pytest.approx(v, rel=1e-9, abs=1e-9), (label, k)
+        assert s.phase_means["step_total"] == pytest.approx(np.mean([x.total_s for x in s.steps]))
+
+
+def test_100k_event_stream_folds_exactly():
+    evs = generate(labels=("vllm-sleep1", "vllm-restart"), steps=50, requests=600, seed=7, itl_len=4)
+    assert len(evs) > 100_000
+    st = load_state(evs)
+    assert st.events == len(evs)
+    for label, run in st.runs.items():
+        reqs = [e for e in evs if isinstance(e, E.Request) and e.run == label]
+        s = run_summary(run, st.gpu)
+        assert s.metrics.completed + s.metrics.errors == len(reqs)
+        assert s.metrics.total_output_tokens == sum(r.output_tokens for r in reqs if not r.error)
+        assert s.metrics.p99_itl_ms == pytest.approx(
+            np.percentile([g * 1000 for r in reqs if not r.error for g in r.itl], 99))
+        assert len(s.steps) == 50 and all(x.complete for x in s.steps)
+
+
+def test_metrics_of_nothing_are_zero_like_vllm():
+    m = calculate_metrics([], 0.0)
+    assert m.completed == 0 and m.output_throughput == 0 and m.p99_ttft_ms == 0
+
+
+def test_memory_summary_from_samples():
+    st = load_state(generate(labels=("vllm-sleep1",), steps=2))
+    mem = run_summary(st.runs["vllm-sleep1"], st.gpu).memory
+    assert mem.measured and mem.idle_floor_mib == 480.0 and mem.peak_mib == 40000.0
+    assert [m.freed_mib for m in mem.steps] == [40000.0 - 1300.0] * 2
+    assert [m.held_mib for m in mem.steps] == [1300.0 - 480.0] * 2
+    assert [m.train_floor_mib for m in mem.steps] == [1300.0] * 2
+
+
+def test_memory_on_cpu_says_not_measurable():
+    st = load_state(generate(labels=("vllm-sleep1",), steps=1, gpu=False))
+    mem = run_summary(st.runs["vllm-sleep1"], st.gpu).memory
+    assert not mem.measured and mem.reason == "not measurable on CPU"
+    st.apply(E.GpuSample(t=1, error="no NVIDIA driver"))
+    assert st.gpu.error == "no NVIDIA driver"
+
+
+def test_live_fold_open_phase_and_cancel_closes_it():
+    st = SessionState()
+    st.apply(E.RunStart(t=0, run="a", backend="vllm"))
+    st.apply(E.Phase(t=1, run="a", step=1, name="rollout", edge="start"))
+    run = st.runs["a"]
+    assert run.current_phase.name == "rollout" and run.current_phase.duration_at(3.5) == 2.5
+    assert run_summary(run, st.gpu).steps[0].complete is False
+    st.apply(E.RunEnd(t=4, run="a", status="cancelled"))
+    span = run.steps[1].phases["rollout"]
+    assert span.end == 4 and span.ok is False and run.status == "cancelled"
+
+
+def test_summary_cache_invalidates_on_new_events():
+    evs = generate(labels=("vllm-sleep1",), steps=2)
+    st = load_state(evs[:-20])
+    a = st.summary("vllm-sleep1")
+    assert st.summary("vllm-sleep1") is a
+    st.apply_all(evs[-20:])
+    assert st.summary("vllm-sleep1") is not a

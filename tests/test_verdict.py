@@ -1,0 +1,60 @@
+from sgtui import stats
+from sgtui.state import load_state
+from sgtui.verdict import verdict
+from tests.gen import generate
+
+
+def summaries(evs):
+    st = load_state(evs)
+    return [st.summary(label) for label in st.runs]
+
+
+def test_identical_runs_no_clear_winner():
+    a = generate(labels=("vllm-sleep1",), steps=4, noise=0.2, seed=3)
+    # the same run again under another label, same timings
+    b = [e for e in generate(labels=("vllm-sleep1",), steps=4, noise=0.2, seed=3)]
+    for e in b:
+        if hasattr(e, "run") and e.run:
+            e.run = "sglang-release"
+    v = verdict(summaries(a + b[1:]))
+    assert v.winner is None and v.headline.startswith("no clear winner")
+    assert "includes 0" in v.confidence
+
+
+def test_clearly_faster_run_wins_with_breakdown():
+    evs = generate(labels=("vllm-sleep1", "sglang-release"), steps=5, noise=0.05,
+                   speed={"sglang-release": 3.0}, seed=1)
+    v = verdict(summaries(evs))
+    assert v.winner == "vllm-sleep1"
+    assert v.headline.startswith("WINNER: vllm-sleep1") and "excludes 0" in v.confidence
+    assert v.breakdown[0][0] in ("rollout", "offload") and v.breakdown[0][1] > 0
+    row = next(r for r in v.rows if r.key == "output_throughput")
+    assert row.best == "vllm-sleep1" and row.higher_is_better
+
+
+def test_small_difference_inside_noise():
+    evs = generate(labels=("vllm-sleep1", "sglang-release"), steps=4, noise=0.5,
+                   speed={"sglang-release": 1.02}, seed=5)
+    v = verdict(summaries(evs))
+    step = v.rows[0]
+    assert step.key == "step_total" and not all(step.significant.values())
+    assert v.winner is None
+
+
+def test_one_step_has_no_noise_estimate_and_failed_runs_are_not_ranked():
+    evs = generate(labels=("vllm-sleep1", "sglang-release"), steps=1, speed={"sglang-release": 2.0})
+    for e in evs:
+        if getattr(e, "kind", "") == "run_end" and e.run == "sglang-release":
+            e.status = "failed"
+    v = verdict(summaries(evs))
+    assert v.unranked == {"sglang-release": "failed"}
+    assert v.winner is None
+
+
+def test_welch_interval_against_textbook_values():
+    c = stats.welch([1.0, 2.0, 3.0, 4.0], [2.0, 3.0, 4.0, 5.0])
+    # equal variances 1.667, n=4: se = sqrt(2*1.667/4) = 0.9129, df = 6, t = 2.447
+    assert abs(c.diff - 1.0) < 1e-12
+    assert abs((c.ci_high - c.diff) - 2.447 * 0.912870929) < 1e-3
+    assert not c.significant
+    assert stats.percentile([1, 2, 3, 4], 90) == 3.7
