@@ -170,6 +170,9 @@ def main_command(
     overrides.update(tp=tp, gpu_memory_utilization=gpu_memory_utilization, workload=workload, dataset=dataset,
                      trainer=trainer, sim_train_seconds=sim_train_seconds, sim_train_mib=sim_train_mib, seed=seed,
                      host=host, startup_timeout=startup_timeout)
+    if trainer != "simulated":
+        fail(f"--trainer {trainer!r}: only the simulated trainer is available in this version "
+             "(the megatron-core trainer is not built yet)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"sgtui: warning: --host {host}: engines listen beyond this machine and vLLM's dev-mode "
                    "endpoints (/sleep, /collective_rpc) become reachable by anyone who can reach it", err=True)

@@ -50,7 +50,7 @@ class RunConfig:
     concurrency: int = 32
     max_input_tokens: int = 1024
     max_output_tokens: int = 1024
-    max_model_len: int = 0  # 0: max_input_tokens + max_output_tokens
+    max_model_len: int = 0  # 0: max_input_tokens + max_output_tokens + 64
     tp: int = 1
     gpu_memory_utilization: float = 0.7
     dtype: str = "auto"
@@ -86,7 +86,9 @@ class RunConfig:
     workdir: str = ""  # logs, adapters, trainer files of this run
 
     def effective_max_model_len(self) -> int:
-        return self.max_model_len or (self.max_input_tokens + self.max_output_tokens)
+        """Headroom of 64 tokens: a prompt re-tokenised by the server or wrapped in a chat template can be a
+        little longer than asked, and a context that is too short would silently cut outputs short."""
+        return self.max_model_len or (self.max_input_tokens + self.max_output_tokens + 64)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

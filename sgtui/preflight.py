@@ -36,13 +36,17 @@ class Leftover:
     cmdline: str
 
 
-def engine_version(python: str, backend: str, timeout: float = 90.0) -> tuple[bool, str]:
+def engine_version(python: str, backend: str, device: str = "cuda", timeout: float = 90.0) -> tuple[bool, str]:
     """Import the engine in its venv (as the runner will); (ok, version or the last error line)."""
     mod = IMPORT_NAME[backend]
     code = f"import importlib.metadata as m, {mod}; print(getattr({mod}, '__version__', '') or m.version('{mod}'))"
+    repo = Path(__file__).resolve().parent.parent
+    path = str(repo)
+    if backend == "sglang" and device == "cpu":  # as the engine launches it: with the CPU compat layer
+        path = str(repo / "setup" / "cpu_compat") + os.pathsep + path
     try:
         r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+                           env={**os.environ, "PYTHONPATH": path})
     except FileNotFoundError:
         return False, f"{python} not found"
     except subprocess.TimeoutExpired:
@@ -122,7 +126,7 @@ def run_checks(runs: list[RunConfig], sessions_dir: Path, check_imports: bool = 
                                 f"run `bash setup/setup.sh` or pass --{r.backend}-python"))
             continue
         if check_imports:
-            ok, what = engine_version(r.python, r.backend)
+            ok, what = engine_version(r.python, r.backend, r.device)
             checks.append(Check(f"{r.backend} venv", ok, f"{r.backend} {what}" if ok else f"cannot import {r.backend}: {what}",
                                 "" if ok else "re-run `bash setup/setup.sh` (the venv is incomplete)"))
     model = Path(runs[0].model) if runs else None

@@ -81,13 +81,13 @@ def test_server_killed_mid_rollout(tmp_path):
         if isinstance(ev, Proc) and ev.role == "engine" and ev.action == "start":
             state["engine"] = ev.pgid
         if isinstance(ev, Phase) and ev.name == "rollout" and ev.edge == "start" and not state["killed"]:
-            time.sleep(0.3)
+            time.sleep(0.1)
             os.killpg(state["engine"], signal.SIGKILL)
             state["killed"] = True
 
-    cfg, events = run_runner(tmp_path, on_event=on_event, max_output_tokens=400, num_rollouts=8)
+    cfg, events = run_runner(tmp_path, on_event=on_event, max_output_tokens=2000, num_rollouts=8)
     reqs = only(events, Request)
-    assert reqs and all(r.error for r in reqs)  # requests counted as errors, not dropped
+    assert len(reqs) == 8 and sum(bool(r.error) for r in reqs) >= 4  # failed requests are recorded as errors
     err = only(events, Error)[0]
     assert err.category == "SERVER_CRASH"
     rollout_end = [e for e in only(events, Phase) if e.name == "rollout" and e.edge == "end"][0]

@@ -157,7 +157,7 @@ class Runner:
                 errors = sum(1 for o in outcomes if o.error)
                 p["detail"] = f"{len(outcomes) - errors}/{len(outcomes)} ok"
                 if errors:
-                    self.engine.check_alive()  # a dead server is a crash, not a request error
+                    await self.engine.check_crashed()  # a dead server is a crash, not a request error
                     if errors == len(outcomes):
                         raise EngineError("REQUEST", f"all {errors} requests failed: {outcomes[0].error}",
                                           self.engine.tail())

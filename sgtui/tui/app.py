@@ -2,16 +2,18 @@
 
 API for the CLI (each blocks until the UI quits and returns the process exit code):
 
-    run_live(runs, session_path, exports, *, launch=True, explicit=None, output_dir=None,
-             use_last_session=True, detach=False, concurrent=False) -> int
+    run_live(runs, session_path, exports=("txt", "json"), *, launch=True, explicit=None,
+             output_dir=None, use_last_session=True, detach=False, concurrent=False) -> int
         `sgtui` on a terminal. runs: the RunConfigs the CLI built from its flags (device, model,
         pythons resolved). launch=True opens the launch form prefilled with them and, for every
         option not in `explicit` (CLI parameter names given on the command line, e.g.
-        {"num_steps", "vllm_port"}; typer: ctx.get_parameter_source(name) is COMMANDLINE), with
-        the last session's values from `output_dir` (default: session_path's directory).
-        launch=False starts the runs at once. The UI runs its own preflight: the CLI may skip its.
-        0 when every run ended ok, 1 otherwise (or if the user quit from the form: 0).
-        If the user quits leaving detached runs going, a line on stderr says how to re-attach.
+        {"num_steps", "vllm_port"}; typer: ctx.get_parameter_source(name) is COMMANDLINE; when
+        None they are read off sys.argv), with the last session's values from `output_dir`
+        (default: session_path's directory). launch=False starts the runs at once. The form runs
+        its own preflight (with engine versions), so the CLI need not run its own before the UI.
+        The session is written at session_path unless the form changed the runs or the directory.
+        Returns 0 when every run ended ok, 1 otherwise; 0 when the user quit from the form.
+        Quitting while detached runs go leaves them running and prints how to re-attach.
 
     run_replay(paths, follow=False, *, speed="max", playing=True) -> int
         `sgtui replay a.jsonl [b.jsonl ...] [--follow]`. Runs of all sessions become columns.
@@ -19,9 +21,11 @@ API for the CLI (each blocks until the UI quits and returns the process exit cod
 
     make_app(mode="launch"|"live"|"replay", **same options) -> SgtuiApp
         The factory both functions use; tests, snapshot tests and benchmarks build the app with it.
-        Extra test hooks: clock (session clock for durations), runner_argv / runner_prefix (a
-        stand-in runner), preflight (a function (runs, output) -> PreflightResult), check_imports,
-        orchestrator_kwargs, refresh_hz, on_painted (called with each snapshot once it is on screen).
+        Extra hooks (tests, benchmarks): clock (session clock for durations), runner_argv /
+        runner_prefix (a stand-in runner), orchestrator_factory (an Orchestrator stand-in),
+        orchestrator_kwargs, preflight (a function (runs, output) -> PreflightResult),
+        check_imports, refresh_hz (snapshot rate cap, default 20), auto_verdict, on_painted
+        (called with each snapshot once it is on screen).
 
 Threads: the hub (`sgtui.tui.hub`) folds events and builds snapshots; the orchestrator runs in a
 thread of its own (or, detached, in a process of its own); workers do preflight and file IO.
@@ -542,6 +546,22 @@ class SgtuiApp(App[int]):
             self.hub.stop()
 
 
+#: CLI short flags and the parameter they stand for (for `explicit_from_argv`).
+_SHORT_FLAGS = {"-o": "output"}
+
+
+def explicit_from_argv(argv: Sequence[str]) -> set[str]:
+    """CLI parameter names given on a command line (`--num-steps 5` -> "num_steps"): the fallback
+    when the CLI does not say which options the user gave, so the last session never overrides them."""
+    out = set()
+    for arg in argv:
+        if arg.startswith("--"):
+            out.add(arg[2:].split("=", 1)[0].replace("-", "_"))
+        elif arg in _SHORT_FLAGS:
+            out.add(_SHORT_FLAGS[arg])
+    return out
+
+
 def make_app(mode: str = "launch", *, runs: list[RunConfig] | None = None, session_path: str | Path | None = None,
              output_dir: str | Path | None = None, exports: Sequence[str] = ("txt", "json"),
              paths: Sequence[str | Path] = (), follow: bool = False, explicit: Iterable[str] | None = None,
@@ -561,7 +581,8 @@ def make_app(mode: str = "launch", *, runs: list[RunConfig] | None = None, sessi
         if use_last_session:
             last, path = last_session_runs(out)
             if last:
-                launch_options.merge_last(last, set(explicit or ()))
+                given = set(explicit) if explicit is not None else explicit_from_argv(sys.argv[1:])
+                launch_options.merge_last(last, given)
                 note = f"prefilled from {path.name if path else 'the last session'}"
     return SgtuiApp(mode, runs=runs, session_path=session_path, output_dir=out, exports=exports, paths=paths,
                     follow=follow, launch_options=launch_options, launch_note=note, **kw)

@@ -143,6 +143,7 @@ class Snapshot:
     heavy_age: float = 0.0  # seconds since the percentiles were last recomputed
     session_errors: tuple[Error, ...] = ()
     settled: bool = False  # built while the stream was quiet: every throttled number is up to date
+    heavy_behind: bool = False  # percentiles/verdict lag the cheap numbers (recomputed in the background)
 
 
 class TrackedSession:
@@ -329,6 +330,16 @@ def _carry(values: tuple[float | None, ...]) -> tuple[float | None, ...]:
 
 
 HEAVY_MIN_INTERVAL = 0.1
+#: A summary round slower than this holds the GIL in long stretches (pure-Python sorts of every ITL
+#: value of a run): during a stream such rounds are spaced much further apart, so the UI stays
+#: responsive and the percentiles say how old they are; a quiet stream brings them up to date.
+HEAVY_SLOW_S = 0.2
+
+
+def heavy_interval(cost: float, factor: float) -> float:
+    if cost > HEAVY_SLOW_S:
+        return max(10.0, 20.0 * cost)
+    return max(HEAVY_MIN_INTERVAL, factor * cost)
 
 
 def _summary(key: str, run: RunState, gpu: GpuState) -> RunSummary:
@@ -431,6 +442,7 @@ class SnapshotBuilder:
         self._next_heavy = 0.0
         self._heavy_at = 0.0
         self._verdict_stale = False
+        self.heavy_behind = False
         self._worker = HeavyWorker()
         self._gpu: dict[int, tuple[tuple, GpuView]] = {}
         self._next_gpu = 0.0
@@ -455,7 +467,7 @@ class SnapshotBuilder:
             for key, k, s in results:
                 self._summaries[key] = (k, s)
             self._verdict_stale = True
-            self._next_heavy = self.mono() + max(HEAVY_MIN_INTERVAL, self.heavy_factor * cost)
+            self._next_heavy = self.mono() + heavy_interval(cost, self.heavy_factor)
             self._heavy_at = self.mono()
         stale = []
         for key, ts, label in cols:
@@ -473,8 +485,9 @@ class SnapshotBuilder:
             for key, ts, run, k in stale:
                 self._summaries[key] = (k, _summary(key, run, ts.state.gpu))
             self._verdict_stale = True
-            self._next_heavy = self.mono() + max(HEAVY_MIN_INTERVAL, self.heavy_factor * (time.perf_counter() - t0))
+            self._next_heavy = self.mono() + heavy_interval(time.perf_counter() - t0, self.heavy_factor)
             self._heavy_at = self.mono()
+            stale = []
         elif stale and not self._worker.busy and self.mono() >= self._next_heavy:
             frozen_gpu: dict[int, GpuState] = {}
             jobs = []
@@ -488,6 +501,7 @@ class SnapshotBuilder:
             summaries = [self._summaries[key][1] for key, _, _ in cols if key in self._summaries]
             self._verdict = verdict(summaries) if summaries else None
             self._verdict_stale = False
+        self.heavy_behind = bool(stale)
 
     def _gpus(self, width: int, keys_by_session: list[dict[str, str]], force: bool) -> tuple[GpuView, ...]:
         now = self.mono()
@@ -546,7 +560,7 @@ class SnapshotBuilder:
             sources=tuple(ts.state.source for ts in self.sessions), problems=problems,
             events=sum(ts.state.events for ts in self.sessions), elapsed=max(0.0, elapsed), all_ended=ended,
             replay=replay, applied=applied, heavy_age=max(0.0, self.mono() - self._heavy_at),
-            session_errors=session_errors, settled=quiet,
+            session_errors=session_errors, settled=quiet, heavy_behind=self.heavy_behind,
         )
 
 

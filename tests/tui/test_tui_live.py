@@ -52,6 +52,7 @@ async def test_launch_run_verdict(in_tmp):
     async with app.run_test(size=(160, 45)) as pilot:
         await start(pilot, app)
         await wait_for(pilot, lambda: isinstance(app.screen, VerdictScreen), timeout=60, what="the verdict")
+        await wait_for(pilot, lambda: app.snapshot.settled and app.snapshot.all_ended, what="the final snapshot")
         assert app.statuses == {"vllm-sleep1": "ok", "sglang-release": "ok"}
         text = screen_text(app)
         session = in_tmp / "sessions" / "s.jsonl"
@@ -125,6 +126,7 @@ async def test_runner_error_is_shown(in_tmp):
     async with app.run_test(size=(160, 45)) as pilot:
         await start(pilot, app)
         await wait_for(pilot, lambda: isinstance(app.screen, VerdictScreen), timeout=60)
+        await wait_for(pilot, lambda: app.snapshot.settled and app.snapshot.all_ended, what="the final snapshot")
         assert app.statuses["sglang-release"] == "failed"
         text = screen_text(app)
         assert "not ranked: sglang-release — failed (OOM)" in text

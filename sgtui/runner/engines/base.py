@@ -155,6 +155,25 @@ class Engine(ABC):
                 cat = "SERVER_CRASH"
             raise EngineError(cat, f"{self.backend} server died (exit code {child.proc.returncode})", tail, advice)
 
+    async def check_crashed(self) -> None:
+        """After failed requests: raise SERVER_CRASH if the server is dead or no longer healthy.
+
+        A killed server closes its sockets a moment before its process is reaped, so the
+        process is given a short while to show up as exited, and health is asked too (SGLang's
+        HTTP server can outlive its scheduler and answer 503).
+        """
+        for _ in range(20):
+            self.check_alive()
+            try:
+                r = await self.client.get("/health", timeout=2.0)
+                if r.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+        self.check_alive()
+        raise EngineError("SERVER_CRASH", f"{self.backend} server stopped answering /health", self.tail())
+
     async def stop(self, grace: float = 15.0) -> None:
         child = self.child
         if child is None:

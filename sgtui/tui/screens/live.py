@@ -15,6 +15,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -125,7 +126,10 @@ class DashboardScreen(Screen):
         if self.view_paused or not self._ready:
             return  # before on_mount the widgets are not there; on_mount shows the latest snapshot
         self.snapshot = snap
-        table = self.query_one(MetricsTable)
+        try:
+            table = self.query_one(MetricsTable)
+        except NoMatches:  # being torn down (app exiting)
+            return
         with self.app.batch_update():
             table.show(snap.runs, snap.verdict)
             self.query_one(GpuPanel).show(snap.gpus, snap.runs)

@@ -191,7 +191,7 @@ class MetricsTable(Widget, can_focus=True):
         out = Text(no_wrap=True, overflow="crop")
         out.append(f"{'metric':<{LABEL_WIDTH}}", style="bold dim")
         for i, k in enumerate(self.run_keys):
-            label = k if len(k) <= cw else k[: cw - 1] + "…"
+            label = theme.shorten(k, cw)
             style = f"bold {theme.run_color(i)}" + (sel_bg + " underline" if i == self.selected else "")
             out.append(" ")
             out.append(f"{label:>{cw}}", style=style)

@@ -47,6 +47,8 @@ def status_text(snap: Snapshot | None, *, view_paused: bool = False, selected: s
     errors = sum(len(r.error_events) for r in snap.runs) + len(snap.session_errors)
     if errors:
         parts.append((f"  {errors} error{'s' if errors != 1 else ''}", "bold #ff5f5f", 0))
+    if snap.heavy_behind and snap.heavy_age >= 3.0:
+        parts.append((f"  percentiles {snap.heavy_age:.0f}s old", "#d7af00", 2))
     if selected:
         parts.append((f"  ◆ {selected}", "bold", 4))
     parts.append((f"  {snap.events:,} events", "dim", 5))
