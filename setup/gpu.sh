@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # GPU box with PyPI access: one venv per engine (vLLM and SGLang pin different torch builds),
-# each with the runner's deps and the trainer's (megatron-core, peft). Idempotent via stamp files.
+# each with the runner's deps (httpx, orjson). Idempotent via stamp files.
 # Versions match setup/gpu/*.txt (the sets measured on H100 with torch 2.11 + CUDA 13).
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${SGTUI_CACHE:-$HOME/.cache/sgtui}"
 py="${PYTHON:-python3}"
 VLLM_VERSION="${SGTUI_VLLM_VERSION:-0.26.0}"
@@ -17,7 +16,7 @@ make_venv() {  # name, pip requirement...
   echo "setup: creating $venv" >&2
   "$py" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q "$@" httpx orjson -r "$here/requirements-trainer-gpu.txt"
+  "$venv/bin/python" -m pip install -q "$@" httpx orjson
   touch "$stamp"
 }
 

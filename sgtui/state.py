@@ -132,6 +132,9 @@ class RunState:
     log_count: int = 0
     engine: dict[str, Series] = field(default_factory=dict)
     procs: dict[int, Proc] = field(default_factory=dict)  # pgid -> last Proc event
+    #: GPU memory of the run's processes other than the runner itself (the engine's), from NVML per-process
+    #: samples; empty where NVML cannot map processes (e.g. another PID namespace).
+    engine_mem: Series = field(default_factory=Series)
     end: RunEnd | None = None
     first_t: float | None = None
     last_t: float = 0.0
@@ -258,6 +261,16 @@ class SessionState:
             if util is not None:
                 dev.util.append(t, util)
         g.processes = e.processes
+        if e.processes:
+            # The engine's share: the run's processes minus the runner (which hosts the simulated trainer).
+            per_run: dict[str, float] = {}
+            for p in e.processes:
+                run = self.runs.get(p.get("run", ""))
+                if run is not None and run.info is not None and p.get("pid") != run.info.pid:
+                    per_run[run.label] = per_run.get(run.label, 0.0) + (p.get("used_mib") or 0.0)
+            for run in self.runs.values():
+                if run.info is not None and run.end is None:
+                    run.engine_mem.append(t, per_run.get(run.label, 0.0))
 
     def _on_engine(self, e: EngineGauges) -> None:
         r = self.run(e.run)
@@ -480,6 +493,7 @@ class MemorySummary:
     steps: tuple[MemoryStep, ...]
     mean_freed_mib: float | None
     mean_held_mib: float | None
+    source: str = "device"  # "engine processes" (NVML per-process) or "device" (whole-GPU used memory)
 
 
 def _sum_devices(devs: list[DeviceSeries], pick) -> float | None:
@@ -505,6 +519,7 @@ def memory_summary(run: RunState, gpu: GpuState) -> MemorySummary:
     idle = _sum_devices(devs, lambda s: s.before(start))
     peaks = [max(d.used.window(start, end), default=None) for d in devs]
     peak = float(sum(p for p in peaks if p is not None)) if any(p is not None for p in peaks) else None
+    per_process = any(v > 0 for v in run.engine_mem.v)
     mem_steps = []
     for n in run.rl_steps:
         st = run.steps[n]
@@ -515,10 +530,18 @@ def memory_summary(run: RunState, gpu: GpuState) -> MemorySummary:
             before = _sum_devices(devs, lambda s: s.before(off.start))
             limit = train.end if train is not None and train.end is not None else None
             after = _sum_devices(devs, lambda s: s.at_or_after(off.end, limit))
-            if before is not None and after is not None:
-                freed = before - after
-            if after is not None and idle is not None:
-                held = after - idle
+            if per_process:
+                # The trainer may allocate within the first sample after offload: count only the engine's
+                # own processes, so its memory does not pass for memory the engine kept.
+                e_before = run.engine_mem.before(off.start)
+                e_after = run.engine_mem.at_or_after(off.end, limit)
+                if e_before is not None and e_after is not None:
+                    freed, held = e_before - e_after, e_after
+            else:
+                if before is not None and after is not None:
+                    freed = before - after
+                if after is not None and idle is not None:
+                    held = after - idle
         if train is not None and train.end is not None:
             per_dev = [d.used.window(train.start, train.end) for d in devs]
             if all(per_dev):
@@ -536,6 +559,7 @@ def memory_summary(run: RunState, gpu: GpuState) -> MemorySummary:
         tuple(mem_steps),
         stats.mean(freed_vals) if freed_vals else None,
         stats.mean(held_vals) if held_vals else None,
+        "engine processes" if per_process else "device",
     )
 
 

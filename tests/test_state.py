@@ -110,3 +110,25 @@ def test_summary_cache_invalidates_on_new_events():
     assert st.summary("vllm-sleep1") is a
     st.apply_all(evs[-20:])
     assert st.summary("vllm-sleep1") is not a
+
+
+def test_held_memory_counts_engine_processes_not_the_trainer():
+    """The trainer (in the runner process) allocating right after offload must not count as engine memory."""
+    evs = [E.SessionHeader(t=0), E.RunStart(t=0, run="a", backend="vllm", gpus=[0], device="cuda", pid=100)]
+
+    def sample(t, engine, trainer):
+        procs = [{"pid": 200, "device": 0, "used_mib": engine, "run": "a"}]
+        if trainer:
+            procs.append({"pid": 100, "device": 0, "used_mib": trainer, "run": "a"})
+        return E.GpuSample(t=t, devices=[{"index": 0, "used_mib": 480 + engine + trainer, "total_mib": 80000}],
+                           processes=procs)
+
+    evs += [sample(0.5, 40000, 0),
+            E.Phase(t=1, run="a", step=1, name="offload", edge="start"),
+            E.Phase(t=2, run="a", step=1, name="offload", edge="end"),
+            E.Phase(t=2, run="a", step=1, name="train", edge="start"),
+            sample(2.1, 800, 8192),
+            E.Phase(t=5, run="a", step=1, name="train", edge="end")]
+    mem = run_summary(load_state(evs).runs["a"], load_state(evs).gpu).memory
+    assert mem.source == "engine processes"
+    assert mem.steps[0].held_mib == 800 and mem.steps[0].freed_mib == 39200

@@ -128,6 +128,8 @@ def render_text(c: Combined) -> str:
             ("Freed at offload", _mem(lambda s: s.memory.mean_freed_mib)),
             ("Held after offload", _mem(lambda s: s.memory.mean_held_mib)),
         ])
+        sources = sorted({s.memory.source for s in measured})
+        lines.append(f"freed/held: {' and '.join(sources)} (per-process memory where NVML maps it)"[:WIDTH])
         if len(measured) < len(S):
             lines.append("n/a: " + "; ".join(f"{s.label}: {s.memory.reason}" for s in S if not s.memory.measured))
     v = c.verdict
