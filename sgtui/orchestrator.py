@@ -28,20 +28,11 @@ from typing import Callable
 from sgtui import gpu
 from sgtui.config import RunConfig
 from sgtui.events import Error, Event, EventError, Log, Proc, RunEnd, RunStart, decode
+from sgtui.runner.procs import group_alive as _group_alive
 from sgtui.session import SessionWriter, make_header
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STDOUT_LIMIT = 64 * 1024 * 1024  # one request event with a long ITL list can be large
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _signal_group(pgid: int, sig: int) -> None:
