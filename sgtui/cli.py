@@ -204,6 +204,17 @@ def main_command(
         probe.unlink()
     except OSError as e:
         fail(f"--output {output}: sessions directory not writable ({e.strerror or e})")
+    headless = no_ui or not (sys.stdin.isatty() and sys.stdout.isatty())
+    session_path = new_session_path(output, [r.label for r in runs])
+    exports = [f for f in export.split(",") if f]
+    if not headless:
+        # The launch form runs the same preflight in its panel and shows why Start is blocked.
+        from click.core import ParameterSource
+
+        from sgtui.tui.app import run_live
+
+        explicit = {n for n in ctx.params if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE}
+        raise typer.Exit(run_live(runs, session_path, exports, explicit=explicit))
     if not skip_preflight:
         from sgtui import preflight
 
@@ -212,21 +223,9 @@ def main_command(
             for c in problems:
                 typer.echo(f"sgtui: preflight: {c.name}: {c.message}" + (f" -> {c.fix}" if c.fix else ""), err=True)
             raise typer.Exit(2)
-    headless = no_ui or not (sys.stdin.isatty() and sys.stdout.isatty())
-    session_path = new_session_path(output, [r.label for r in runs])
-    if not headless:
-        try:
-            from sgtui.tui.app import run_live  # noqa: F401
-        except ImportError:
-            headless = True
-    if headless:
-        from sgtui.headless import run_headless
+    from sgtui.headless import run_headless
 
-        code = run_headless(runs, session_path, [f for f in export.split(",") if f])
-        raise typer.Exit(code)
-    from sgtui.tui.app import run_live
-
-    raise typer.Exit(run_live(runs, session_path, [f for f in export.split(",") if f]))
+    raise typer.Exit(run_headless(runs, session_path, exports))
 
 
 @app.command()
@@ -269,12 +268,9 @@ def replay(
     except SessionReadError as e:
         fail(str(e))
     if not no_ui and sys.stdin.isatty() and sys.stdout.isatty():
-        try:
-            from sgtui.tui.app import run_replay
-        except ImportError:
-            run_replay = None
-        if run_replay is not None:
-            raise typer.Exit(run_replay([str(p) for p in sessions], follow=follow))
+        from sgtui.tui.app import run_replay
+
+        raise typer.Exit(run_replay([str(p) for p in sessions], follow=follow))
     for st in states:
         for p in st.problems:
             typer.echo(f"sgtui: warning: {p}", err=True)

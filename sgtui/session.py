@@ -23,7 +23,8 @@ from typing import Any, Iterable
 from sgtui import __version__
 from sgtui.events import SCHEMA, Event, EventError, SchemaTooNew, SessionHeader, decode, encode
 
-_SECRET_NAME = re.compile(r"(token|secret|passw(or)?d|api[_-]?key|credential|auth)", re.IGNORECASE)
+# Names of secrets, not of counts: "HF_TOKEN", "--hf-token", "api_key", but not "max_output_tokens".
+_SECRET_NAME = re.compile(r"(token(?!s)|secret|passw(or)?d|api[_-]?key|credential|auth(?!or))", re.IGNORECASE)
 REDACTED = "<redacted>"
 
 

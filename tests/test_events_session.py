@@ -107,5 +107,8 @@ def test_redaction_of_secrets():
     assert cfg["api_key"] == "<redacted>" and cfg["nested"][0]["password"] == "<redacted>"
     argv = redact(["sgtui", "--hf-token", "secret", "--api-key=abc", "OPENAI_API_KEY=x", "--model", "m"])
     assert argv == ["sgtui", "--hf-token", "<redacted>", "--api-key=<redacted>", "OPENAI_API_KEY=<redacted>", "--model", "m"]
+    kept = redact({"max_input_tokens": 128, "max_output_tokens": 64, "author": "x", "runs": [{"max_output_tokens": 8}]})
+    assert kept == {"max_input_tokens": 128, "max_output_tokens": 64, "author": "x", "runs": [{"max_output_tokens": 8}]}
+    assert redact(["--max-output-tokens", "64"]) == ["--max-output-tokens", "64"]
     header = make_header(["sgtui", "--hf-token", "zzz"], {"env": {"MY_SECRET": "s"}})
     assert b"zzz" not in E.encode(header) and b'"s"' not in orjson.dumps(header.config)

@@ -24,7 +24,7 @@ API for the CLI (each blocks until the UI quits and returns the process exit cod
         Extra hooks (tests, benchmarks): clock (session clock for durations), runner_argv /
         runner_prefix (a stand-in runner), orchestrator_factory (an Orchestrator stand-in),
         orchestrator_kwargs, preflight (a function (runs, output) -> PreflightResult),
-        check_imports, refresh_hz (snapshot rate cap, default 20), auto_verdict, on_painted
+        check_imports, refresh_hz (snapshot rate cap, default 30), auto_verdict, on_painted
         (called with each snapshot once it is on screen).
 
 Threads: the hub (`sgtui.tui.hub`) folds events and builds snapshots; the orchestrator runs in a
@@ -34,6 +34,8 @@ The event loop only renders snapshots.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import signal
 import sys
@@ -49,7 +51,7 @@ from textual.message import Message
 
 from sgtui.config import BACKENDS, RunConfig
 from sgtui.tui.hub import Hub
-from sgtui.tui.launch_model import LaunchOptions, last_session_runs
+from sgtui.tui.launch_model import LaunchOptions, last_session
 from sgtui.tui.screens.dialogs import Choice
 from sgtui.tui.screens.launch import CheckLine, LaunchScreen, PreflightResult
 from sgtui.tui.screens.live import DashboardScreen
@@ -100,7 +102,7 @@ class OwnerFound(Message):
         self.error = error
 
 
-_engine_versions: dict[tuple[str, str], tuple[bool, str]] = {}
+_engine_versions: dict[tuple[str, str, str], tuple[bool, str]] = {}
 _versions_lock = threading.Lock()
 
 
@@ -113,14 +115,14 @@ def default_preflight(runs: list[RunConfig], output: str, check_imports: bool = 
     if check_imports:
         seen = set()
         for r in runs:
-            key = (r.python, r.backend)
+            key = (r.python, r.backend, r.device)
             if key in seen or not Path(r.python).exists():
                 continue
             seen.add(key)
             with _versions_lock:
                 cached = _engine_versions.get(key)
             if cached is None:
-                cached = preflight.engine_version(r.python, r.backend)
+                cached = preflight.engine_version(r.python, r.backend, r.device)  # imports as the runner will
                 if cached[0]:
                     with _versions_lock:
                         _engine_versions[key] = cached
@@ -151,7 +153,7 @@ class SgtuiApp(App[int]):
                  session_path: str | Path | None = None, output_dir: str | Path | None = None,
                  exports: Sequence[str] = ("txt", "json"), paths: Sequence[str | Path] = (), follow: bool = False,
                  launch_options: LaunchOptions | None = None, launch_note: str = "", detach: bool = False,
-                 concurrent: bool = False, speed: str = "max", playing: bool = True, refresh_hz: float = 20.0,
+                 concurrent: bool = False, speed: str = "max", playing: bool = True, refresh_hz: float = 30.0,
                  clock: Callable[[], float] | None = None,
                  runner_argv: Callable[[RunConfig], list[str]] | None = None, runner_prefix: list[str] | None = None,
                  preflight: Callable[[list[RunConfig], str], PreflightResult] | None = None,
@@ -207,7 +209,60 @@ class SgtuiApp(App[int]):
         self._verdict_shown = False
 
     # -- start-up ---------------------------------------------------------------------------
+    def _tune_runtime(self) -> None:
+        """Process settings for a UI that shares the interpreter with busy threads (measured with
+        benchmarks/ui_rate.py): a 1 ms GIL switch interval, so the event loop gets the GIL back
+        quickly from the fold/summary threads instead of queueing 5 ms at every wake-up; and fewer,
+        larger young-generation collections (the hub also freezes folded events out of the
+        collector's reach): at 10k events/s the default thresholds spent ~7% of the CPU in
+        collections, with 50-100 ms full ones. Restored when the app unmounts."""
+        self._saved_runtime = (sys.getswitchinterval(), gc.get_threshold())
+        sys.setswitchinterval(0.001)
+        gc.set_threshold(5000, 20, 100)
+
+    def _restore_runtime(self) -> None:
+        saved = getattr(self, "_saved_runtime", None)
+        if saved is not None:
+            sys.setswitchinterval(saved[0])
+            gc.set_threshold(*saved[1])
+            gc.unfreeze()  # what the hub froze can be collected again once the app is gone
+            self._saved_runtime = None
+
+    def _install_signals(self) -> None:
+        """SIGHUP (the SSH connection dropped without tmux) and SIGTERM (`sgtui stop SESSION`) must
+        never leave attached runs orphaned: both stop the runs cleanly, then quit. Detached runs are
+        left going. Only possible from the main thread (where the CLI runs the app)."""
+        self._signals: list[int] = []
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.on_terminate_signal, sig)
+                self._signals.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def _remove_signals(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for sig in getattr(self, "_signals", []):
+            loop.remove_signal_handler(sig)
+        self._signals = []
+
+    def on_terminate_signal(self, sig: int) -> None:
+        if self.runs_going() and not self.detach:
+            self.quit_after_finish = True
+            self.cancel_runs()
+        else:
+            self.left_running = self.runs_going()
+            self._quit(self.exit_code() if not self.left_running else 0)
+
     def on_mount(self) -> None:
+        self._install_signals()
+        self._tune_runtime()
         if self.mode == "launch":
             opts = self.launch_options or LaunchOptions.from_runs(self.runs, self.output_dir, self.exports)
             self.push_screen(LaunchScreen(opts, self.launch_note))
@@ -531,6 +586,8 @@ class SgtuiApp(App[int]):
         self.action_request_quit()
 
     def on_unmount(self) -> None:
+        self._restore_runtime()
+        self._remove_signals()
         # leaving the app never leaves attached runs orphaned (detached ones live in their own process)
         if self.orch is not None and self.orch_thread is not None and self.orch_thread.is_alive():
             self.orch.cancel()
@@ -579,10 +636,10 @@ def make_app(mode: str = "launch", *, runs: list[RunConfig] | None = None, sessi
         launch_options.detach = bool(kw.get("detach", False))
         launch_options.concurrent = bool(kw.get("concurrent", False))
         if use_last_session:
-            last, path = last_session_runs(out)
+            last, path, missing = last_session(out)
             if last:
                 given = set(explicit) if explicit is not None else explicit_from_argv(sys.argv[1:])
-                launch_options.merge_last(last, given)
+                launch_options.merge_last(last, given, missing=missing)
                 note = f"prefilled from {path.name if path else 'the last session'}"
     return SgtuiApp(mode, runs=runs, session_path=session_path, output_dir=out, exports=exports, paths=paths,
                     follow=follow, launch_options=launch_options, launch_note=note, **kw)

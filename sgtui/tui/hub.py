@@ -10,8 +10,15 @@ reads a file and never computes a percentile. The hub
   max, seek by step), or `SessionTail`s of files still being written (follow);
 - folds them into `TrackedSession`s;
 - builds a `Snapshot` (`sgtui.tui.views`) at most `refresh_hz` times a second,
-  and only after the UI acknowledged the previous one (`ack`), so a slow
-  terminal gets fewer, never stale-queued, snapshots.
+  and only after the UI acknowledged the previous one (`ack`, sent once the
+  snapshot is painted), so a slow terminal gets fewer, never stale-queued,
+  snapshots; with no new event, only a running phase's growing bar asks for
+  more (IDLE_HZ), and an idle dashboard costs nothing.
+
+Why 30 Hz and not 10: an event waits for the next snapshot (up to one
+period), then the build, the widgets and the paint (10-20 ms): at 10 Hz the
+99th percentile from arrival to screen is ~120 ms by construction, at 30 Hz
+~60-80 ms (benchmarks/ui_rate.py), for about 8 points of a core more.
 
 No Textual import: `post` is any callable (the app wraps `post_message`).
 """
@@ -40,9 +47,12 @@ ACK_TIMEOUT_S = 2.0
 #: Events folded between two `gc.freeze()` calls. Folded events live as long as the session is shown
 #: and hold no cycles, yet every full collection walked all of them: at 10k events/s that was 15% of
 #: the process's CPU and 100 ms stalls. Frozen objects are skipped by the collector.
-FREEZE_EVERY = 20000
-#: No new event for this long: the stream is quiet, bring the throttled numbers up to date.
-QUIET_S = 0.25
+FREEZE_EVERY = 5000
+#: The stream is "quiet" (bring the throttled numbers up to date) when at most QUIET_EVENTS events came
+#: in the last QUIET_S seconds: GPU samples (5/s), engine gauges and a few log lines never stop during a
+#: live run, so quiet means "calm" (offload, train, reload phases), not "silent".
+QUIET_S = 0.5
+QUIET_EVENTS = 30
 
 
 class Hub:
@@ -50,7 +60,7 @@ class Hub:
 
     def __init__(self, post: Callable[[Snapshot], None], *, mode: str = "live", paths: list[str] | None = None,
                  expected: list[str] | None = None, expected_steps: dict[str, int] | None = None,
-                 refresh_hz: float = 20.0, speed: str = "max", playing: bool = True,
+                 refresh_hz: float = 30.0, speed: str = "max", playing: bool = True,
                  clock: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic,
                  on_error: Callable[[str], None] | None = None, source_label: str = "live") -> None:
         if mode not in ("live", "replay", "follow"):
@@ -69,7 +79,7 @@ class Hub:
         else:
             self.sessions = [TrackedSession(p, i) for i, p in enumerate(self.paths)]
         self.builder = SnapshotBuilder(self.sessions, "replay" if mode == "replay" else mode, expected=expected,
-                                       expected_steps=expected_steps, mono=mono)
+                                       expected_steps=expected_steps, mono=mono, on_done=self._heavy_done)
         self.spark_width = 60
         self.applied = 0
         # live inbox
@@ -98,12 +108,20 @@ class Hub:
         self._posted_at = 0.0
         self._dirty = True
         self._needs_quiet = False
+        self._heavy_ready = False
         self._frozen_at = 0
         self._last_change = 0.0
+        self._recent: deque[tuple[float, int]] = deque()  # (when, events applied so far)
+        self._quiet_base = 0  # events applied before the quiet window
         self._next_snap = 0.0
         self._sleeping = False
         self._thread: threading.Thread | None = None
         self.snapshots = 0
+
+    def _heavy_done(self) -> None:
+        """The summaries worker has results (its thread): take them in the next snapshot."""
+        self._heavy_ready = True
+        self._wake.set()
 
     # -- API for other threads ------------------------------------------------------------
     def push(self, event: Event) -> None:
@@ -152,13 +170,17 @@ class Hub:
                 self._handle_commands()
                 changed = self._ingest()
                 now = self.mono()
+                if self._heavy_ready:
+                    self._heavy_ready = False
+                    self._dirty = True
                 if changed:
                     self._dirty = True
                     self._last_change = now
+                    self._recent.append((now, self.applied))
                     if self.applied - self._frozen_at >= FREEZE_EVERY:
                         self._frozen_at = self.applied
                         gc.freeze()
-                quiet = now - self._last_change >= QUIET_S
+                quiet = self._quiet(now)
                 if self._should_snapshot(now, quiet):
                     self._snapshot(quiet)
                     now = self.mono()
@@ -172,12 +194,21 @@ class Hub:
             if self.on_error is not None:
                 self.on_error(msg + "\n" + traceback.format_exc(limit=6))
 
+    def _quiet(self, now: float) -> bool:
+        recent = self._recent
+        while recent and recent[0][0] < now - QUIET_S:
+            base = recent.popleft()
+            self._quiet_base = base[1]
+        if not recent:
+            return True
+        return self.applied - self._quiet_base <= QUIET_EVENTS
+
     def _sleep(self, now: float) -> None:
         waits = [0.5]
         if self._dirty or self._running_phase():
             waits.append(max(0.0, self._next_snap - now))
-        if self._needs_quiet:
-            waits.append(max(0.0, self._last_change + QUIET_S - now, self._next_snap - now))
+        if self._needs_quiet and not self.builder.busy:
+            waits.append(max(0.05, self._next_snap - now))
         if self.mode == "follow":
             waits.append(max(0.0, self._next_poll - now))
         if self.mode == "replay" and self.playing and not self._at_end():
@@ -194,7 +225,7 @@ class Hub:
             return False
         if not self._ui_ready.is_set() and now - self._posted_at < ACK_TIMEOUT_S:
             return False
-        if self._dirty or (quiet and self._needs_quiet):
+        if self._dirty or (quiet and self._needs_quiet and not self.builder.busy):
             return True
         # nothing new, but a running phase grows on screen: a calmer rate
         return self._running_phase() and now - self._posted_at >= 1.0 / IDLE_HZ
@@ -212,7 +243,8 @@ class Hub:
         snap = self.builder.build(self._nows(), spark_width=self.spark_width, quiet=quiet,
                                   replay=self._replay_status(), applied=self.applied)
         self._dirty = False
-        self._needs_quiet = not quiet  # after a burst, one quiet snapshot brings the percentiles up to date
+        # after a burst, snapshots go on until one is settled (percentiles and verdict up to date)
+        self._needs_quiet = not snap.settled
         now = self.mono()
         self._posted_at = now
         self._next_snap = now + self.period

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from sgtui.session import REDACTED
 from sgtui.config import (
     BACKENDS,
     DEFAULT_STRATEGY,
@@ -151,13 +152,14 @@ class LaunchOptions:
         return opts
 
     def merge_last(self, last: list[RunConfig], explicit: set[str] | frozenset[str] = frozenset(),
-                   concurrent: bool | None = None) -> None:
-        """Take the last session's values for every option not given on the command line."""
+                   concurrent: bool | None = None, missing: set[str] | frozenset[str] = frozenset()) -> None:
+        """Take the last session's values for every option not given on the command line
+        (`missing`: fields the session header does not hold, e.g. redacted ones)."""
         if not last:
             return
         first = last[0]
         for spec in FIELDS:
-            if spec.cli and spec.cli in explicit:
+            if (spec.cli and spec.cli in explicit) or spec.name in missing:
                 continue
             if spec.name in RUN_FIELDS:
                 setattr(self, spec.name, getattr(first, spec.name))
@@ -268,7 +270,13 @@ def resolve_initial_adapter(runs: list[RunConfig]) -> None:
 
 
 def last_session_runs(directory: str | Path) -> tuple[list[RunConfig], Path | None]:
-    """RunConfigs of the newest session in `directory` (its header's config); ([], None) if none.
+    runs, path, _ = last_session(directory)
+    return runs, path
+
+
+def last_session(directory: str | Path) -> tuple[list[RunConfig], Path | None, set[str]]:
+    """RunConfigs of the newest session in `directory` (its header's config), its path, and the
+    fields the header does not really hold (redacted values): ([], None, set()) if none.
 
     Reads only the first line of each candidate: sessions can be large.
     """
@@ -288,16 +296,19 @@ def last_session_runs(directory: str | Path) -> tuple[list[RunConfig], Path | No
             continue
         cfg = head.get("config") or {}
         out = []
+        missing: set[str] = set()
         for rd in cfg.get("runs") or []:
             if not isinstance(rd, dict):
                 continue
+            hidden = {k for k, v in rd.items() if v == REDACTED}
+            missing |= hidden
             try:
-                out.append(RunConfig(**{k: v for k, v in rd.items() if k in _RUNCONFIG_FIELDS}))
+                out.append(RunConfig(**{k: v for k, v in rd.items() if k in _RUNCONFIG_FIELDS and k not in hidden}))
             except TypeError:
                 continue
         if out:
-            return out, path
-    return [], None
+            return out, path, missing
+    return [], None, set()
 
 
 __all__ = ["BackendRow", "FIELDS", "LaunchOptions", "STRATEGIES", "SYNCS", "last_session_runs",

@@ -334,11 +334,17 @@ HEAVY_MIN_INTERVAL = 0.1
 #: value of a run): during a stream such rounds are spaced much further apart, so the UI stays
 #: responsive and the percentiles say how old they are; a quiet stream brings them up to date.
 HEAVY_SLOW_S = 0.2
+#: Rounds slower than this (millions of ITL values) run only when the stream is quiet.
+HEAVY_QUIET_ONLY_S = 0.3
 
 
 def heavy_interval(cost: float, factor: float) -> float:
+    """Seconds until the next summaries round while events stream, from the last round's cost: cheap
+    rounds keep the percentiles live; costly ones (which hold the GIL in long sorts) come rarely."""
     if cost > HEAVY_SLOW_S:
         return max(10.0, 20.0 * cost)
+    if cost > 0.05:
+        return max(1.0, 10.0 * cost)
     return max(HEAVY_MIN_INTERVAL, factor * cost)
 
 
@@ -372,10 +378,12 @@ def freeze_gpu(g: GpuState) -> GpuState:
 class HeavyWorker:
     """One background thread that computes run summaries from frozen copies, one job at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_done: Callable[[], None] = lambda: None) -> None:
+        self.on_done = on_done  # called from the worker thread when a result is ready
         self._lock = threading.Lock()
         self._job: list | None = None
-        self._result: tuple[list, float] | None = None
+        self._result: tuple[list, float, int] | None = None
+        self._gen = 0
         self._idle = threading.Event()
         self._idle.set()
         self._wake = threading.Event()
@@ -385,16 +393,17 @@ class HeavyWorker:
     def busy(self) -> bool:
         return not self._idle.is_set()
 
-    def submit(self, jobs: list) -> None:
+    def submit(self, jobs: list, generation: int = 0) -> None:
         with self._lock:
             self._job = jobs
+            self._gen = generation
             self._idle.clear()
         if self._thread is None:
             self._thread = threading.Thread(target=self._main, name="sgtui-summaries", daemon=True)
             self._thread.start()
         self._wake.set()
 
-    def take(self) -> tuple[list, float] | None:
+    def take(self) -> tuple[list, float, int] | None:
         with self._lock:
             out, self._result = self._result, None
         return out
@@ -408,6 +417,7 @@ class HeavyWorker:
             self._wake.clear()
             with self._lock:
                 jobs, self._job = self._job, None
+                gen = self._gen
             if jobs is None:
                 continue
             t0 = time.perf_counter()
@@ -418,8 +428,9 @@ class HeavyWorker:
             except Exception:  # noqa: BLE001 - a torn copy: the next round (or the quiet one) redoes it
                 results = []
             with self._lock:
-                self._result = (results, time.perf_counter() - t0)
+                self._result = (results, time.perf_counter() - t0, gen)
                 self._idle.set()
+            self.on_done()
 
 
 class SnapshotBuilder:
@@ -427,7 +438,7 @@ class SnapshotBuilder:
 
     def __init__(self, sessions: list[TrackedSession], mode: str, *, expected: list[str] | None = None,
                  expected_steps: dict[str, int] | None = None, heavy_factor: float = 5.0,
-                 mono: Callable[[], float] = time.monotonic) -> None:
+                 mono: Callable[[], float] = time.monotonic, on_done: Callable[[], None] = lambda: None) -> None:
         self.sessions = sessions
         self.mode = mode
         self.expected = list(expected or [])
@@ -440,33 +451,43 @@ class SnapshotBuilder:
         self._verdict: Verdict | None = None
         self._verdict_key: tuple = ()
         self._next_heavy = 0.0
-        self._heavy_at = 0.0
+        self._heavy_at = mono()
         self._verdict_stale = False
         self.heavy_behind = False
-        self._worker = HeavyWorker()
+        self.settled = False
+        self._last_cost = 0.0
+        self._generation = 0
+        self._worker = HeavyWorker(on_done)
         self._gpu: dict[int, tuple[tuple, GpuView]] = {}
         self._next_gpu = 0.0
         self._run_views: dict[str, tuple[tuple, RunView]] = {}
 
+    @property
+    def busy(self) -> bool:
+        """A summaries round is running in the background."""
+        return self._worker.busy
+
     def reset(self) -> None:
-        """Forget caches (after a seek rebuilt the states)."""
-        self._worker.wait()
-        self._worker.take()
+        """Forget caches (after a seek rebuilt the states); a round in flight is ignored when it lands."""
+        self._generation += 1
         self._summaries.clear()
         self._gpu.clear()
         self._run_views.clear()
         self._verdict, self._verdict_key = None, ()
         self._next_heavy = self._next_gpu = 0.0
 
-    def _heavy(self, cols: list[tuple[str, TrackedSession, str]], force: bool) -> None:
-        """Bring run summaries and the verdict up to date: in the background while events stream
-        (on frozen copies, so the hub keeps folding and snapshotting), synchronously when quiet."""
+    def _heavy(self, cols: list[tuple[str, TrackedSession, str]], quiet: bool) -> None:
+        """Bring run summaries and the verdict up to date, always in the background worker on frozen
+        copies: the hub keeps folding and snapshotting meanwhile. While events stream, rounds are
+        spaced by their cost (`heavy_interval`); a round slower than HEAVY_QUIET_ONLY_S waits for a
+        quiet stream. `self.settled` says the numbers are up to date."""
         done = self._worker.take()
-        if done is not None:
-            results, cost = done
+        if done is not None and done[2] == self._generation:
+            results, cost, _ = done
             for key, k, s in results:
                 self._summaries[key] = (k, s)
             self._verdict_stale = True
+            self._last_cost = cost
             self._next_heavy = self.mono() + heavy_interval(cost, self.heavy_factor)
             self._heavy_at = self.mono()
         stale = []
@@ -478,17 +499,8 @@ class SnapshotBuilder:
             cached = self._summaries.get(key)
             if cached is None or cached[0] != k:
                 stale.append((key, ts, run, k))
-        if stale and force:
-            self._worker.wait()  # a job in flight would overwrite fresher results
-            done = self._worker.take()
-            t0 = time.perf_counter()
-            for key, ts, run, k in stale:
-                self._summaries[key] = (k, _summary(key, run, ts.state.gpu))
-            self._verdict_stale = True
-            self._next_heavy = self.mono() + heavy_interval(time.perf_counter() - t0, self.heavy_factor)
-            self._heavy_at = self.mono()
-            stale = []
-        elif stale and not self._worker.busy and self.mono() >= self._next_heavy:
+        due = quiet or (self.mono() >= self._next_heavy and self._last_cost <= HEAVY_QUIET_ONLY_S)
+        if stale and due and not self._worker.busy:
             frozen_gpu: dict[int, GpuState] = {}
             jobs = []
             for key, ts, run, k in stale:
@@ -496,12 +508,13 @@ class SnapshotBuilder:
                 if g is None:
                     g = frozen_gpu[ts.index] = freeze_gpu(ts.state.gpu)
                 jobs.append((key, k, freeze_run(run), g))
-            self._worker.submit(jobs)
+            self._worker.submit(jobs, self._generation)
         if self._verdict_stale:
             summaries = [self._summaries[key][1] for key, _, _ in cols if key in self._summaries]
             self._verdict = verdict(summaries) if summaries else None
             self._verdict_stale = False
         self.heavy_behind = bool(stale)
+        self.settled = quiet and not stale and not self._worker.busy
 
     def _gpus(self, width: int, keys_by_session: list[dict[str, str]], force: bool) -> tuple[GpuView, ...]:
         now = self.mono()
@@ -527,7 +540,7 @@ class SnapshotBuilder:
               replay: ReplayStatus | None = None, applied: int = 0) -> Snapshot:
         """nows[i]: the session clock of session i (wall time live, replay position in replay)."""
         cols = column_keys(self.sessions, self.expected)
-        self._heavy(cols, force=quiet)
+        self._heavy(cols, quiet)
         keys_by_session: list[dict[str, str]] = [{} for _ in self.sessions]
         for key, ts, label in cols:
             keys_by_session[ts.index][label] = key
@@ -546,6 +559,7 @@ class SnapshotBuilder:
             self._run_views[key] = (vkey, view)
             runs.append(view)
         gpus = self._gpus(spark_width, keys_by_session, force=quiet)
+        gpus_fresh = quiet
         starts = [ts.state.header.t if ts.state.header else None for ts in self.sessions]
         elapsed = max((nows[i] - s for i, s in enumerate(starts) if s is not None), default=0.0)
         if replay is not None:
@@ -560,7 +574,7 @@ class SnapshotBuilder:
             sources=tuple(ts.state.source for ts in self.sessions), problems=problems,
             events=sum(ts.state.events for ts in self.sessions), elapsed=max(0.0, elapsed), all_ended=ended,
             replay=replay, applied=applied, heavy_age=max(0.0, self.mono() - self._heavy_at),
-            session_errors=session_errors, settled=quiet, heavy_behind=self.heavy_behind,
+            session_errors=session_errors, settled=self.settled and gpus_fresh, heavy_behind=self.heavy_behind,
         )
 
 

@@ -199,3 +199,43 @@ async def test_detached_runs_outlive_the_ui(in_tmp):
         time.sleep(0.1)
     assert not group_alive(pid)
     assert not any(group_alive(g) for g in process_groups(session))
+
+
+async def test_hangup_stops_attached_runs_and_quits(in_tmp):
+    """SIGHUP/SIGTERM (SSH drop, `sgtui stop`) go through the same clean cancel as the cancel key."""
+    import signal
+
+    runs = fake_runs(in_tmp, env={"FAKE_HANG": "1"})
+    app = live_app(in_tmp, runs)
+    session = in_tmp / "sessions" / "s.jsonl"
+    async with app.run_test(size=(100, 30)) as pilot:
+        await start(pilot, app)
+        await wait_for(pilot, lambda: app.snapshot is not None and any(r.phase == "rollout" for r in app.snapshot.runs))
+        app.on_terminate_signal(signal.SIGHUP)
+        await wait_for(pilot, lambda: not app.is_running, timeout=30, what="the app to exit")
+    assert app.statuses["vllm-sleep1"] == "cancelled"
+    assert not any(group_alive(g) for g in process_groups(session))
+
+
+async def test_launch_form_prefills_from_flags_and_last_session(in_tmp):
+    from sgtui.session import SessionWriter, make_header
+
+    last = fake_runs(in_tmp, steps=9)
+    last[0].concurrency = 3
+    (in_tmp / "sessions").mkdir()
+    with SessionWriter(in_tmp / "sessions" / "20260101T000000Z-old.jsonl") as w:
+        w.write(make_header(["sgtui"], {"runs": [r.to_dict() for r in last]}))
+    runs = fake_runs(in_tmp, steps=2)
+    runs[0].concurrency = 7
+    app = live_app(in_tmp, runs, explicit={"concurrency"})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen) and app.screen.result is not None)
+        screen = app.screen
+        assert screen.query_one("#f-num_steps").value == "9"  # not on the command line: the last session's
+        assert screen.query_one("#f-concurrency").value == "7"  # given on the command line: kept
+        assert "prefilled from 20260101T000000Z-old.jsonl" in screen_text(app)
+        # session headers redact keys that look like secrets ("...tokens"): those keep the flags' values
+        assert screen.query_one("#f-max_output_tokens").value == str(runs[0].max_output_tokens)
+        opts = screen.read_options()
+        assert [r.num_steps for r in opts.to_runs()] == [9, 9]
+        await pilot.press("ctrl+q")

@@ -210,3 +210,38 @@ async def test_follow_reattaches_to_a_session_being_written(tmp_path):
         await pilot.press("q")
         await pilot.pause()
     assert app.return_code == 0
+
+
+def _shared_generator():
+    """tests/gen.py, the project's shared seeded generator (this file's own covers logs, errors, GPU shares)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("sgtui_shared_gen", Path(__file__).resolve().parents[1] / "gen.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod.generate
+
+
+async def test_shared_generator_sessions_show_the_states_numbers(tmp_path):
+    generate_shared = _shared_generator()
+    events = generate_shared(steps=4, requests=12, seed=5, noise=0.2, speed={"sglang-release": 0.8})
+    path = write_session(tmp_path / "shared.jsonl", events)
+    app = make_app("replay", paths=[path])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await replay_to_end(pilot, app, len(events))
+        table = app.screen.query_one(MetricsTable)
+        state = SessionState().apply_all(events)
+        for label in ("vllm-sleep1", "sglang-release"):
+            s = run_summary(state.runs[label], state.gpu)
+            assert cell(table, "requests", label) == f"{s.metrics.completed}/{s.metrics.errors}"
+            assert cell(table, "ttft_p99", label).split()[0] == fmt.ms(s.metrics.p99_ttft_ms)
+            assert cell(table, "step_time", label).split()[0] == fmt.secs(s.phase_means["step_total"])
+        verdict = app.snapshot.verdict
+        for row in verdict.rows:
+            if row.winner:  # the highlight follows the verdict exactly
+                key = {"step_total": "step_time", "output_throughput": "tok_mean", "mean_ttft_ms": "ttft_mean",
+                       "mean_itl_ms": "itl", "mean_tpot_ms": "tpot", "p99_e2el_ms": "e2e_p99",
+                       "transition": "transition", "train": "train"}.get(row.key)
+                if key:
+                    assert cell(table, key, row.winner).endswith("▲")

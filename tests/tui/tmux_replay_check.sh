@@ -40,6 +40,16 @@ tmux new-session -d -s "$NAME" -x 80 -y 24 -e "REPO=$REPO" \
   "cd '$REPO' && TERM=tmux-256color '$REPO/.venv/bin/sgtui' replay '$SESSION'; echo SGTUI-EXIT=\$?; sleep 30"
 
 wait_for end "■ end"                        # played to the end at max speed
+wait_for_re() {                             # like wait_for, with an extended regex
+  local n="$1" re="$2" secs="${3:-20}" i
+  for ((i = 0; i < secs * 10; i++)); do
+    capture "$n"
+    grep -qE -- "$re" "$OUT/$n.txt" && return 0
+    sleep 0.1
+  done
+  fail "$n: /$re/ not on screen after ${secs}s"
+}
+wait_for_re end "tok/s mean +[0-9]"         # percentiles come in the background once the stream is quiet
 grep -qF "vllm-sleep1" "$OUT/end.txt" || fail end "run column vllm-sleep1 missing"
 grep -qF "sglang-release" "$OUT/end.txt" || fail end "run column sglang-release missing"
 grep -qE "tok/s mean +[0-9]" "$OUT/end.txt" || fail end "no throughput number"

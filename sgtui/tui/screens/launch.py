@@ -157,8 +157,9 @@ class LaunchScreen(Screen):
     # -- composition -------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         note = f"  ({self.source_note})" if self.source_note else ""
-        yield Static(Text.assemble((" sgtui ", "bold #000000 on #5fafff"), " new session: fill in, then Start "
-                                   "(ctrl+r) once the preflight is green", (note, "dim")), id="launch-title")
+        yield Static(Text.assemble((" sgtui ", "bold #000000 on #5fafff"), " new session", (note, "dim"),
+                                   ("  · Start (ctrl+r) opens once the preflight is green", "dim")),
+                     id="launch-title")
         o = self.options
         with Horizontal(id="launch-body"):
             with VerticalScroll(id="form"):

@@ -51,6 +51,7 @@ class DashboardScreen(Screen):
     DashboardScreen #middle { height: auto; layout: vertical; }
     DashboardScreen.-wide #middle { layout: horizontal; }
     DashboardScreen.-wide #table-pane { width: auto; max-width: 60%; }
+    DashboardScreen.-wide MetricsTable { width: auto; }
     DashboardScreen.-wide #timeline-pane { width: 1fr; }
     DashboardScreen #table-pane { height: auto; }
     DashboardScreen .pane-title { height: 1; color: $text-muted; text-style: bold; padding: 0 1; }
