@@ -19,3 +19,5 @@ if [ ! -f "$stamp" ]; then
   "$venv/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
   touch "$stamp"
 fi
+# pandas: `vllm bench serve`'s custom dataset (benchmarks/client_vs_vllm_bench.py), not needed to serve.
+"$venv/bin/python" -c "import pandas" 2>/dev/null || "$venv/bin/python" -m pip install -q --disable-pip-version-check pandas

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from sgtui.events import GpuSample
 
 _MIB = 1024 * 1024
+_NVML_NA = (1 << 64) - 1 - 1024  # NVML_VALUE_NOT_AVAILABLE is 2**64-1; anything that large is not real memory
 _lock = threading.Lock()
 _state: dict[str, Any] = {"init": None, "error": ""}
 
@@ -68,8 +69,10 @@ def list_devices() -> list[DeviceInfo]:
     if nv is None:
         return []
     out = []
-    for i in range(nv.nvmlDeviceGetCount()):
-        h = nv.nvmlDeviceGetHandleByIndex(i)
+    for i in range(_safe(nv.nvmlDeviceGetCount) or 0):
+        h = _safe(nv.nvmlDeviceGetHandleByIndex, i)
+        if h is None:
+            continue
         mem = _safe(nv.nvmlDeviceGetMemoryInfo, h)
         name = _safe(nv.nvmlDeviceGetName, h) or ""
         out.append(DeviceInfo(i, name.decode() if isinstance(name, bytes) else name,
@@ -84,8 +87,14 @@ def sample(owner_of: Callable[[int], str] = lambda pid: "") -> GpuSample:
     if nv is None:
         return GpuSample(t=t, error=_state["error"])
     devices, processes = [], []
-    for i in range(nv.nvmlDeviceGetCount()):
-        h = nv.nvmlDeviceGetHandleByIndex(i)
+    count = _safe(nv.nvmlDeviceGetCount)
+    if count is None:
+        return GpuSample(t=t, error="NVML: cannot count devices (driver gone?)")
+    for i in range(count):
+        h = _safe(nv.nvmlDeviceGetHandleByIndex, i)
+        if h is None:  # GPU fell off the bus, or not accessible: show it as unknown
+            devices.append({"index": i, "name": "", "used_mib": None, "total_mib": None, "util": None})
+            continue
         mem = _safe(nv.nvmlDeviceGetMemoryInfo, h)
         util = _safe(nv.nvmlDeviceGetUtilizationRates, h)
         name = _safe(nv.nvmlDeviceGetName, h) or ""
@@ -97,8 +106,9 @@ def sample(owner_of: Callable[[int], str] = lambda pid: "") -> GpuSample:
             "util": util.gpu if util else None,
         })
         for p in _safe(nv.nvmlDeviceGetComputeRunningProcesses, h) or []:
-            used = getattr(p, "usedGpuMemory", None)
-            processes.append({"pid": p.pid, "device": i, "used_mib": round(used / _MIB, 1) if used else None,
+            used = getattr(p, "usedGpuMemory", None)  # None (or NVML's N/A value) when not reported
+            known = isinstance(used, int) and 0 <= used < _NVML_NA
+            processes.append({"pid": p.pid, "device": i, "used_mib": round(used / _MIB, 1) if known else None,
                               "run": owner_of(p.pid) or "other"})
     return GpuSample(t=t, devices=devices, processes=processes)
 
@@ -120,7 +130,10 @@ class GpuSampler(threading.Thread):
     def run(self) -> None:
         next_t = self._clock()
         while not self._stop_event.is_set():
-            s = self._sample(self.owner_of)
+            try:
+                s = self._sample(self.owner_of)
+            except Exception as e:  # noqa: BLE001 - the sampler must say why it stopped, never die silently
+                s = GpuSample(t=time.time(), error=f"GPU sampling failed: {type(e).__name__}: {e}")
             self.sink(s)
             self.samples += 1
             if s.error:

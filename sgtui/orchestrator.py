@@ -7,9 +7,19 @@ every group it left behind. Every event, from the runners and from the GPU
 sampler, goes through one lock: written to the session file first, then to
 subscribers (the state fold, the UI, the headless printer).
 
-The UI runs `Orchestrator.run()` in a worker thread with its own event loop
-and calls the thread-safe `cancel()`; the headless CLI runs it in the main
-thread, where SIGINT/SIGTERM/SIGHUP become the same cancel.
+API for a front end (CLI or UI):
+
+    orch = Orchestrator(runs, session_path, subscribers=[callback], concurrent=False)
+    statuses = orch.run_sync()        # or `await orch.run()`; label -> ok | failed | cancelled | pending
+    orch.cancel()                     # from any thread; a second call skips the grace period
+    orch.fatal                        # "" or why the runs were stopped (e.g. the session can't be written)
+
+The UI runs `run_sync()` in a thread of its own (or `run()` as a task) and
+calls the thread-safe `cancel()`; the headless CLI runs it in the main thread,
+where SIGINT/SIGTERM/SIGHUP become the same cancel. Subscribers are called
+from the orchestrator's loop thread and from the GPU sampler thread, one at a
+time (under the lock); they must be quick and must not call back into the
+orchestrator except `cancel()`.
 """
 
 from __future__ import annotations
@@ -27,28 +37,32 @@ from typing import Callable
 
 from sgtui import gpu
 from sgtui.config import RunConfig
-from sgtui.events import Error, Event, EventError, Log, Proc, RunEnd, RunStart, decode
+from sgtui.events import Error, Event, EventError, Log, Proc, RunEnd, RunStart, SessionHeader, decode
+from sgtui.runner.procs import MARKER_OWNER, MARKER_RUN
 from sgtui.runner.procs import group_alive as _group_alive
 from sgtui.session import SessionWriter, make_header
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STDOUT_LIMIT = 64 * 1024 * 1024  # one request event with a long ITL list can be large
+DRAIN_TIMEOUT = 5.0  # after the runner exited: seconds to read what is left in its stdout pipe
 
 
 def _signal_group(pgid: int, sig: int) -> None:
+    if pgid <= 1 or pgid == os.getpgrp():  # never our own group, never init's
+        return
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-async def stop_groups(pgids: list[int], grace: float) -> None:
-    """SIGTERM every group, wait up to grace, SIGKILL what is left, wait until they are gone."""
-    alive = [p for p in pgids if _group_alive(p)]
+async def stop_groups(pgids: list[int], grace: float, force: asyncio.Event | None = None) -> None:
+    """SIGTERM every group, wait up to grace (less if `force` is set), SIGKILL what is left, wait until gone."""
+    alive = [p for p in dict.fromkeys(pgids) if p > 1 and p != os.getpgrp() and _group_alive(p)]
     for p in alive:
         _signal_group(p, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while alive and time.monotonic() < deadline:
+    while alive and time.monotonic() < deadline and not (force is not None and force.is_set()):
         await asyncio.sleep(0.05)
         alive = [p for p in alive if _group_alive(p)]
     for p in alive:
@@ -59,15 +73,42 @@ async def stop_groups(pgids: list[int], grace: float) -> None:
         alive = [p for p in alive if _group_alive(p)]
 
 
+def concurrency_problems(runs: list[RunConfig]) -> list[str]:
+    """Why these runs cannot run at the same time (one line each); empty if they can.
+
+    Runs at once need their own ports and, on GPUs, disjoint devices (engine and
+    trainer devices together), or they measure each other.
+    """
+    problems = []
+    seen_ports: dict[tuple[str, int], str] = {}
+    for r in runs:
+        key = (r.host, r.port)
+        if key in seen_ports:
+            problems.append(f"runs {seen_ports[key]} and {r.label} both use port {r.port}; give each its own port")
+        seen_ports.setdefault(key, r.label)
+    owner: dict[int, str] = {}
+    for r in runs:
+        if r.device != "cuda":
+            continue
+        for g in sorted(set(r.gpus) | set(r.train_gpus)):
+            if g in owner and owner[g] != r.label:
+                problems.append(f"runs {owner[g]} and {r.label} both use GPU {g}; concurrent runs need disjoint GPUs "
+                                "(--gpus with enough devices, --placement split)")
+            owner.setdefault(g, r.label)
+    return problems
+
+
 @dataclass
 class RunHandle:
     cfg: RunConfig
     proc: asyncio.subprocess.Process | None = None
-    groups: set[int] = field(default_factory=set)  # pgids announced by the runner, still alive
+    groups: dict[int, str] = field(default_factory=dict)  # pgid -> role, announced by the runner, not yet exited
     started: bool = False
     ended: bool = False
-    status: str = "pending"
+    status: str = "pending"  # pending | running | ok | failed | cancelled
     stderr_path: Path | None = None
+    stderr_tail: list[str] = field(default_factory=list)  # last lines of the runner's stderr once it ended
+    returncode: int | None = None
 
 
 class Orchestrator:
@@ -88,10 +129,13 @@ class Orchestrator:
         self.sample_gpus = sample_gpus
         self.writer: SessionWriter | None = None
         self.fatal: str = ""  # e.g. the session file could not be written
-        self._lock = threading.Lock()
+        self.subscriber_errors: list[str] = []
+        self._lock = threading.RLock()
         self._cancel_requested = threading.Event()
+        self._force_requested = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cancel_event: asyncio.Event | None = None
+        self._force_event: asyncio.Event | None = None
         self._pgid_owner: dict[int, str] = {}
 
     # -- recording ------------------------------------------------------------------------
@@ -101,29 +145,49 @@ class Orchestrator:
             if self.writer is not None and not self.fatal:
                 try:
                     self.writer.write(event)
-                except OSError as e:
-                    self.fatal = f"cannot write session {self.session_path}: {e.strerror or e}"
+                except (OSError, ValueError) as e:  # disk full, fs gone, or already closed
+                    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                    self.fatal = f"cannot write session {self.session_path}: {why}"
                     self._request_cancel_locked()
-            for sub in self.subscribers:
-                sub(event)
+            for sub in list(self.subscribers):
+                try:
+                    sub(event)
+                except Exception as e:  # noqa: BLE001 - a broken subscriber must not stop the runs
+                    # (e.g. the headless printer after the terminal went away: SIGHUP, EIO)
+                    if len(self.subscriber_errors) < 20:
+                        self.subscriber_errors.append(f"{getattr(sub, '__name__', type(sub).__name__)}: "
+                                                      f"{type(e).__name__}: {e}")
 
     def owner_of(self, pid: int) -> str:
+        """Run label owning a process (through its process group), or "" (shown as "other")."""
         pgid = gpu.pgid_of(pid)
         return self._pgid_owner.get(pgid, "") if pgid is not None else ""
 
+    @property
+    def statuses(self) -> dict[str, str]:
+        return {h.cfg.label: h.status for h in self.handles}
+
     # -- cancel ---------------------------------------------------------------------------
     def cancel(self) -> None:
-        """Thread-safe: stop every run cleanly (runners get SIGTERM, then their groups are torn down)."""
+        """Thread-safe: stop every run cleanly (runners get SIGTERM, then their groups are torn down).
+
+        A second call while the first is in progress skips the grace period (SIGKILL now)."""
         with self._lock:
+            if self._cancel_requested.is_set():
+                self._force_requested.set()
+                self._wake(self._force_event)
             self._request_cancel_locked()
 
     def _request_cancel_locked(self) -> None:
         self._cancel_requested.set()
-        loop, ev = self._loop, self._cancel_event
+        self._wake(self._cancel_event)
+
+    def _wake(self, ev: asyncio.Event | None) -> None:
+        loop = self._loop
         if loop is not None and ev is not None:
             try:
                 loop.call_soon_threadsafe(ev.set)
-            except RuntimeError:
+            except RuntimeError:  # loop closed: nothing to wake
                 pass
 
     @property
@@ -132,15 +196,21 @@ class Orchestrator:
 
     # -- running --------------------------------------------------------------------------
     def run_sync(self) -> dict[str, str]:
+        """Run in a fresh event loop (in the calling thread); see `run`."""
         return asyncio.run(self.run())
 
     async def run(self) -> dict[str, str]:
         """Run every configured run; returns label -> status. Raises OSError if the session can't be created."""
         self._loop = asyncio.get_running_loop()
         self._cancel_event = asyncio.Event()
+        self._force_event = asyncio.Event()
         if self._cancel_requested.is_set():
             self._cancel_event.set()
-        self.writer = SessionWriter(self.session_path)
+        if self._force_requested.is_set():
+            self._force_event.set()
+        writer = SessionWriter(self.session_path)  # OSError here: nothing started yet
+        with self._lock:
+            self.writer = writer
         self.record(make_header(list(self.argv), self.session_config))
         installed = self._install_signal_handlers()
         sampler = None
@@ -158,13 +228,14 @@ class Orchestrator:
         finally:
             if sampler is not None:
                 sampler.stop()
-                sampler.join(timeout=2)
+                await asyncio.to_thread(sampler.join, 2)
             for sig in installed:
                 self._loop.remove_signal_handler(sig)
             with self._lock:
                 if self.writer is not None:
                     self.writer.close()
-        return {h.cfg.label: h.status for h in self.handles}
+                    self.writer = None
+        return self.statuses
 
     def _install_signal_handlers(self) -> list[int]:
         if threading.current_thread() is not threading.main_thread():
@@ -176,64 +247,112 @@ class Orchestrator:
 
     def _env_for(self, cfg: RunConfig) -> dict[str, str]:
         env = dict(os.environ)
+        env.update(cfg.env)
         # Engine venvs do not have sgtui installed: the runner is always this checkout's code.
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONUNBUFFERED"] = "1"
+        # The marker lets preflight find a runner whose sgtui died (the runner overwrites it for its children).
+        env[MARKER_RUN] = cfg.label
+        env[MARKER_OWNER] = str(os.getpid())
         if cfg.gpus and cfg.device == "cuda":
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in cfg.gpus)
         return env
 
     async def _run_one(self, h: RunHandle) -> None:
         cfg = h.cfg
+        if self.cancelled:
+            return
         workdir = Path(cfg.workdir) if cfg.workdir else self.session_path.with_suffix(".d") / cfg.label
-        workdir.mkdir(parents=True, exist_ok=True)
-        h.stderr_path = workdir / "runner.stderr.log"
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            h.stderr_path = workdir / "runner.stderr.log"
+            err = open(h.stderr_path, "ab")
+        except OSError as e:
+            self._not_started(h, "OTHER", f"cannot create the run's directory {workdir}: {e.strerror or e}",
+                              "pass --output DIR on a writable disk")
+            return
         h.status = "running"
-        with open(h.stderr_path, "ab") as err:
+        with err:
             try:
                 h.proc = await asyncio.create_subprocess_exec(
                     *self.runner_argv(cfg), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                     stderr=err, env=self._env_for(cfg), start_new_session=True, limit=STDOUT_LIMIT)
             except OSError as e:
-                self.record(Error(t=time.time(), run=cfg.label, category="IMPORT_ERROR",
-                                  message=f"cannot start runner {cfg.python!r}: {e.strerror or e}",
-                                  advice="check --vllm-python/--sglang-python or re-run setup/setup.sh"))
-                self.record(RunEnd(t=time.time(), run=cfg.label, status="failed", detail="runner did not start"))
-                h.status = "failed"
+                self._not_started(h, "IMPORT_ERROR", f"cannot start runner {cfg.python!r}: {e.strerror or e}",
+                                  "check --vllm-python/--sglang-python or re-run setup/setup.sh")
                 return
-        self._pgid_owner[h.proc.pid] = cfg.label
+        proc = h.proc
+        self._pgid_owner[proc.pid] = cfg.label
         reader = asyncio.create_task(self._read(h))
+        exited = asyncio.create_task(proc.wait())
         cancel_wait = asyncio.create_task(self._cancel_event.wait())  # type: ignore[union-attr]
-        done, _ = await asyncio.wait({reader, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
-        if cancel_wait in done and not reader.done():
-            await self._cancel_run(h, reader)
-        cancel_wait.cancel()
-        await reader
-        rc = await h.proc.wait()
-        # Whatever the runner left behind (it was killed, or crashed) goes down by group.
-        await stop_groups([h.proc.pid, *h.groups], grace=2.0)
-        if not h.ended:
-            tail = _tail(h.stderr_path)
-            if self.cancelled:
-                h.status = "cancelled"
-                self.record(RunEnd(t=time.time(), run=cfg.label, status="cancelled",
-                                   detail="cancelled; runner stopped by the orchestrator"))
-            else:
-                h.status = "failed"
-                how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
-                self.record(Error(t=time.time(), run=cfg.label, category="OTHER",
-                                  message=f"runner ended without run_end ({how})", log_tail=tail))
-                self.record(RunEnd(t=time.time(), run=cfg.label, status="failed", detail=f"runner {how}"))
+        crash_category = "OTHER"
+        try:
+            while not exited.done():
+                waits = {exited, cancel_wait} | ({reader} if not reader.done() else set())
+                # A runner that said run_end and closed stdout but does not exit is stopped after the grace.
+                timeout = self.grace if reader.done() and h.ended else None
+                done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if exited in done:
+                    break
+                if cancel_wait in done:
+                    await self._cancel_run(h, exited)
+                    break
+                if not done:
+                    self.record(Log(t=time.time(), run=cfg.label, source="orchestrator",
+                                    line=f"runner did not exit {self.grace:.0f} s after run_end; stopping its group"))
+                    await stop_groups([proc.pid], grace=2.0)
+            await exited
+            h.returncode = proc.returncode
+            # An engine group that died before its runner (without a `proc` exit) crashed and took the runner along.
+            if any(role == "engine" and not _group_alive(g) for g, role in h.groups.items()):
+                crash_category = "SERVER_CRASH"
+            # Whatever the runner left behind (it was killed, or crashed) goes down by group. This also closes
+            # the stdout pipe if a grandchild of the same group inherited it.
+            await stop_groups([proc.pid, *h.groups], grace=2.0, force=self._force_event)
+            try:
+                await asyncio.wait_for(asyncio.shield(reader), timeout=DRAIN_TIMEOUT)
+            except asyncio.TimeoutError:  # something outside the announced groups holds the pipe
+                reader.cancel()
+                self.record(Log(t=time.time(), run=cfg.label, source="orchestrator",
+                                line="runner stdout still open after it exited (an unannounced process holds it)"))
+        finally:
+            cancel_wait.cancel()
+            if not reader.done():
+                reader.cancel()
+        h.stderr_tail = _tail(h.stderr_path)
+        if h.ended:
+            return
+        rc = h.returncode if h.returncode is not None else 0
+        how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
+        if self.cancelled:
+            h.status = "cancelled"
+            self.record(RunEnd(t=time.time(), run=cfg.label, status="cancelled",
+                               detail=f"cancelled; runner stopped by the orchestrator ({how})"))
+        else:
+            h.status = "failed"
+            what = "its engine server died, then the runner" if crash_category == "SERVER_CRASH" else "runner"
+            self.record(Error(t=time.time(), run=cfg.label, category=crash_category,
+                              message=f"{what} ended without run_end ({how})", log_tail=h.stderr_tail,
+                              advice=f"see {h.stderr_path}"))
+            self.record(RunEnd(t=time.time(), run=cfg.label, status="failed", detail=f"runner {how}"))
 
-    async def _cancel_run(self, h: RunHandle, reader: asyncio.Task) -> None:
-        """SIGTERM the runner (it ends its phase, stops its children, writes run_end), then force."""
+    def _not_started(self, h: RunHandle, category: str, message: str, advice: str) -> None:
+        self.record(Error(t=time.time(), run=h.cfg.label, category=category, message=message, advice=advice))
+        self.record(RunEnd(t=time.time(), run=h.cfg.label, status="failed", detail="runner did not start"))
+        h.status = "failed"
+
+    async def _cancel_run(self, h: RunHandle, exited: asyncio.Task) -> None:
+        """SIGTERM the runner's group (it ends its phase, stops its children, writes run_end), then force."""
         assert h.proc is not None
         _signal_group(h.proc.pid, signal.SIGTERM)
+        force = asyncio.create_task(self._force_event.wait())  # type: ignore[union-attr]
         try:
-            await asyncio.wait_for(asyncio.shield(reader), timeout=self.grace)
-        except asyncio.TimeoutError:
-            pass
-        await stop_groups([h.proc.pid, *h.groups], grace=2.0)
+            await asyncio.wait({exited, force}, timeout=self.grace, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            force.cancel()
+        await stop_groups([h.proc.pid, *h.groups], grace=0.0 if self._force_event.is_set() else 2.0,
+                          force=self._force_event)
 
     async def _read(self, h: RunHandle) -> None:
         assert h.proc is not None and h.proc.stdout is not None
@@ -258,12 +377,18 @@ class Orchestrator:
                 if line.lstrip().startswith(b"{"):
                     self.record(Log(t=time.time(), run=label, source="orchestrator", line=f"bad event: {e}"))
                 continue
+            other = getattr(event, "run", label)
+            if isinstance(event, SessionHeader) or other != label:
+                # A runner speaks only for its own run; a header or another run's event would corrupt the session.
+                self.record(Log(t=time.time(), run=label, source="orchestrator",
+                                line=f"ignored {event.kind} event for run {other!r} from runner {label}"))
+                continue
             if isinstance(event, Proc):
                 if event.action == "start":
-                    h.groups.add(event.pgid)
+                    h.groups[event.pgid] = event.role
                     self._pgid_owner[event.pgid] = label
                 else:
-                    h.groups.discard(event.pgid)
+                    h.groups.pop(event.pgid, None)
             elif isinstance(event, RunStart):
                 h.started = True
             elif isinstance(event, RunEnd):
@@ -276,7 +401,10 @@ def _tail(path: Path | None, n: int = 40) -> list[str]:
     if path is None:
         return []
     try:
-        data = path.read_bytes()[-65536:]
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            data = f.read()
     except OSError:
         return []
     return list(deque(data.decode("utf-8", "replace").splitlines(), maxlen=n))

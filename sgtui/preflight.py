@@ -13,18 +13,26 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from sgtui import gpu
 from sgtui.config import RunConfig
 from sgtui.runner.procs import MARKER_OWNER, MARKER_RUN, group_alive, port_free
+
 IMPORT_NAME = {"vllm": "vllm", "sglang": "sglang"}
 
 
 @dataclass(frozen=True)
 class Check:
+    """One preflight line: what was checked, whether it passed, what was found, and what to do if not."""
+
     name: str
     ok: bool
     message: str
     fix: str = ""
+
+
+CheckResult = Check  # the name the UI's preflight panel and the brief use
 
 
 @dataclass(frozen=True)
@@ -57,64 +65,163 @@ def engine_version(python: str, backend: str, device: str = "cuda", timeout: flo
     return True, r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "?"
 
 
+def _start_time(proc_root: Path, pid: int) -> int | None:
+    """Process start time in clock ticks since boot (field 22 of /proc/PID/stat), None if gone."""
+    try:
+        stat = (proc_root / str(pid) / "stat").read_bytes()
+    except OSError:
+        return None
+    try:  # the command name (field 2) may hold spaces and parentheses: split after its closing one
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def _pgrp(proc_root: Path, pid: int) -> int | None:
+    try:
+        stat = (proc_root / str(pid) / "stat").read_bytes()
+        return int(stat[stat.rindex(b")") + 2:].split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _markers(proc_root: Path, pid: int) -> dict[bytes, bytes] | None:
+    """The process's sgtui markers (empty dict: none), None if its environment can't be read."""
+    try:
+        env = (proc_root / str(pid) / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    keys = (MARKER_OWNER.encode(), MARKER_RUN.encode())
+    return {k: v for k, _, v in (e.partition(b"=") for e in env) if k in keys}
+
+
+def _is_leftover(proc_root: Path, pid: int, marks: dict[bytes, bytes]) -> int | None:
+    """Owner pid if this marked process outlived the sgtui process that started it, else None.
+
+    The owner counts as alive only if a process with its pid exists AND started no later than this one:
+    an owner pid reused by an unrelated newer process does not keep a leftover alive."""
+    try:
+        owner = int(marks[MARKER_OWNER.encode()])
+    except (KeyError, ValueError):
+        return None
+    if owner == os.getpid():
+        return None
+    mine, theirs = _start_time(proc_root, pid), _start_time(proc_root, owner)
+    if theirs is not None and (mine is None or theirs <= mine):
+        return None  # its owner is alive
+    return owner
+
+
 def find_leftovers(proc_root: Path = Path("/proc")) -> list[Leftover]:
-    """Processes carrying sgtui's marker whose owning runner is gone."""
+    """Processes carrying sgtui's marker whose owning sgtui/runner process is gone.
+
+    Only the environment markers count; names and command lines are never matched."""
     found = []
+    me = os.getpid()
     for d in proc_root.iterdir():
-        if not d.name.isdigit():
+        if not d.name.isdigit() or int(d.name) == me:
             continue
-        try:
-            env = (d / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        vals = dict(e.split(b"=", 1) for e in env if b"=" in e)
-        if MARKER_OWNER.encode() not in vals:
-            continue
-        try:
-            owner = int(vals[MARKER_OWNER.encode()])
-        except ValueError:
-            continue
-        if owner == os.getpid() or Path(proc_root / str(owner)).exists():
-            continue  # its runner is alive: not a leftover
         pid = int(d.name)
-        try:
-            pgid = os.getpgid(pid)
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        except (OSError, ProcessLookupError):
+        marks = _markers(proc_root, pid)
+        if not marks:
             continue
-        found.append(Leftover(pid, pgid, vals.get(MARKER_RUN.encode(), b"").decode(), owner, cmd[:200]))
+        owner = _is_leftover(proc_root, pid, marks)
+        if owner is None:
+            continue
+        pgid = _pgrp(proc_root, pid)
+        if pgid is None:
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            cmd = ""
+        found.append(Leftover(pid, pgid, marks.get(MARKER_RUN.encode(), b"").decode("utf-8", "replace"), owner,
+                              cmd[:200]))
     return found
 
 
-def cleanup_leftovers(found: list[Leftover], grace: float = 10.0) -> None:
-    """Stop each leftover's process group (SIGTERM, grace, SIGKILL)."""
+def _group_members(proc_root: Path, pgid: int) -> list[int]:
+    members = []
+    for d in proc_root.iterdir():
+        if d.name.isdigit() and _pgrp(proc_root, int(d.name)) == pgid:
+            members.append(int(d.name))
+    return members
+
+
+def cleanup_leftovers(found: list[Leftover], grace: float = 10.0, proc_root: Path = Path("/proc")) -> list[str]:
+    """Stop leftovers by process group (SIGTERM, grace, SIGKILL); returns one line per action taken.
+
+    Everything is checked again right before signalling (time passes while a user decides): a group is
+    signalled as a whole only if every member still carries the marker of a dead owner; otherwise only
+    the marked leftover processes themselves are. Our own group is never touched."""
     import time
 
-    groups = sorted({f.pgid for f in found})
+    done: list[str] = []
+    current = {(x.pid, x.pgid) for x in find_leftovers(proc_root)}
+    groups: list[int] = []
+    singles: list[int] = []
+    for g in sorted({f.pgid for f in found}):
+        if g <= 1 or g == os.getpgrp():
+            continue
+        marked = [f.pid for f in found if f.pgid == g and (f.pid, g) in current]
+        if not marked:
+            continue  # gone meanwhile (or its pid reused): leave it alone
+        members = _group_members(proc_root, g)
+        clean = all((m := _markers(proc_root, p)) and _is_leftover(proc_root, p, m) is not None for p in members)
+        if clean:
+            groups.append(g)
+        else:
+            singles.extend(marked)
+            done.append(f"group {g} also holds processes without the sgtui marker: stopping only pids "
+                        f"{', '.join(map(str, marked))}")
     for g in groups:
-        try:
-            os.killpg(g, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        _kill(lambda s, g=g: os.killpg(g, s), signal.SIGTERM)
+    for p in singles:
+        _kill(lambda s, p=p: os.kill(p, s), signal.SIGTERM)
     deadline = time.monotonic() + grace
-    alive = groups
-    while alive and time.monotonic() < deadline:
+    alive_g, alive_p = list(groups), list(singles)
+    while (alive_g or alive_p) and time.monotonic() < deadline:
         time.sleep(0.1)
-        alive = [g for g in alive if group_alive(g)]
-    for g in alive:
-        try:
-            os.killpg(g, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        alive_g = [g for g in alive_g if group_alive(g)]
+        alive_p = [p for p in alive_p if _pid_alive(p)]
+    for g in alive_g:
+        _kill(lambda s, g=g: os.killpg(g, s), signal.SIGKILL)
+    for p in alive_p:
+        _kill(lambda s, p=p: os.kill(p, s), signal.SIGKILL)
+    done += [f"stopped process group {g}" + (" (SIGKILL)" if g in alive_g else "") for g in groups]
+    done += [f"stopped pid {p}" + (" (SIGKILL)" if p in alive_p else "") for p in singles]
+    return done
+
+
+def _kill(send, sig: int) -> None:
+    try:
+        send(sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def run_checks(runs: list[RunConfig], sessions_dir: Path, check_imports: bool = True) -> list[Check]:
     checks: list[Check] = []
-    ports = sorted({(r.host, r.port) for r in runs})
-    for host, port in ports:
+    flags = {}
+    for r in runs:
+        flags.setdefault((r.host, r.port), set()).add(f"--{r.backend}-port")
+    for (host, port), names in sorted(flags.items()):
         ok = port_free(port, host)
         checks.append(Check(f"port {port}", ok, "free" if ok else f"{host}:{port} is in use",
-                            "" if ok else "stop what listens there or pick another --vllm-port/--sglang-port"))
+                            "" if ok else f"stop what listens there or pick another {'/'.join(sorted(names))}"))
     seen: set[tuple[str, str]] = set()
     for r in runs:
         key = (r.backend, r.python)
@@ -129,11 +236,10 @@ def run_checks(runs: list[RunConfig], sessions_dir: Path, check_imports: bool = 
             ok, what = engine_version(r.python, r.backend, r.device)
             checks.append(Check(f"{r.backend} venv", ok, f"{r.backend} {what}" if ok else f"cannot import {r.backend}: {what}",
                                 "" if ok else "re-run `bash setup/setup.sh` (the venv is incomplete)"))
-    model = Path(runs[0].model) if runs else None
-    if model is not None and (model.is_absolute() or model.exists()):
-        ok = (model / "config.json").is_file()
-        checks.append(Check("model", ok, str(model) if ok else f"{model}: no config.json",
-                            "" if ok else "pass --model DIR with a Hugging Face model directory"))
+    for model in sorted({Path(r.model) for r in runs if r.model}):
+        if not (model.is_absolute() or model.exists() or str(model).startswith((".", "~"))):
+            continue  # a hub id (org/name): the engine resolves it
+        checks.append(_check_model(model))
     try:
         sessions_dir.mkdir(parents=True, exist_ok=True)
         probe = sessions_dir / f".sgtui-preflight-{os.getpid()}"
@@ -144,21 +250,58 @@ def run_checks(runs: list[RunConfig], sessions_dir: Path, check_imports: bool = 
         checks.append(Check("sessions dir", False, f"{sessions_dir} not writable ({e.strerror or e})",
                             "pass --output DIR with a writable directory"))
     if any(r.device == "cuda" for r in runs):
-        devs = {d.index: d for d in gpu.list_devices()}
-        for r in runs:
-            for g in r.gpus:
-                d = devs.get(g)
-                if d is None:
-                    checks.append(Check(f"GPU {g}", False, "no such device", "check --gpus"))
-                    continue
-                need = r.gpu_memory_utilization * d.total_mib
-                ok = d.free_mib >= need * 0.95
-                checks.append(Check(f"GPU {g}", ok, f"{d.name}: {d.free_mib:.0f} of {d.total_mib:.0f} MiB free",
-                                    "" if ok else f"{r.label} needs ~{need:.0f} MiB: free the GPU or lower "
-                                                  "--gpu-memory-utilization"))
+        checks += _check_gpus(runs)
     left = find_leftovers()
     checks.append(Check("leftover servers", not left,
                         "none" if not left else "; ".join(f"pid {x.pid} (run {x.run}, pgid {x.pgid})" for x in left),
-                        "" if not left else "stop them: `sgtui ls` then kill their process groups, or start "
-                                            "the UI and accept its cleanup"))
+                        "" if not left else "`sgtui cleanup` stops them by process group (or accept the UI's "
+                                            "cleanup)"))
     return checks
+
+
+def _check_gpus(runs: list[RunConfig]) -> list[Check]:
+    """Enough free memory on every chosen device for the most demanding run that uses it."""
+    devs = {d.index: d for d in gpu.list_devices()}
+    if not devs:
+        return [Check("GPUs", False, gpu.nvml_error() or "no NVIDIA GPU found",
+                      "install the NVIDIA driver, or run on CPU (the CPU engine venvs)")]
+    need: dict[int, tuple[float, str]] = {}
+    for r in runs:
+        if r.device != "cuda":
+            continue
+        for g in dict.fromkeys([*r.gpus, *r.train_gpus]):
+            d = devs.get(g)
+            mib = r.gpu_memory_utilization * d.total_mib if d else 0.0
+            if g not in need or mib > need[g][0]:
+                need[g] = (mib, r.label)
+    out = []
+    for g, (mib, label) in sorted(need.items()):
+        d = devs.get(g)
+        if d is None:
+            out.append(Check(f"GPU {g}", False, f"no such device (this machine has {', '.join(map(str, devs))})",
+                             "check --gpus/--train-gpus"))
+            continue
+        ok = d.free_mib >= mib * 0.95
+        out.append(Check(f"GPU {g}", ok, f"{d.name}: {d.free_mib:.0f} of {d.total_mib:.0f} MiB free",
+                         "" if ok else f"{label} needs ~{mib:.0f} MiB: free the GPU (`nvidia-smi`) or lower "
+                                       "--gpu-memory-utilization"))
+    return out
+
+
+def _check_model(model: Path) -> Check:
+    model = model.expanduser()
+    if not model.is_dir():
+        return Check("model", False, f"{model}: no such directory", "pass --model DIR with a Hugging Face model "
+                                                                    "directory (config.json, tokenizer, weights)")
+    try:
+        with open(model / "config.json", "rb") as f:
+            orjson.loads(f.read())
+    except FileNotFoundError:
+        return Check("model", False, f"{model}: no config.json", "pass --model DIR with a Hugging Face model "
+                                                                 "directory (config.json, tokenizer, weights)")
+    except OSError as e:
+        return Check("model", False, f"{model}/config.json not readable ({e.strerror or e})",
+                     "fix the file permissions or pass another --model")
+    except orjson.JSONDecodeError as e:
+        return Check("model", False, f"{model}/config.json is not valid JSON ({e})", "pass another --model")
+    return Check("model", True, str(model))

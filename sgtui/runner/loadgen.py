@@ -6,8 +6,8 @@ trace view). The request function never raises: every failure is an
 `error` string on its record.
 
 A client that is itself the bottleneck would falsify the comparison, so the
-per-chunk path is minimal: lines are scanned for `"text":"`/`"content":"`
-to tell text chunks from empty ones and only timestamps are taken; chunk
+per-chunk path is minimal: a line is scanned for a non-empty `choices` list
+(a generated token, as `vllm bench serve` counts it) and only timestamps are taken; chunk
 JSON is decoded after the request ends (for the completion text the trainer
 needs, the served model name and the usage counts).
 """
@@ -52,11 +52,14 @@ def request_body(endpoint: str, model: str, prompt: Prompt, max_tokens: int, tem
         "model": model,
         "max_tokens": max_tokens,
         "temperature": temperature,
-        "seed": seed,
         "stream": True,
         "stream_options": {"include_usage": True},
         "ignore_eos": True,  # vLLM and SGLang extra field: equal output lengths on both engines
     }
+    if temperature > 0:
+        # Seeded sampling makes rollouts reproducible; greedy needs no seed (and a per-request seed
+        # costs vLLM a separate generator per request).
+        body["seed"] = seed
     if endpoint == "chat":
         body["messages"] = prompt.messages or [{"role": "user", "content": prompt.text}]
     else:
@@ -68,7 +71,10 @@ def _flatten(messages: list[dict]) -> str:
     return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
 
 
-_TEXT_MARKERS = (b'"text":"', b'"content":"')
+#: A chunk with a non-empty `choices` list stands for generated tokens, as `vllm bench serve` counts them
+#: (its text can be empty: a random model emits partial UTF-8); the final usage chunk has `"choices":[]`.
+_CHOICE_MARKER = b'"choices":[{'
+
 
 
 async def send_request(client: httpx.AsyncClient, url: str, body: dict, outcome: RequestOutcome) -> RequestOutcome:
@@ -94,7 +100,7 @@ async def send_request(client: httpx.AsyncClient, url: str, body: dict, outcome:
                     break
                 raw = data.encode()
                 chunks.append(raw)
-                if _carries_text(raw):
+                if _CHOICE_MARKER in raw:
                     now = time.perf_counter()
                     if ttft == 0.0:
                         ttft = now - st
@@ -109,14 +115,6 @@ async def send_request(client: httpx.AsyncClient, url: str, body: dict, outcome:
         return outcome
     _finish(outcome, chunks)
     return outcome
-
-
-def _carries_text(raw: bytes) -> bool:
-    for marker in _TEXT_MARKERS:
-        i = raw.find(marker)
-        if i >= 0 and raw[i + len(marker): i + len(marker) + 1] != b'"':
-            return True
-    return False
 
 
 def _finish(outcome: RequestOutcome, chunks: list[bytes]) -> None:
@@ -144,7 +142,7 @@ def _finish(outcome: RequestOutcome, chunks: list[bytes]) -> None:
             outcome.error = str(obj.get("message") or obj.get("error"))[:300]
     outcome.text = "".join(pieces)
     if not outcome.error and outcome.ttft == 0.0:
-        outcome.error = "no text received"
+        outcome.error = "no token received"
 
 
 async def run_batch(client: httpx.AsyncClient, base_url: str, endpoint: str, model: str, prompts: list[Prompt], *,

@@ -2,35 +2,57 @@
 
 Strategies map onto SGLang's own endpoints:
 - `release`: /release_memory_occupation, then /resume_memory_occupation
-  (`--enable-memory-saver`; weights and KV cache, by tags where supported).
-  SGLang asserts that nothing is in flight when releasing, so offload first
-  waits until the server itself reports no running or queued request.
-  On CPU the memory saver is CUDA-only: the calls answer and free nothing.
+  (`--enable-memory-saver`). SGLang *asserts* that nothing is in flight when
+  releasing, and a failed assertion kills the whole server, so offload first
+  waits until the server itself (its scheduler, via /v1/loads) reports no
+  running or queued request: our own client being done is not enough (a
+  request the client gave up on can still run there). Released weights are
+  discarded, not backed up (unless `--enable-weights-cpu-backup` is among the
+  extra flags), so on a GPU the reload puts them back from disk. From 0.5 on,
+  the calls carry tags and the resume is staged as RL frameworks do it:
+  weights first, weights reloaded, then the KV cache (lower peak while the
+  trainer's memory is still being returned). Resuming what was not released
+  also kills the server, so the engine tracks what it released.
+  On CPU the memory saver is CUDA-only: the calls answer 200 and free nothing.
 - `restart`: offload stops the process group, reload starts it again
   (with the new adapter preloaded when the sync is `restart`).
 - `keep`: the engine stays resident (split placement).
 Weight sync: `lora` unloads the previous adapter and loads the new one
 (/unload_lora_adapter, /load_lora_adapter) under a new name per step;
 `disk` calls /update_weights_from_disk with a merged checkpoint;
-`restart` restarts the server with `--lora-paths`. `flush_cache` optional.
+`restart` restarts the server with `--lora-paths`. `/flush_cache` optional.
 
-Adapters are addressed as "BASE:NAME"; a bare "NAME" silently serves the
-base model, so the engine always asks for "BASE:NAME" and the runner checks
-what answered.
+Adapters are addressed as "BASE:NAME"; a bare "NAME" (or any unknown bare
+name) is silently served by the base model, so the engine always asks for
+"BASE:NAME" and `verify_adapter` proves that the adapter is what answers.
+
+Known failure modes are turned into categorized errors with advice that is
+right for SGLang (`categorize_sglang`): the TP memory imbalance check, OOM at
+resume (torch_memory_saver's own message), release while busy, and a server
+whose HTTP front end outlives its scheduler (/health 503: a crash).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from sgtui.runner.engines.base import Engine, EngineError, parse_prometheus
+from sgtui.runner.errors import categorize
 
 #: CPU-only compatibility layer (see setup/cpu_compat/README.md); never used with a GPU.
 CPU_COMPAT = Path(__file__).resolve().parents[3] / "setup" / "cpu_compat"
+#: CPU serving flags (FACTS.md): torch-native attention; without --max-total-tokens the KV pool takes 17 GB;
+#: float32 makes greedy output equal HF transformers' token for token.
+CPU_FLAGS = ["--device", "cpu", "--attention-backend", "torch_native", "--disable-overlap-schedule",
+             "--max-total-tokens", "16384", "--dtype", "float32"]
 _GAUGES = {
     "sglang:token_usage": "kv_usage",
     "sglang:num_running_reqs": "running",
@@ -38,8 +60,81 @@ _GAUGES = {
     "sglang:cache_hit_rate": "prefix_hit_rate",
     "sglang:gen_throughput": "gen_throughput",
 }
+#: Release/resume tags (sglang.srt.constants); sent from 0.5 on, where all three exist.
+TAGS_SINCE = (0, 5, 0)
+WEIGHTS, KV_CACHE, CUDA_GRAPH = "weights", "kv_cache", "cuda_graph"
+CPU_NOTE = " (cpu: memory saver is CUDA-only, nothing freed)"
+ADAPTER_ADVICE = ('SGLang selects an adapter with "model": "BASE:NAME"; a bare "NAME" (or an unknown name) is '
+                  "answered by the base model without an error")
 
 
+def parse_version(text: str) -> tuple[int, ...]:
+    """'0.5.17' -> (0, 5, 17); '0.4.6.post1' -> (0, 4, 6); '' -> ()."""
+    out = []
+    for part in text.strip().split("."):
+        m = re.match(r"\d+", part)
+        if not m:
+            break
+        out.append(int(m.group()))
+        if m.end() != len(part):
+            break
+    return tuple(out)
+
+
+# -- log text ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Rule:
+    category: str
+    regex: re.Pattern[str]
+    advice: str
+
+
+def _tp_advice(version: str) -> str:
+    """The switch was renamed in 0.5: since then the old `SGL_DISABLE_...=1` is mapped onto the new
+    `SGLANG_ENABLE_...` name *with the same value*, which leaves the check on."""
+    v = parse_version(version)
+    if v and v < (0, 5):
+        switch = "SGL_DISABLE_TP_MEMORY_INBALANCE_CHECK=1"
+    else:
+        switch = ("SGLANG_ENABLE_TP_MEMORY_INBALANCE_CHECK=0 (SGLang < 0.5: SGL_DISABLE_TP_MEMORY_INBALANCE_CHECK=1; "
+                  "from 0.5 that old name keeps the check on)")
+    return ("free memory differs across the TP ranks' GPUs (another process on some of them): free those GPUs, "
+            f"or skip the check with the engine env {switch}")
+
+
+_RULES = [
+    _Rule("SERVER_CRASH", re.compile(r"release_memory_occupation should be called only when server is idle"),
+          "memory was released while a request was still running: the server asserts on that and exits"),
+    _Rule("OOM", re.compile(r"torch_memory_saver.*(OUT_OF_MEMORY|out of memory)", re.IGNORECASE),
+          "resuming SGLang's memory failed: the trainer (or another process) still holds GPU memory when the "
+          "engine resumes; free it first, or lower --gpu-memory-utilization (SGLang's --mem-fraction-static)"),
+    _Rule("OOM", re.compile(r"Not enough memory\. Please try to increase --mem-fraction-static"),
+          "the KV cache got no memory: raise --gpu-memory-utilization (SGLang's --mem-fraction-static), "
+          "or free the GPU"),
+    _Rule("SERVER_CRASH", re.compile(r"Cannot resume allocation that is not paused|KeyError: '(weights|kv_cache|cuda_graph)'"),
+          "memory was resumed that had not been released; the server exits on that"),
+]
+
+
+#: SGLang logs these at every start (optional model files that need CUDA-only modules); they are not the
+#: import error that broke a start, so the shared IMPORT_ERROR pattern must not see them.
+_BENIGN = re.compile(r"Ignore import error when loading|has no attribute '\w+_cpu'")
+
+
+def categorize_sglang(lines: list[str] | str, default: str = "OTHER", version: str = "") -> tuple[str, str]:
+    """(category, advice): SGLang's own failure texts first, then the shared patterns (sgtui.runner.errors)."""
+    text = lines if isinstance(lines, str) else "\n".join(lines)
+    for rule in _RULES:
+        if rule.regex.search(text):
+            return rule.category, rule.advice
+    text = "\n".join(line for line in text.splitlines() if not _BENIGN.search(line))
+    cat, advice = categorize(text, default)
+    if cat == "TP_IMBALANCE":
+        advice = _tp_advice(version)
+    return cat, advice
+
+
+# -- the engine ---------------------------------------------------------------------------------
 class SglangEngine(Engine):
     backend = "sglang"
 
@@ -48,7 +143,12 @@ class SglangEngine(Engine):
         self.on_gpu = self.cfg.device == "cuda"
         self.lora = self.cfg.sync in ("lora", "restart")
         self.loaded: str = ""  # adapter name currently loaded
+        self.released: list[str] | None = None  # what the last release let go of (None: nothing released)
+        self.server_version = ""
+        self._load_path: str | None = None  # /v1/loads, /get_load or "" (metrics only); None: not probed yet
+        self.weights_backed_up = "--enable-weights-cpu-backup" in self.cfg.extra_args
 
+    # -- command line ------------------------------------------------------------------------------
     def server_argv(self, adapter_dir: str | None = None) -> list[str]:
         c = self.cfg
         argv = [
@@ -69,8 +169,7 @@ class SglangEngine(Engine):
             if c.dtype != "auto":
                 argv += ["--dtype", c.dtype]
         else:
-            argv += ["--device", "cpu", "--attention-backend", "torch_native", "--disable-overlap-schedule",
-                     "--max-total-tokens", "16384", "--dtype", "float32"]
+            argv += CPU_FLAGS
         if c.disable_radix_cache:
             argv.append("--disable-radix-cache")
         if self.lora:
@@ -93,6 +192,7 @@ class SglangEngine(Engine):
     def _name(self, n: int) -> str:
         return f"policy-{n}"
 
+    # -- adapters --------------------------------------------------------------------------------
     def request_model(self) -> str:
         return f"{self.cfg.served_model_name}:{self.loaded}" if self.loaded else self.cfg.served_model_name
 
@@ -100,19 +200,78 @@ class SglangEngine(Engine):
         """SGLang echoes what was asked; a bare adapter name would be served by the base model silently."""
         return answered in (asked, asked.split(":", 1)[-1]) and (":" in asked or not self.loaded)
 
+    def check_request_model(self, model: str) -> None:
+        """Refuse a model string that SGLang would silently serve with the base model."""
+        if self.loaded and model != self.request_model():
+            raise EngineError("CONFIG", f"requests ask for model {model!r}, but the loaded adapter is "
+                              f"{self.request_model()!r}", advice=ADAPTER_ADVICE)
+
+    async def _greedy(self, model: str, prompt: str, max_tokens: int) -> tuple[str, str]:
+        """(served model, text) of one greedy, non-streamed completion."""
+        body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True}
+        try:
+            r = await self.client.post("/v1/completions", json=body, timeout=self.cfg.request_timeout)
+        except httpx.HTTPError as e:
+            await self.check_crashed()
+            raise EngineError("REQUEST", f"sglang completion with model {model!r}: {type(e).__name__}: {e}",
+                              self.tail()) from None
+        if r.status_code != 200:
+            raise EngineError("CONFIG" if model != self.cfg.served_model_name else "REQUEST",
+                              f"sglang completion with model {model!r} answered {r.status_code}: {r.text[:300]}",
+                              self.tail(), ADAPTER_ADVICE if ":" in model else "")
+        j = r.json()
+        return str(j.get("model") or ""), "".join(c.get("text") or "" for c in j.get("choices") or ())
+
+    async def verify_adapter(self, prompt: str, max_tokens: int = 8) -> str:
+        """Prove that the loaded adapter is what answers `request_model()`, outside any timed phase.
+
+        Two checks: the model name SGLang reports back, and a greedy completion that must differ from
+        the base model's (SGLang serves a bare or unknown name with the base model, silently). An adapter
+        that really equals the base model (a PEFT init with zero B matrices) fails the second check too:
+        it cannot be told apart, so sgtui's test adapters are never zero.
+        """
+        if not self.loaded:
+            return "no adapter loaded"
+        want = self.request_model()
+        self.check_request_model(want)
+        got, text = await self._greedy(want, prompt, max_tokens)
+        if not self.served_model_matches(want, got):
+            raise EngineError("CONFIG", f"asked for adapter {want!r} but {got!r} answered", self.tail(),
+                              ADAPTER_ADVICE)
+        _, base_text = await self._greedy(self.cfg.served_model_name, prompt, max_tokens)
+        if text == base_text:
+            raise EngineError("CONFIG", f"adapter {want!r} answers exactly like the base model: the adapter is "
+                              "not applied (wrong adapter name?)", self.tail(), ADAPTER_ADVICE)
+        return f"{want} differs from the base model"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self, adapter_dir: str | None = None) -> str:
-        detail = await super().start(adapter_dir)
-        await self._health_generate()
+        self.released = None
+        self.loaded = ""
+        try:
+            detail = await super().start(adapter_dir)
+            await self._health_generate()
+        except EngineError as e:
+            raise self._recategorize(e) from None
         self.loaded = self._name(self.starts) if adapter_dir else ""
+        self.server_version = await self.version()
         return detail
 
     async def _health_generate(self) -> None:
+        """/health_generate runs one real token through the scheduler: /health alone may answer without it."""
         try:
             r = await self.client.get("/health_generate", timeout=self.cfg.server_timeout)
-        except Exception as e:  # noqa: BLE001
-            raise EngineError("SERVER_TIMEOUT", f"sglang /health_generate failed: {e}", self.tail()) from None
+        except httpx.TimeoutException:
+            raise EngineError("SERVER_TIMEOUT", f"sglang /health_generate did not answer within "
+                              f"{self.cfg.server_timeout:.0f} s", self.tail(),
+                              "raise --server-timeout, or look at the server log") from None
+        except httpx.HTTPError as e:
+            self.check_alive()
+            raise EngineError("SERVER_CRASH", f"sglang /health_generate failed: {type(e).__name__}: {e}",
+                              self.tail()) from None
         if r.status_code != 200:
-            raise EngineError("SERVER_CRASH", f"sglang /health_generate answered {r.status_code}", self.tail())
+            raise EngineError("SERVER_CRASH", f"sglang /health_generate answered {r.status_code}: the scheduler "
+                              "does not answer", self.tail())
 
     async def version(self) -> str:
         try:
@@ -121,18 +280,120 @@ class SglangEngine(Engine):
         except Exception:  # noqa: BLE001 - informative only
             return ""
 
+    def check_alive(self) -> None:
+        try:
+            super().check_alive()
+        except EngineError as e:
+            raise self._recategorize(e) from None
+
+    async def check_crashed(self, timeout: float = 30.0) -> None:
+        """Raise SERVER_CRASH unless the server is alive *and* its scheduler answers.
+
+        When SGLang's scheduler dies or hangs, its HTTP server can stay up and answer /health with 503
+        for minutes (or not answer: /health runs a generation and waits for the scheduler). Both are a
+        crash; the teardown that follows (SIGTERM, grace, SIGKILL) takes the group down.
+        """
+        deadline = time.monotonic() + timeout
+        last = ""
+        while True:
+            self.check_alive()
+            try:
+                r = await self.client.get("/health", timeout=min(5.0, timeout))
+                if r.status_code == 200:
+                    return
+                last = f"/health answered {r.status_code}"
+                if r.status_code == 503:
+                    break
+            except httpx.HTTPError as e:
+                last = f"/health: {type(e).__name__}"
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # a dying server: let the group exit and the log flush
+        self.check_alive()
+        tail = self.tail()
+        cat, advice = categorize_sglang(tail, "SERVER_CRASH", self.server_version)
+        if cat in ("OTHER", "IMPORT_ERROR"):
+            cat = "SERVER_CRASH"
+        raise EngineError(cat, f"sglang server process is up but its scheduler does not answer ({last})", tail,
+                          advice or "the scheduler died or hangs; the server is torn down (SIGTERM, then SIGKILL)")
+
+    def _recategorize(self, e: EngineError) -> EngineError:
+        """The base class categorized with the shared patterns; SGLang's own texts (and advice) come first,
+        and its benign start-up import notes must not make a crash look like an IMPORT_ERROR."""
+        if e.category in ("PORT_IN_USE", "SERVER_TIMEOUT", "CONFIG"):
+            return e
+        default = "SERVER_CRASH" if e.category == "IMPORT_ERROR" else e.category
+        cat, advice = categorize_sglang([e.message] + e.log_tail, default, self.server_version)
+        if cat == e.category and cat != "TP_IMBALANCE":
+            return e
+        return EngineError(cat, e.message, e.log_tail, advice)
+
+    async def control(self, path: str, json: dict | None = None, timeout: float | None = None) -> httpx.Response:
+        """POST a control endpoint; a failure is categorized from SGLang's log once the group has settled."""
+        try:
+            return await self.post(path, json=json, timeout=timeout)
+        except EngineError as e:
+            if e.category == "SERVER_CRASH":  # the connection broke: the server may be on its way down
+                await self._settle()
+                e = EngineError(e.category, e.message, self.tail(), e.advice)
+            raise self._recategorize(e) from None
+
+    async def _settle(self, seconds: float = 3.0) -> None:
+        """A scheduler that exits takes the server down a moment after the HTTP call failed: wait for it."""
+        deadline = time.monotonic() + seconds
+        while self.child is not None and self.child.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    # -- the idle guard ------------------------------------------------------------------------------
+    async def server_load(self) -> tuple[float, float]:
+        """(running, waiting) requests as the scheduler itself sees them right now.
+
+        /v1/loads (0.5.x; /get_load before) asks the scheduler; the `sglang:` gauges of /metrics are only
+        refreshed at its logging intervals (seen: 1 running in /metrics while /v1/loads said 16), so
+        they are the last resort, for servers that have neither.
+        """
+        if self._load_path is None:
+            self._load_path = ""
+            for path in ("/v1/loads", "/get_load"):
+                r = await self.client.get(path, params={"include": "core"} if path == "/v1/loads" else None,
+                                          timeout=self.cfg.server_timeout)
+                if r.status_code == 200:
+                    self._load_path = path
+                    return _loads(r.json())
+        if self._load_path:
+            params = {"include": "core"} if self._load_path == "/v1/loads" else None
+            r = await self.client.get(self._load_path, params=params, timeout=self.cfg.server_timeout)
+            if r.status_code == 200:
+                return _loads(r.json())
+            raise EngineError("SERVER_CRASH", f"sglang {self._load_path} answered {r.status_code}", self.tail())
+        g = await self.scrape()
+        return g.get("running", 0.0), g.get("waiting", 0.0)
+
     async def wait_idle(self, timeout: float | None = None) -> float:
-        """Wait until the server reports no running or queued request (release asserts on that)."""
-        deadline = time.monotonic() + (timeout or self.cfg.server_timeout)
+        """Wait until the server reports no running or queued request; returns the seconds waited."""
+        limit = timeout or self.cfg.server_timeout
+        deadline = time.monotonic() + limit
         t0 = time.monotonic()
         while True:
-            g = await self.scrape()
-            if g.get("running", 0) == 0 and g.get("waiting", 0) == 0:
+            try:
+                running, waiting = await self.server_load()
+            except httpx.HTTPError as e:
+                await self.check_crashed(timeout=5.0)
+                raise EngineError("SERVER_CRASH", f"sglang load query failed: {type(e).__name__}: {e}",
+                                  self.tail()) from None
+            if running == 0 and waiting == 0:
                 return time.monotonic() - t0
             if time.monotonic() > deadline:
-                raise EngineError("SERVER_TIMEOUT", f"sglang still has requests in flight after "
-                                  f"{timeout or self.cfg.server_timeout:.0f} s; cannot release memory", self.tail())
-            await asyncio.sleep(0.05)
+                raise EngineError("SERVER_TIMEOUT", f"sglang still has {running:.0f} running and {waiting:.0f} "
+                                  f"queued requests after {limit:.0f} s; memory cannot be released while they run",
+                                  self.tail(), "raise --server-timeout, or lower --max-output-tokens")
+            await asyncio.sleep(0.02)
+
+    # -- strategies --------------------------------------------------------------------------------
+    def _tags(self) -> list[str] | None:
+        v = parse_version(self.server_version)
+        return [KV_CACHE, WEIGHTS, CUDA_GRAPH] if v and v >= TAGS_SINCE else None
 
     async def offload(self) -> str:
         s = self.cfg.strategy
@@ -141,10 +402,15 @@ class SglangEngine(Engine):
         if s == "restart":
             await self.stop()
             return "server stopped (process group)"
+        if self.released is not None:
+            return "already released"
         waited = await self.wait_idle()
-        await self.post("/release_memory_occupation", json={})
-        note = "" if self.on_gpu else " (cpu: memory saver is CUDA-only, nothing freed)"
-        return f"release_memory_occupation after {waited * 1000:.0f} ms idle wait{note}"
+        tags = self._tags()
+        await self.control("/release_memory_occupation", json={"tags": tags} if tags else {})
+        self.released = tags or [KV_CACHE, WEIGHTS, CUDA_GRAPH]
+        what = "weights, kv_cache, cuda_graph" if tags else "all"
+        return (f"release_memory_occupation ({what}) after {waited * 1000:.0f} ms idle wait"
+                + ("" if self.on_gpu else CPU_NOTE))
 
     async def reload(self, adapter_dir: str | None) -> str:
         s = self.cfg.strategy
@@ -154,14 +420,48 @@ class SglangEngine(Engine):
             restart_with = adapter_dir if self.cfg.sync == "restart" else None
             detail = await self.start(restart_with)
             return detail + (" with new adapter" if restart_with else "")
-        await self.post("/resume_memory_occupation", json={})
-        if not self.on_gpu:
-            return "resume_memory_occupation"
+        if self.released is None:
+            return "nothing released"
+        tagged = self._tags() is not None
         # Released weights are discarded, not backed up (RL frameworks push new weights after resume):
-        # serving again needs them reloaded, as vLLM's sleep level 2 does.
-        await self.post("/update_weights_from_disk", json={"model_path": self.cfg.model},
-                        timeout=self.cfg.startup_timeout)
-        return "resume_memory_occupation + update_weights_from_disk (base weights)"
+        # serving again needs them reloaded, as vLLM's sleep level 2 does. On CPU nothing was discarded.
+        reload_weights = self.on_gpu and not self.weights_backed_up
+        parts = []
+        t = time.perf_counter()
+        if tagged:
+            await self._resume([WEIGHTS])
+            parts.append(f"resume weights {_ms(t)}")
+            if reload_weights:
+                t = time.perf_counter()
+                await self._update_from_disk(self.cfg.model)
+                parts.append(f"update_weights_from_disk (base weights) {_ms(t)}")
+            t = time.perf_counter()
+            await self._resume([KV_CACHE, CUDA_GRAPH])
+            parts.append(f"resume kv_cache+cuda_graph {_ms(t)}")
+        else:
+            await self._resume(None)
+            parts.append(f"resume_memory_occupation {_ms(t)}")
+            if reload_weights:
+                t = time.perf_counter()
+                await self._update_from_disk(self.cfg.model)
+                parts.append(f"update_weights_from_disk (base weights) {_ms(t)}")
+        self.released = None
+        return ", ".join(parts) + ("" if self.on_gpu else CPU_NOTE)
+
+    async def _resume(self, tags: list[str] | None) -> None:
+        await self.control("/resume_memory_occupation", json={"tags": tags} if tags else {})
+        if tags and self.released is not None:
+            self.released = [t for t in self.released if t not in tags]
+
+    async def _update_from_disk(self, path: str) -> None:
+        r = await self.control("/update_weights_from_disk", json={"model_path": path},
+                               timeout=self.cfg.startup_timeout)
+        try:
+            ok = r.json().get("success", True)
+        except ValueError:
+            ok = True
+        if not ok:
+            raise EngineError("OTHER", f"sglang update_weights_from_disk {path}: {r.text[:300]}", self.tail())
 
     async def sync_weights(self, adapter_dir: str, step: int) -> str:
         sync = self.cfg.sync
@@ -177,25 +477,45 @@ class SglangEngine(Engine):
             if not (Path(adapter_dir) / "config.json").is_file():
                 raise EngineError("CONFIG", f"disk sync needs a merged checkpoint; {adapter_dir} has no config.json",
                                   advice="use --run sglang:STRATEGY+lora with adapter-producing trainers")
-            await self.post("/update_weights_from_disk", json={"model_path": adapter_dir},
-                            timeout=self.cfg.startup_timeout)
+            await self._update_from_disk(adapter_dir)
             detail = "update_weights_from_disk"
         else:
             parts = []
             if self.loaded:
-                await self.post("/unload_lora_adapter", json={"lora_name": self.loaded})
+                await self.control("/unload_lora_adapter", json={"lora_name": self.loaded})
                 parts.append(f"unload {self.loaded}")
+                self.loaded = ""
             name = f"policy-s{step}"
-            await self.post("/load_lora_adapter", json={"lora_name": name, "lora_path": adapter_dir})
+            await self.control("/load_lora_adapter", json={"lora_name": name, "lora_path": adapter_dir})
             self.loaded = name
             parts.append(f"load {name}")
             detail = ", ".join(parts)
         if self.cfg.flush_cache:
-            await self.post("/flush_cache")
+            await self.control("/flush_cache")
             detail += ", flush_cache"
         return detail
 
     async def scrape(self) -> dict[str, float]:
+        """Engine gauges from /metrics (`--enable-metrics`), under the names the vLLM engine uses."""
         r = await self.client.get("/metrics", timeout=5.0)
         raw = parse_prometheus(r.text, set(_GAUGES))
         return {short: raw[name] for name, short in _GAUGES.items() if name in raw}
+
+
+def _loads(doc) -> tuple[float, float]:
+    """Sum running/waiting over DP ranks from /v1/loads ({"loads": [...]}) or the older /get_load (a list)."""
+    ranks = doc.get("loads", []) if isinstance(doc, dict) else doc
+    running = waiting = 0.0
+    for d in ranks or ():
+        w = float(d.get("num_waiting_reqs", 0) or 0)
+        if "num_running_reqs" in d:
+            r = float(d.get("num_running_reqs") or 0)
+        else:  # /get_load: num_reqs counts running and waiting together
+            r = max(0.0, float(d.get("num_reqs", 0) or 0) - w)
+        running += r
+        waiting += w
+    return running, waiting
+
+
+def _ms(t0: float) -> str:
+    return f"{(time.perf_counter() - t0) * 1000:.0f} ms"
