@@ -34,13 +34,15 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def marked_processes() -> list[int]:
-    """PIDs of processes that carry sgtui's child marker (engines/trainers started by a runner)."""
+def marked_processes(runs: set[str]) -> list[int]:
+    """PIDs of live processes that a runner of one of these runs started (sgtui's child marker)."""
     out = []
+    wanted = {b"SGTUI_RUN=" + r.encode() for r in runs}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if b"SGTUI_OWNER_PID=" in (d / "environ").read_bytes():
+                env = set((d / "environ").read_bytes().split(b"\0"))
+                if env & wanted:
                     stat = (d / "stat").read_text().split()
                     if stat[2] != "Z":
                         out.append(int(d.name))
