@@ -45,6 +45,7 @@ class MetricRow:
     significant: dict[str, bool]  # other run -> difference outside the noise
     winner: str | None  # best run, when it beats every other run outside the noise
     note: str  # "within noise", "1 step: no noise estimate", ...
+    noise_known_all: bool = True  # every comparison had at least 2 samples a side
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def _compare_row(key: str, label: str, hib: bool, unit: str, runs: list[RunSumma
         note = f"{best} best; some differences within noise"
     else:
         note = "within noise"
-    return MetricRow(key, label, unit, hib, means, best, diffs, bands, sig, winner, note)
+    return MetricRow(key, label, unit, hib, means, best, diffs, bands, sig, winner, note, noise_known)
 
 
 def verdict(summaries: list[RunSummary]) -> Verdict:
@@ -129,7 +130,8 @@ def verdict(summaries: list[RunSummary]) -> Verdict:
         confidence = f"{runner_up} takes {lo:.1f}% to {hi:.1f}% longer per step (95% interval, excludes 0)"
     else:
         winner = None
-        headline = f"no clear winner: {ranked[0]} is fastest but {step.note}"
+        headline = (f"no clear winner: {ranked[0]} has the lowest mean step time, but not outside the noise"
+                    if step.noise_known_all else f"no clear winner: {ranked[0]} is fastest; {step.note}")
         if runner_up in step.bands_pct:
             lo, hi = step.bands_pct[runner_up]
             confidence = f"95% interval of the difference vs {runner_up}: {lo:.1f}% to {hi:.1f}% (includes 0)"
