@@ -130,7 +130,7 @@ def verdict(summaries: list[RunSummary]) -> Verdict:
         confidence = f"{runner_up} takes {lo:.1f}% to {hi:.1f}% longer per step (95% interval, excludes 0)"
     else:
         winner = None
-        headline = (f"no clear winner: {ranked[0]} has the lowest mean step time, but not outside the noise"
+        headline = (f"no clear winner: {ranked[0]} is fastest, but within the noise"
                     if step.noise_known_all else f"no clear winner: {ranked[0]} is fastest; {step.note}")
         if runner_up in step.bands_pct:
             lo, hi = step.bands_pct[runner_up]
