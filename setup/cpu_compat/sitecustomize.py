@@ -1,4 +1,12 @@
-"""Loaded by Python at start-up when this folder is on PYTHONPATH (CPU SGLang runs only; see README.md)."""
+"""CPU-only shims for the real SGLang server, loaded by Python at start-up because this folder is on PYTHONPATH.
+
+sgtui.runner.engines.sglang puts the folder there only when the run's device is cpu; GPU runs never load it.
+Why each piece exists (details in README.md):
+- torchvision op schemas: SGLang imports torchvision at module level, and PyPI's torchvision is a CUDA build
+  that fails beside torch+cpu with `operator torchvision::nms does not exist`; text models never call it.
+- pin_memory no-op: SGLang's LoRA code pins host memory, which needs an accelerator; on CPU pinning means
+  nothing, so `--enable-lora` would fail without it.
+"""
 
 from __future__ import annotations
 

@@ -28,13 +28,18 @@ PATTERNS: list[Pattern] = [
         "TP_IMBALANCE",
         r"memory capacity is unbalanced|TP_MEMORY_INBALANCE|memory (is )?imbalanced",
         "GPU memory differs across TP ranks (other processes on some GPUs); free them or set "
-        "SGL_DISABLE_TP_MEMORY_INBALANCE_CHECK=1",
+        "SGLANG_ENABLE_TP_MEMORY_INBALANCE_CHECK=0 (SGLang 0.5.x; the older SGL_DISABLE_... name no longer works)",
+    ),
+    _p(
+        "OOM",
+        r"No available memory for the cache blocks|Not enough memory\. Please try to increase",
+        "the KV cache does not fit in the memory share left after the weights: raise "
+        "--gpu-memory-utilization (mem fraction) or lower --max-model-len",
     ),
     _p(
         "OOM",
         r"CUDA out of memory|OutOfMemoryError|torch\.OutOfMemoryError|cudaErrorMemoryAllocation|"
-        r"No available memory for the cache blocks|not enough (GPU |KV )?memory|insufficient memory|"
-        r"Cannot allocate memory|out of memory",
+        r"not enough (GPU )?memory|insufficient memory|Cannot allocate memory|out of memory",
         "lower --gpu-memory-utilization / mem fraction, --max-model-len or concurrency, or free the GPU",
     ),
     _p(

@@ -251,7 +251,7 @@ def make_handler(st: State):
                     st.inflight -= 1
 
         def _chunk(self, obj: dict) -> None:
-            self._chunk_raw(b"data: " + json.dumps(obj).encode() + b"\n\n")
+            self._chunk_raw(b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n")  # compact, as SGLang
 
         def _chunk_raw(self, data: bytes) -> None:
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

@@ -1,6 +1,12 @@
 """Stand-in for the CUDA-only `sgl_kernel` package so that SGLang's CPU path can import (see ../README.md).
 
-Only `assign_req_to_token_pool_cpu` is implemented; any other name imports fine and raises if called.
+Why: with the device cpu, SGLang imports `*_cpu` functions from `sgl_kernel` at module level, and the
+PyPI builds (`sgl-kernel`, `sglang-kernel`) are CUDA-only. Only `assign_req_to_token_pool_cpu` runs on
+the plain serving path (every prefill, from `mem_cache/allocation.py`), so it is implemented, mirroring
+SGLang 0.5.23's own triton kernel `assign_req_to_token_pool` in that file. Any other name imports fine
+and raises NotImplementedError if called (speculative decoding, KV copy: an unexpected use fails loudly).
+No `torch.ops.sgl_kernel` op is registered: that keeps SGLang's AMX path off (its `intel_amx` attention
+gave wrong decode tokens on an AVX-512 CPU), so it uses its native torch ops.
 """
 
 from __future__ import annotations

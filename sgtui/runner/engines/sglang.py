@@ -323,9 +323,13 @@ class SglangEngine(Engine):
         and its benign start-up import notes must not make a crash look like an IMPORT_ERROR."""
         if e.category in ("PORT_IN_USE", "SERVER_TIMEOUT", "CONFIG"):
             return e
+        text = "\n".join([e.message] + e.log_tail)
+        for rule in _RULES:  # SGLang's own failure texts: their advice replaces the generic one
+            if rule.regex.search(text):
+                return EngineError(rule.category, e.message, e.log_tail, rule.advice)
         default = "SERVER_CRASH" if e.category == "IMPORT_ERROR" else e.category
-        cat, advice = categorize_sglang([e.message] + e.log_tail, default, self.server_version)
-        if cat == e.category and cat != "TP_IMBALANCE":
+        cat, advice = categorize_sglang(text, default, self.server_version)
+        if cat == e.category and cat != "TP_IMBALANCE" and (e.advice or not advice):
             return e
         return EngineError(cat, e.message, e.log_tail, advice)
 

@@ -1,0 +1,467 @@
+"""SGLang engine: argv, every strategy's HTTP sequence, timing attribution, the idle guard, failure modes.
+
+The HTTP behaviour is checked against `sglang_fault_server.py`, a FAULT-INJECTION server that speaks
+SGLang's real endpoints (started by the engine itself, in its own process group, from the engine's
+real argv). What the real SGLang CPU server can show is in test_sglang_real.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from sgtui.config import RunConfig
+from sgtui.events import Phase, Proc, Request
+from sgtui.runner.engines.base import EngineError
+from sgtui.runner.engines.sglang import CPU_COMPAT, CPU_FLAGS, SglangEngine, _loads, parse_version
+from tests.engines import free_port, port_is_free
+
+FAULT_SERVER = Path(__file__).with_name("sglang_fault_server.py")
+
+
+def make_cfg(tmp_path: Path, **kw) -> RunConfig:
+    base = dict(label="sg", backend="sglang", strategy="release", sync="lora", python=sys.executable,
+                model=str(tmp_path / "model"), port=free_port(), workdir=str(tmp_path / "w"), server_timeout=10.0,
+                startup_timeout=20.0, num_steps=2, num_rollouts=4, concurrency=4, max_input_tokens=16,
+                max_output_tokens=8, sim_train_seconds=0.05, warmup_requests=1)
+    base.update(kw)
+    (tmp_path / "model").mkdir(parents=True, exist_ok=True)
+    return RunConfig(**base)
+
+
+class FaultSglang(SglangEngine):
+    """The real SglangEngine, with the fault-injection server in place of `sglang.launch_server`."""
+
+    plan: dict = {}
+
+    def server_argv(self, adapter_dir: str | None = None) -> list[str]:
+        real = super().server_argv(adapter_dir)
+        assert real[1:3] == ["-m", "sglang.launch_server"]
+        self.last_argv = real
+        return [sys.executable, str(FAULT_SERVER), *real[3:], "--sgtui-plan", orjson.dumps(self.plan).decode(),
+                "--sgtui-record", str(self.record_path)]
+
+    @property
+    def record_path(self) -> Path:
+        return self.workdir / "calls.jsonl"
+
+    def calls(self) -> list[dict]:
+        if not self.record_path.exists():
+            return []
+        return [orjson.loads(x) for x in self.record_path.read_bytes().splitlines() if x.strip()]
+
+    def control_calls(self) -> list[tuple[str, object]]:
+        skip = {"/health", "/health_generate", "/get_server_info", "/metrics", "/v1/completions", "/v1/loads"}
+        return [(c["path"], c["body"].get("tags") if "tags" in c["body"] else c["body"]) for c in self.calls()
+                if c["path"] not in skip]
+
+
+def make_engine(tmp_path: Path, plan: dict | None = None, **kw) -> tuple[FaultSglang, list]:
+    cfg = make_cfg(tmp_path, **kw)
+    events: list = []
+    wd = Path(cfg.workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    eng = FaultSglang(cfg, events.append, wd)
+    eng.plan = plan or {}
+    return eng, events
+
+
+def adapter_dir(tmp_path: Path, name: str = "adapter") -> str:
+    d = tmp_path / name
+    d.mkdir(exist_ok=True)
+    (d / "adapter_config.json").write_text("{}")
+    return str(d)
+
+
+def assert_gone(events: list, port: int) -> None:
+    for p in [e for e in events if isinstance(e, Proc)]:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(p.pgid, 0)
+    assert port_is_free(port)
+
+
+# -- argv and environment -------------------------------------------------------------------------------
+def test_argv_gpu_release_lora(tmp_path):
+    cfg = make_cfg(tmp_path, device="cuda", tp=2, gpu_memory_utilization=0.9, lora_rank=16, dtype="bfloat16",
+                   disable_radix_cache=True, extra_args=["--sampling-backend", "pytorch"], max_model_len=4096)
+    eng = SglangEngine(cfg, lambda e: None, tmp_path)
+    argv = eng.server_argv()
+    assert argv[:3] == [sys.executable, "-m", "sglang.launch_server"]
+    flag = {argv[i]: argv[i + 1] for i in range(3, len(argv) - 1) if argv[i].startswith("--")}
+    assert flag["--model-path"] == cfg.model and flag["--host"] == "127.0.0.1" and flag["--port"] == str(cfg.port)
+    assert flag["--tp-size"] == "2" and flag["--mem-fraction-static"] == "0.9" and flag["--context-length"] == "4096"
+    assert flag["--dtype"] == "bfloat16" and flag["--max-lora-rank"] == "16" and flag["--max-loras-per-batch"] == "2"
+    for f in ("--enable-memory-saver", "--enable-metrics", "--enable-lora", "--disable-radix-cache"):
+        assert f in argv
+    i = argv.index("--lora-target-modules")
+    assert argv[i + 1: i + 8] == cfg.lora_targets
+    assert "--device" not in argv and "--lora-backend" not in argv and "--lora-paths" not in argv
+    assert argv[-2:] == ["--sampling-backend", "pytorch"]  # extra user flags last: they win
+    env = eng.server_env()
+    assert "SGLANG_USE_CPU_ENGINE" not in env and str(CPU_COMPAT) not in env.get("PYTHONPATH", "")
+    assert env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_argv_cpu_restart_preloads_adapter(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", "/somewhere")
+    cfg = make_cfg(tmp_path, device="cpu", strategy="restart", sync="restart")
+    eng = SglangEngine(cfg, lambda e: None, tmp_path / "run")
+    argv = eng.server_argv(adapter_dir="/adapters/step-3")
+    joined = " ".join(argv)
+    assert " ".join(CPU_FLAGS) in joined
+    assert "--enable-memory-saver" not in argv and "--mem-fraction-static" not in argv
+    assert argv[argv.index("--lora-backend") + 1] == "torch_native"
+    assert argv[argv.index("--lora-paths") + 1] == "policy-1=/adapters/step-3"
+    env = eng.server_env()
+    assert env["SGLANG_USE_CPU_ENGINE"] == "1"
+    assert env["PYTHONPATH"] == f"{CPU_COMPAT}{os.pathsep}/somewhere"
+    assert (CPU_COMPAT / "sitecustomize.py").is_file() and (CPU_COMPAT / "sgl_kernel" / "__init__.py").is_file()
+    assert env["SGLANG_CACHE_DIR"] == str(tmp_path / "sglang-cache")  # beside the run dirs: warm across runs
+
+
+def test_argv_no_lora_without_adapter_sync(tmp_path):
+    eng = SglangEngine(make_cfg(tmp_path, sync="none", device="cuda", strategy="restart"), lambda e: None, tmp_path)
+    argv = eng.server_argv()
+    assert "--enable-lora" not in argv and "--enable-memory-saver" not in argv
+
+
+def test_version_and_load_parsing():
+    assert parse_version("0.5.17") == (0, 5, 17) and parse_version("0.4.6.post1") == (0, 4, 6)
+    assert parse_version("0.5.0rc2") == (0, 5, 0) and parse_version("") == ()
+    assert _loads({"loads": [{"num_running_reqs": 3, "num_waiting_reqs": 1},
+                             {"num_running_reqs": 2, "num_waiting_reqs": 0}]}) == (5.0, 1.0)
+    assert _loads([{"num_reqs": 4, "num_waiting_reqs": 1}]) == (3.0, 1.0)  # /get_load: running + waiting
+
+
+# -- strategies: HTTP sequences ---------------------------------------------------------------------------
+async def test_release_cpu_sequence_and_idle_guard(tmp_path):
+    """The guard asks the server: 5 polls report a request our client never sent; release waits them out."""
+    eng, events = make_engine(tmp_path, {"busy_polls": 5})
+    try:
+        assert await eng.start() == "cold start"
+        assert eng.server_version == "0.5.23"
+        detail = await eng.offload()
+        assert "cpu: memory saver is CUDA-only, nothing freed" in detail
+        calls = eng.calls()
+        loads = [c for c in calls if c["path"] == "/v1/loads"]
+        release = [c for c in calls if c["path"] == "/release_memory_occupation"]
+        assert len(loads) >= 6 and len(release) == 1
+        assert release[0]["t0"] >= loads[-1]["t1"]  # released only after the server said idle
+        assert release[0]["body"] == {"tags": ["kv_cache", "weights", "cuda_graph"]}
+        assert await eng.offload() == "already released"  # never twice
+        detail = await eng.reload(None)
+        assert detail.startswith("resume weights") and "update_weights_from_disk" not in detail  # CPU keeps them
+        assert eng.control_calls() == [("/release_memory_occupation", ["kv_cache", "weights", "cuda_graph"]),
+                                       ("/resume_memory_occupation", ["weights"]),
+                                       ("/resume_memory_occupation", ["kv_cache", "cuda_graph"])]
+        assert await eng.reload(None) == "nothing released"  # a second resume would kill SGLang
+        assert eng.child.alive()
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_release_gpu_reloads_base_weights_between_resumes(tmp_path):
+    eng, _ = make_engine(tmp_path, device="cuda")
+    try:
+        await eng.start()
+        assert "--enable-memory-saver" in eng.last_argv
+        assert "cpu:" not in await eng.offload()
+        detail = await eng.reload(None)
+        assert [p for p, _ in eng.control_calls()] == [
+            "/release_memory_occupation", "/resume_memory_occupation", "/update_weights_from_disk",
+            "/resume_memory_occupation"]
+        upd = [c for c in eng.calls() if c["path"] == "/update_weights_from_disk"][0]
+        assert upd["body"] == {"model_path": eng.cfg.model}
+        assert "update_weights_from_disk (base weights)" in detail
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_release_gpu_with_weights_cpu_backup_skips_disk_reload(tmp_path):
+    eng, _ = make_engine(tmp_path, device="cuda", extra_args=["--enable-weights-cpu-backup"])
+    try:
+        await eng.start()
+        await eng.offload()
+        await eng.reload(None)
+        assert "/update_weights_from_disk" not in [p for p, _ in eng.control_calls()]
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_old_server_untagged_release_and_legacy_load(tmp_path):
+    """Before 0.5 (no /v1/loads, tags not known to exist): /get_load and untagged calls."""
+    eng, _ = make_engine(tmp_path, {"version": "0.4.9", "no_loads": True, "legacy_load": True, "busy_polls": 2},
+                         device="cuda")
+    try:
+        await eng.start()
+        await eng.offload()
+        await eng.reload(None)
+        assert eng.control_calls() == [("/get_load", {}), ("/get_load", {}), ("/get_load", {}),
+                                       ("/release_memory_occupation", {}), ("/resume_memory_occupation", {}),
+                                       ("/update_weights_from_disk", {"model_path": eng.cfg.model})]
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_fault_server_dies_like_sglang_when_released_busy(tmp_path):
+    """Control for the guard: releasing while the server runs a request ends the server (as SGLang 0.5.23 does)."""
+    eng, _ = make_engine(tmp_path, {"busy_polls": 100})
+    try:
+        await eng.start()
+        with pytest.raises(EngineError) as ei:
+            await eng.control("/release_memory_occupation", json={})
+        assert ei.value.category == "SERVER_CRASH" and "while a request was still running" in ei.value.advice
+        assert not eng.child.alive()
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_idle_guard_times_out_as_server_timeout(tmp_path):
+    eng, _ = make_engine(tmp_path, {"busy_polls": 10_000}, server_timeout=0.5)
+    try:
+        await eng.start()
+        with pytest.raises(EngineError) as ei:
+            await eng.offload()
+        assert ei.value.category == "SERVER_TIMEOUT" and "1 running" in ei.value.message
+        assert "/release_memory_occupation" not in [p for p, _ in eng.control_calls()]
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_lora_sync_unloads_previous_then_loads_and_flushes(tmp_path):
+    eng, _ = make_engine(tmp_path, flush_cache=True)
+    a0, a1 = adapter_dir(tmp_path, "a0"), adapter_dir(tmp_path, "a1")
+    try:
+        await eng.start()
+        assert eng.request_model() == "policy"
+        assert await eng.sync_weights(a0, 0) == "load policy-s0, flush_cache"
+        assert eng.request_model() == "policy:policy-s0"
+        assert await eng.sync_weights(a1, 1) == "unload policy-s0, load policy-s1, flush_cache"
+        assert eng.control_calls() == [
+            ("/load_lora_adapter", {"lora_name": "policy-s0", "lora_path": a0}), ("/flush_cache", {}),
+            ("/unload_lora_adapter", {"lora_name": "policy-s0"}),
+            ("/load_lora_adapter", {"lora_name": "policy-s1", "lora_path": a1}), ("/flush_cache", {})]
+        assert await eng.verify_adapter("the prompt") == "policy:policy-s1 differs from the base model"
+        with pytest.raises(EngineError) as ei:  # a bad path: SGLang answers 400 with its message
+            await eng.sync_weights(str(tmp_path / "missing"), 2)
+        assert "400" in ei.value.message and "does not exist" in ei.value.message
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_disk_sync_needs_a_checkpoint(tmp_path):
+    eng, _ = make_engine(tmp_path, sync="disk")
+    ckpt = Path(adapter_dir(tmp_path, "merged"))
+    (ckpt / "config.json").write_text("{}")
+    try:
+        await eng.start()
+        with pytest.raises(EngineError) as ei:
+            await eng.sync_weights(adapter_dir(tmp_path, "peft-only"), 1)
+        assert ei.value.category == "CONFIG"
+        assert await eng.sync_weights(str(ckpt), 1) == "update_weights_from_disk"
+        assert eng.control_calls()[-1] == ("/update_weights_from_disk", {"model_path": str(ckpt)})
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_restart_strategy_stops_and_starts_the_group_with_the_adapter(tmp_path):
+    eng, events = make_engine(tmp_path, strategy="restart", sync="restart")
+    a = adapter_dir(tmp_path)
+    try:
+        await eng.start()
+        first = eng.child.pgid
+        assert await eng.offload() == "server stopped (process group)"
+        assert eng.child is None and port_is_free(eng.cfg.port)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(first, 0)
+        detail = await eng.reload(a)
+        assert detail.endswith("with new adapter") and detail.startswith("warm restart")
+        assert eng.last_argv[eng.last_argv.index("--lora-paths") + 1] == f"policy-2={a}"
+        assert eng.request_model() == "policy:policy-2"
+        assert await eng.sync_weights(a, 1) == "included in reload (server restarted with the new adapter)"
+        assert await eng.verify_adapter("p") == "policy:policy-2 differs from the base model"
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    procs = [e for e in events if isinstance(e, Proc)]
+    assert [p.action for p in procs] == ["start", "exit", "start", "exit"]
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_restart_sync_under_release_strategy(tmp_path):
+    eng, _ = make_engine(tmp_path, strategy="release", sync="restart")
+    a = adapter_dir(tmp_path)
+    try:
+        await eng.start()
+        await eng.offload()
+        await eng.reload(None)
+        assert await eng.sync_weights(a, 1) == "server restarted with the new adapter"
+        assert eng.released is None and eng.request_model() == "policy:policy-2"
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+# -- wrong adapter names ----------------------------------------------------------------------------------
+async def test_wrong_adapter_is_detected(tmp_path):
+    eng, _ = make_engine(tmp_path, {"adapter_is_noop": True})
+    try:
+        await eng.start()
+        await eng.sync_weights(adapter_dir(tmp_path), 0)
+        # SGLang echoes a bare name and serves it with the base model: never send one.
+        assert not eng.served_model_matches("policy-s0", "policy-s0")
+        assert eng.served_model_matches("policy:policy-s0", "policy:policy-s0")
+        with pytest.raises(EngineError) as ei:
+            eng.check_request_model("policy-s0")
+        assert ei.value.category == "CONFIG" and "BASE:NAME" in ei.value.advice
+        with pytest.raises(EngineError) as ei:  # right name, but the output is the base model's
+            await eng.verify_adapter("p")
+        assert ei.value.category == "CONFIG" and "exactly like the base model" in ei.value.message
+        eng.loaded = "never-loaded"
+        with pytest.raises(EngineError) as ei:
+            await eng.verify_adapter("p")
+        assert ei.value.category == "CONFIG" and "never been loaded" in ei.value.message
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+# -- failures -------------------------------------------------------------------------------------------
+async def test_scheduler_dead_http_up_503_is_a_crash_and_teardown_needs_sigkill(tmp_path):
+    eng, events = make_engine(tmp_path, {"ignore_sigterm": True})
+    try:
+        await eng.start()
+        await eng.check_crashed()  # healthy: returns
+        os.kill(eng.child.pid, signal.SIGUSR1)  # the "scheduler" dies, the HTTP server stays up
+        t = time.monotonic()
+        with pytest.raises(EngineError) as ei:
+            await eng.check_crashed()
+        assert ei.value.category == "SERVER_CRASH" and "503" in ei.value.message
+        assert time.monotonic() - t < 5
+        assert eng.child.alive()
+        pgid = eng.child.pgid
+        t = time.monotonic()
+        await eng.stop(grace=1.0)
+        assert time.monotonic() - t >= 1.0  # SIGTERM ignored: SIGKILL after the grace
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pgid, 0)
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    exits = [e for e in events if isinstance(e, Proc) and e.action == "exit"]
+    assert exits[0].returncode == -signal.SIGKILL
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_oom_at_resume(tmp_path):
+    eng, events = make_engine(tmp_path, {"resume_oom": True}, device="cuda")
+    try:
+        await eng.start()
+        await eng.offload()
+        with pytest.raises(EngineError) as ei:
+            await eng.reload(None)
+        assert ei.value.category == "OOM" and "resum" in ei.value.advice
+        assert any("CUDA_ERROR_OUT_OF_MEMORY" in line for line in ei.value.log_tail)
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_tp_imbalance_at_startup(tmp_path):
+    line = ("RuntimeError: The memory capacity is unbalanced. Some GPUs may be occupied by other processes. "
+            "pre_model_load_memory=61.2, local_gpu_memory=79.1, local_gpu_memory * 0.9=71.19")
+    eng, events = make_engine(tmp_path, {"startup_log": [line], "exit_at_startup": 1}, device="cuda", tp=2)
+    try:
+        with pytest.raises(EngineError) as ei:
+            await eng.start()
+        assert ei.value.category == "TP_IMBALANCE"
+        assert "SGLANG_ENABLE_TP_MEMORY_INBALANCE_CHECK=0" in ei.value.advice
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_startup_timeout_and_slow_control_call(tmp_path):
+    eng, events = make_engine(tmp_path, {"never_healthy": True}, startup_timeout=1.0)
+    try:
+        with pytest.raises(EngineError) as ei:
+            await eng.start()
+        assert ei.value.category == "STARTUP_TIMEOUT"
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    eng, events = make_engine(tmp_path / "b", {"delays": {"/release_memory_occupation": 3.0}}, server_timeout=1.0)
+    try:
+        await eng.start()
+        with pytest.raises(EngineError) as ei:
+            await eng.offload()
+        assert ei.value.category == "SERVER_TIMEOUT" and "release_memory_occupation" in ei.value.message
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    assert_gone(events, eng.cfg.port)
+
+
+# -- timing attribution through the real runner -------------------------------------------------------------
+async def test_runner_attributes_each_call_to_its_phase(tmp_path):
+    """The real step loop with delays injected per endpoint: each delay lands in its own phase only."""
+    from sgtui.runner import __main__ as runner_main
+
+    delays = {"/release_memory_occupation": 0.3, "/resume_memory_occupation": 0.2, "/load_lora_adapter": 0.25}
+    cfg = make_cfg(tmp_path, initial_adapter=adapter_dir(tmp_path, "initial"))
+    events: list = []
+    runner = runner_main.Runner(cfg, events.append)
+    await runner.engine.aclose()
+    eng = FaultSglang(cfg, events.append, runner.workdir)
+    eng.plan = {"delays": delays, "busy_polls": 3}
+    runner.engine = eng
+    try:
+        assert await runner.execute() == "ok"
+    finally:
+        await runner.cleanup()
+    phases: dict[tuple[int, str], list[float]] = {}
+    for e in events:
+        if isinstance(e, Phase):
+            assert e.ok, e
+            phases.setdefault((e.step, e.name), []).append(e.t)
+    where = {"/release_memory_occupation": "offload", "/resume_memory_occupation": "reload",
+             "/load_lora_adapter": "weight_sync", "/unload_lora_adapter": "weight_sync"}
+    seen = set()
+    for c in eng.calls():
+        if c["path"] in where:
+            inside = [k for k, (a, b) in phases.items() if a <= c["t0"] and c["t1"] <= b]
+            assert [k[1] for k in inside] == [where[c["path"]]], (c["path"], inside)
+            seen.add(c["path"])
+    assert seen == set(where)
+    dur = {k: b - a for k, (a, b) in phases.items()}
+    for step in (1, 2):
+        assert dur[(step, "offload")] >= 0.3 and dur[(step, "reload")] >= 0.4  # two resumes of 0.2 s
+        assert dur[(step, "weight_sync")] >= 0.25
+        assert dur[(step, "weight_sync")] < 0.25 + 0.2  # no resume in weight sync
+        assert dur[(step, "reload")] < 0.4 + 0.25  # no adapter load in reload
+    # the verification requests (greedy, 8 tokens) run outside every timed phase
+    checks = [c for c in eng.calls() if c["path"] == "/v1/completions" and c["body"].get("temperature") == 0.0
+              and c["body"].get("max_tokens") == 8]
+    assert checks and not any(a <= c["t0"] <= b for c in checks for (s, n), (a, b) in phases.items() if s > 0)
+    reqs = [e for e in events if isinstance(e, Request)]
+    assert {r.served_model for r in reqs if r.step == 1} == {"policy:policy-s0"}
+    assert {r.served_model for r in reqs if r.step == 2} == {"policy:policy-s1"}
+    assert all(not r.error for r in reqs)
