@@ -1,4 +1,4 @@
-"""The `sgtui` command: run a session (default), report, replay, ls, stop.
+"""The `sgtui` command: run a session (default), report, replay, ls, stop, cleanup.
 
 Every error a user can cause (a bad flag, a missing venv, a broken session
 file) is one line on stderr and a non-zero exit code, never a traceback.
@@ -119,6 +119,66 @@ def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, o
     return runs
 
 
+def assign_devices(runs: list[RunConfig], gpus: list[int], train_gpus: list[int], *, placement: str,
+                   concurrent: bool, tp: int, gpus_given: bool, on_gpu: bool,
+                   device_count: int | None = None) -> None:
+    """Give each run its engine and trainer devices and, for concurrent runs, its own port.
+
+    Sequential runs share the same devices (one after another they measure the same hardware).
+    Concurrent runs take disjoint blocks in order from --gpus (or from all devices): tp engine
+    devices each, plus tp trainer devices in split placement. Split placement needs trainer devices
+    apart from the engine's."""
+    if concurrent:
+        used: set[tuple[str, int]] = set()
+        for r in runs:
+            while (r.host, r.port) in used:
+                r.port += 1
+            used.add((r.host, r.port))
+    if not on_gpu:
+        if gpus or train_gpus:
+            raise ConfigError("--gpus/--train-gpus: no NVIDIA GPU on this machine (runs use the CPU)")
+        return
+    if device_count is None:
+        from sgtui import gpu
+
+        device_count = len(gpu.list_devices())
+    pool = gpus if gpus_given else list(range(device_count))
+    bad = [g for g in [*gpus, *train_gpus] if not 0 <= g < device_count]
+    if bad:
+        raise ConfigError(f"--gpus/--train-gpus: no device {bad[0]} (this machine has {device_count}: "
+                          f"0..{device_count - 1})")
+    split = placement == "split"
+    if concurrent:
+        per = tp * (2 if split and not train_gpus else 1)
+        if train_gpus:
+            raise ConfigError("--train-gpus with --concurrent: leave it out, each run takes its trainer "
+                              "devices from --gpus")
+        if per * len(runs) > len(pool):
+            raise ConfigError(f"--concurrent: {len(runs)} runs x {per} device(s) each need {per * len(runs)} "
+                              f"GPUs, {'--gpus gives' if gpus_given else 'this machine has'} {len(pool)}")
+        for i, r in enumerate(runs):
+            block = pool[i * per:(i + 1) * per]
+            r.gpus = block[:tp]
+            r.train_gpus = block[tp:] if split else block[:tp]
+        return
+    engine = pool[:tp] if not gpus_given else list(gpus)
+    if len(engine) < tp:
+        raise ConfigError(f"--tp {tp}: needs {tp} engine GPUs, {'--gpus gives' if gpus_given else 'found'} "
+                          f"{len(engine)}")
+    if split:
+        trainer = list(train_gpus) or [g for g in range(device_count) if g not in engine][:tp]
+        if not trainer:
+            raise ConfigError("--placement split: needs trainer GPUs apart from the engine's (--train-gpus)")
+        overlap = sorted(set(trainer) & set(engine))
+        if overlap:
+            raise ConfigError(f"--placement split: --train-gpus and --gpus share GPU {overlap[0]}; they must be "
+                              "disjoint")
+    else:
+        trainer = list(train_gpus) or list(engine)
+    for r in runs:
+        r.gpus, r.train_gpus = list(engine), list(trainer)
+
+
 @app.callback(invoke_without_command=True)
 def main_command(
     ctx: typer.Context,
@@ -155,6 +215,8 @@ def main_command(
     export: str = typer.Option("txt,json", help="Reports written next to the session at the end."),
     no_ui: bool = typer.Option(False, "--no-ui", help="Headless: progress on stderr, report on stdout."),
     skip_preflight: bool = typer.Option(False, "--skip-preflight"),
+    concurrent: bool = typer.Option(False, "--concurrent", help="All runs at once (each its own port and, on "
+                                    "GPUs, its own devices taken in order from --gpus)."),
     version: bool = typer.Option(False, "--version"),
 ) -> None:
     if version:
@@ -187,14 +249,20 @@ def main_command(
         train_list = [int(x) for x in train_gpus.split(",") if x.strip()]
     except ValueError:
         fail("--gpus/--train-gpus: expected comma-separated device indices, e.g. 0,1")
-    if on_gpu and not gpu_list:
-        gpu_list = list(range(tp))
     extra = {"vllm": shlex.split(vllm_args), "sglang": shlex.split(sglang_args)}
     try:
         runs = build_runs(backends=backends, run=run or [], mode=mode, model=model, on_gpu=on_gpu,
                           overrides=overrides, vllm_python=vllm_python, sglang_python=sglang_python,
                           vllm_port=vllm_port, sglang_port=sglang_port, output=output, gpus=gpu_list,
                           train_gpus=train_list, placement=placement, extra_args=extra)
+        assign_devices(runs, gpu_list, train_list, placement=placement, concurrent=concurrent, tp=tp,
+                       gpus_given=bool(gpus.strip()), on_gpu=on_gpu)
+        if concurrent:
+            from sgtui.orchestrator import concurrency_problems
+
+            problems = concurrency_problems(runs)
+            if problems:
+                raise ConfigError(f"--concurrent: {problems[0]}")
     except (ConfigError, UserError) as e:
         fail(str(e))
     try:
@@ -209,12 +277,10 @@ def main_command(
     exports = [f for f in export.split(",") if f]
     if not headless:
         # The launch form runs the same preflight in its panel and shows why Start is blocked.
-        from click.core import ParameterSource
-
         from sgtui.tui.app import run_live
 
-        explicit = {n for n in ctx.params if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE}
-        raise typer.Exit(run_live(runs, session_path, exports, explicit=explicit))
+        explicit = {n for n in ctx.params if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"}
+        raise typer.Exit(run_live(runs, session_path, exports, explicit=explicit, concurrent=concurrent))
     if not skip_preflight:
         from sgtui import preflight
 
@@ -225,7 +291,7 @@ def main_command(
             raise typer.Exit(2)
     from sgtui.headless import run_headless
 
-    raise typer.Exit(run_headless(runs, session_path, exports))
+    raise typer.Exit(run_headless(runs, session_path, exports, concurrent=concurrent))
 
 
 @app.command()
@@ -248,7 +314,10 @@ def report(
             typer.echo(f"sgtui: warning: {p}", err=True)
     text = render(format, states)
     if out:
-        out.write_text(text)
+        try:
+            out.write_bytes(text if isinstance(text, bytes) else text.encode())
+        except OSError as e:
+            fail(f"-o {out}: cannot write ({e.strerror or e})")
         typer.echo(f"wrote {out}", err=True)
     else:
         sys.stdout.write(text)
@@ -303,12 +372,64 @@ def stop(session: Path = typer.Argument(..., help="Session of a running (detache
     typer.echo(f"sent SIGTERM to sgtui pid {pid}", err=True)
 
 
-def main() -> None:
+@app.command()
+def cleanup(yes: bool = typer.Option(False, "--yes", "-y", help="Stop them without asking.")) -> None:
+    """Find engine servers and trainers left by an sgtui that died, and stop them by process group.
+
+    Only processes carrying sgtui's environment marker whose owner is gone are considered; nothing
+    is matched by name."""
+    from sgtui import preflight
+
+    found = preflight.find_leftovers()
+    if not found:
+        typer.echo("no leftover sgtui processes", err=True)
+        return
+    for x in found:
+        typer.echo(f"pid {x.pid}  pgid {x.pgid}  run {x.run or '?'}  (owner pid {x.owner_pid} gone)  {x.cmdline}")
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("leftovers found; run `sgtui cleanup --yes` to stop them", code=1)
+        if not typer.confirm(f"stop {len({x.pgid for x in found})} process group(s)?", default=False):
+            raise typer.Exit(1)
+    for line in preflight.cleanup_leftovers(found):
+        typer.echo(line, err=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every error is one line on stderr and a non-zero exit code, never a traceback
+    (set SGTUI_DEBUG=1 to see one for an internal error)."""
     try:
-        app()
+        rv = app(args=argv, prog_name="sgtui", standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("sgtui: aborted", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("sgtui: interrupted", err=True)
         sys.exit(130)
+    except typer.TyperException as e:  # bad flags, missing arguments (click's usage errors)
+        hint = " (see sgtui --help)" if getattr(e, "exit_code", 1) == 2 else ""
+        typer.echo(f"sgtui: error: {_one_line(e.format_message())}{hint}", err=True)
+        sys.exit(getattr(e, "exit_code", 2) or 2)
+    except (ConfigError, UserError, SessionReadError) as e:
+        typer.echo(f"sgtui: error: {_one_line(str(e))}", err=True)
+        sys.exit(2)
+    except OSError as e:
+        typer.echo(f"sgtui: error: {_one_line(e.strerror or str(e))}" + (f": {e.filename}" if e.filename else ""),
+                   err=True)
+        sys.exit(1)
+    except Exception as e:  # noqa: BLE001 - last resort: still one line
+        if os.environ.get("SGTUI_DEBUG"):
+            raise
+        typer.echo(f"sgtui: error: internal error: {type(e).__name__}: {_one_line(str(e))} "
+                   "(SGTUI_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

@@ -48,14 +48,14 @@ class Progress:
                 c.print(f"[{style}]{e.run}: {e.status}[/] {e.detail}")
 
 
-def run_headless(runs: list[RunConfig], session_path: Path, exports: list[str]) -> int:
+def run_headless(runs: list[RunConfig], session_path: Path, exports: list[str], concurrent: bool = False) -> int:
     from sgtui.export import render, write_exports
     from sgtui.orchestrator import Orchestrator
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     progress = Progress(console)
     console.print(f"session: {session_path}")
-    orch = Orchestrator(runs, session_path, subscribers=[progress])
+    orch = Orchestrator(runs, session_path, subscribers=[progress], concurrent=concurrent)
     try:
         statuses = orch.run_sync()
     except OSError as e:

@@ -284,7 +284,7 @@ class Orchestrator:
         proc = h.proc
         self._pgid_owner[proc.pid] = cfg.label
         reader = asyncio.create_task(self._read(h))
-        exited = asyncio.create_task(proc.wait())
+        exited = asyncio.create_task(_wait_exit(proc))
         cancel_wait = asyncio.create_task(self._cancel_event.wait())  # type: ignore[union-attr]
         crash_category = "OTHER"
         try:
@@ -395,6 +395,16 @@ class Orchestrator:
                 h.ended = True
                 h.status = event.status
             self.record(event)
+
+
+async def _wait_exit(proc: asyncio.subprocess.Process, poll: float = 0.05) -> int:
+    """The runner's exit code, as soon as it has exited.
+
+    Not `proc.wait()`: before Python 3.12 that also waits until every pipe is closed, and a
+    grandchild that inherited the runner's stdout would keep it waiting after the runner died."""
+    while proc.returncode is None:
+        await asyncio.sleep(poll)
+    return proc.returncode
 
 
 def _tail(path: Path | None, n: int = 40) -> list[str]:

@@ -114,3 +114,142 @@ def test_unwritable_session_dir_is_a_clear_error(tmp_path):
         assert e.filename and "s.jsonl" in str(e.filename) or "afile" in str(e)
     else:
         raise AssertionError("expected an OSError for an unwritable sessions dir")
+
+
+def _pids_from_stderr(path):
+    text = Path(path).read_text()
+    return [int(p) for p in text.split("PIDS")[1].split("\n")[0].split()]
+
+
+def test_engine_group_dying_first_is_a_server_crash(tmp_path):
+    orch = make(tmp_path, ["engine_dies"])
+    assert orch.run_sync() == {"r0-engine_dies": "failed"}
+    err = next(e for e in read_session(tmp_path / "s.jsonl").events if isinstance(e, Error))
+    assert err.category == "SERVER_CRASH" and "exit code 1" in err.message
+    assert "engine server died: CUDA error" in err.log_tail
+    assert orch.handles[0].stderr_tail and orch.handles[0].returncode == 1
+
+
+def test_crash_leaving_a_grandchild_on_stdout_does_not_hang(tmp_path):
+    """The runner dies without run_end while a same-group child still holds its stdout pipe open."""
+    orch = make(tmp_path, ["holder"])
+    t0 = time.monotonic()
+    assert orch.run_sync() == {"r0-holder": "failed"}
+    assert time.monotonic() - t0 < 15
+    (pid,) = _pids_from_stderr(tmp_path / "w0" / "runner.stderr.log")
+    assert not alive(pid)
+    err = next(e for e in read_session(tmp_path / "s.jsonl").events if isinstance(e, Error))
+    assert err.category == "OTHER" and "exit code 3" in err.message
+
+
+def test_runner_that_never_exits_after_run_end_is_stopped(tmp_path):
+    orch = make(tmp_path, ["no_exit"], grace=1.0)
+    t0 = time.monotonic()
+    assert orch.run_sync() == {"r0-no_exit": "ok"}
+    assert time.monotonic() - t0 < 15
+    h = orch.handles[0]
+    assert h.returncode == -9 and not alive(h.proc.pid)
+    logs = [e.line for e in read_session(tmp_path / "s.jsonl").events if isinstance(e, Log)]
+    assert any("did not exit" in line for line in logs)
+
+
+def test_foreign_header_and_other_runs_events_are_not_recorded_as_such(tmp_path):
+    orch = make(tmp_path, ["foreign"])
+    assert orch.run_sync() == {"r0-foreign": "ok"}
+    res = read_session(tmp_path / "s.jsonl")
+    assert res.problems == [] and res.header.id != "forged"
+    assert ends(tmp_path / "s.jsonl") == {"r0-foreign": "ok"}
+    assert [e.id for e in res.events if e.kind == "session"] == [res.header.id]  # ours only
+    assert any("ignored session event" in e.line for e in res.events if isinstance(e, Log))
+
+
+def test_a_failing_subscriber_does_not_stop_the_runs(tmp_path):
+    seen = []
+
+    def broken(e):
+        raise OSError(5, "Input/output error")  # the terminal went away
+
+    orch = make(tmp_path, ["ok"], subscribers=[broken, seen.append])
+    assert orch.run_sync() == {"r0-ok": "ok"}
+    assert any(isinstance(e, RunEnd) for e in seen) and orch.subscriber_errors
+
+
+def test_session_write_failure_mid_run_stops_runs_cleanly(tmp_path, monkeypatch):
+    """Disk full after a few events: a clear `fatal`, every run stopped (no process left), nothing raised."""
+    import errno
+
+    from sgtui import orchestrator as orch_mod
+    from sgtui.session import SessionWriter
+
+    class FillingDisk(SessionWriter):  # stand-in for a disk that fills up: the 5th line fails with ENOSPC
+        def write_raw(self, line):  # (after the runner announced its engine group and printed PIDS)
+            if self.count >= 4:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            super().write_raw(line)
+
+    monkeypatch.setattr(orch_mod, "SessionWriter", FillingDisk)
+    orch = make(tmp_path, ["grandchildren", "ok"])
+    t0 = time.monotonic()
+    statuses = orch.run_sync()
+    assert time.monotonic() - t0 < 15
+    assert statuses == {"r0-grandchildren": "cancelled", "r1-ok": "pending"}
+    assert "No space left on device" in orch.fatal and str(tmp_path / "s.jsonl") in orch.fatal
+    pids = _pids_from_stderr(tmp_path / "w0" / "runner.stderr.log")
+    time.sleep(0.2)
+    assert not any(alive(p) for p in pids)
+    assert len(read_session(tmp_path / "s.jsonl").events) == 4  # written before the disk filled
+
+
+def test_concurrent_runs_go_at_once(tmp_path):
+    orch = make(tmp_path, ["hang", "hang"], concurrent=True)
+    both = threading.Event()
+
+    def cancel_when_both_started():
+        for _ in range(200):
+            if all(h.started for h in orch.handles):
+                both.set()
+                orch.cancel()
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=cancel_when_both_started, daemon=True).start()
+    assert orch.run_sync() == {"r0-hang": "cancelled", "r1-hang": "cancelled"}
+    assert both.is_set()
+
+
+def test_second_cancel_skips_the_grace(tmp_path):
+    orch = make(tmp_path, ["ignore_term"], grace=30.0)
+
+    def cancel_twice():
+        while not (orch.handles[0].started):
+            time.sleep(0.05)
+        orch.cancel()
+        time.sleep(0.5)
+        orch.cancel()
+
+    threading.Thread(target=cancel_twice, daemon=True).start()
+    t0 = time.monotonic()
+    assert orch.run_sync() == {"r0-ignore_term": "cancelled"}
+    assert time.monotonic() - t0 < 10  # not the 30 s grace
+
+
+def test_runner_env_has_repo_on_pythonpath_and_the_marker(tmp_path):
+    from sgtui.runner.procs import MARKER_OWNER, MARKER_RUN
+
+    orch = make(tmp_path, ["ok"])
+    cfg = orch.handles[0].cfg
+    cfg.env = {"MY_VAR": "1"}
+    env = orch._env_for(cfg)
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO_ROOT)
+    assert env["MY_VAR"] == "1" and env[MARKER_RUN] == cfg.label and env[MARKER_OWNER] == str(os.getpid())
+
+
+def test_concurrency_problems():
+    from sgtui.orchestrator import concurrency_problems
+
+    a = RunConfig(label="a", backend="vllm", strategy="sleep1", port=8100, device="cuda", gpus=[0], train_gpus=[1])
+    b = RunConfig(label="b", backend="sglang", strategy="release", port=8100, device="cuda", gpus=[1], train_gpus=[1])
+    problems = concurrency_problems([a, b])
+    assert any("port 8100" in p for p in problems) and any("GPU 1" in p for p in problems)
+    b.port, b.gpus, b.train_gpus = 8200, [2], [3]
+    assert concurrency_problems([a, b]) == []
