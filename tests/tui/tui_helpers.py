@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -11,6 +10,7 @@ from typing import Callable
 
 from sgtui.config import RunConfig
 from sgtui.events import Event
+from sgtui.runner.procs import group_alive  # noqa: F401 - re-exported for the tests
 
 HERE = Path(__file__).resolve().parent
 FAKE_RUNNER = [sys.executable, str(HERE / "fake_runner.py")]
@@ -55,16 +55,6 @@ def fake_runs(root: Path, n: int = 2, steps: int = 2, rollouts: int = 4, env: di
     specs = [("vllm-sleep1", "vllm", "sleep1", ports[0]), ("sglang-release", "sglang", "release", ports[1])][:n]
     return [RunConfig(label=lbl, backend=b, strategy=s, python=sys.executable, model=str(model), num_steps=steps,
                       num_rollouts=rollouts, concurrency=2, port=p, env=dict(env or {})) for lbl, b, s, p in specs]
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ScriptedOrchestrator:
