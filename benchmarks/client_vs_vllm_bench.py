@@ -70,12 +70,16 @@ def bench_round(cfg: RunConfig, dataset: Path, port: int, out_dir: Path, n: int)
     argv = [sys.executable, "-c", BENCH, "--backend", "vllm", "--base-url", f"http://127.0.0.1:{port}",
             "--endpoint", "/v1/completions", "--model", cfg.served_model_name, "--tokenizer", cfg.model,
             "--dataset-name", "custom", "--dataset-path", str(dataset), "--skip-chat-template",
+            "--disable-shuffle",  # sgtui's order: a GRPO group's identical prompts go out together
             "--custom-output-len", str(cfg.max_output_tokens), "--num-prompts", str(n),
             "--max-concurrency", str(cfg.concurrency), "--ignore-eos", "--temperature", "0",
             "--save-result", "--result-dir", str(out_dir), "--result-filename", result.name, "--disable-tqdm"]
-    r = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    # The metadata alias hides the "+cpu" suffix vLLM detects its CPU platform by; without this it falls back
+    # to the generic platform, which loads the AVX512-BF16 kernels and dies of SIGILL on an AVX2-only CPU.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_TARGET_DEVICE": "cpu"}
+    r = subprocess.run(argv, capture_output=True, text=True, env=env)
     if r.returncode != 0:
-        raise SystemExit(f"vllm bench serve failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+        raise SystemExit(f"vllm bench serve failed (exit code {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     doc = json.loads(result.read_text())
     return doc["mean_ttft_ms"], doc["output_throughput"]
 
@@ -114,9 +118,12 @@ def main() -> None:
                 procs.stop_group(engine.child.pgid, 10, engine.child.proc)
     ttft_a, tput_a = stats.mean([o[0] for o in ours]), stats.mean([o[1] for o in ours])
     ttft_b, tput_b = stats.mean([t[0] for t in theirs]), stats.mean([t[1] for t in theirs])
-    print(f"{'':24}{'sgtui':>12}{'vllm bench':>12}{'ratio':>8}")
-    print(f"{'mean TTFT (ms)':24}{ttft_a:12.1f}{ttft_b:12.1f}{ttft_a / ttft_b:8.3f}")
-    print(f"{'output throughput':24}{tput_a:12.1f}{tput_b:12.1f}{tput_a / tput_b:8.3f}")
+    # Paired per-round ratios: drift of a shared machine between rounds cancels out within a pair.
+    r_ttft = stats.percentile([a[0] / b[0] for a, b in zip(ours, theirs)], 50)
+    r_tput = stats.percentile([a[1] / b[1] for a, b in zip(ours, theirs)], 50)
+    print(f"{'':24}{'sgtui':>12}{'vllm bench':>12}{'ratio':>8}{'median paired':>15}")
+    print(f"{'mean TTFT (ms)':24}{ttft_a:12.1f}{ttft_b:12.1f}{ttft_a / ttft_b:8.3f}{r_ttft:15.3f}")
+    print(f"{'output throughput':24}{tput_a:12.1f}{tput_b:12.1f}{tput_a / tput_b:8.3f}{r_tput:15.3f}")
     print("target: ratios within 0.95..1.05. On 2 shared cores the client and the server compete for CPU "
           "and round-to-round spread is often larger than 5%; compare the per-round lines above.")
 

@@ -21,3 +21,5 @@ if [ ! -f "$stamp" ]; then
 fi
 # pandas: `vllm bench serve`'s custom dataset (benchmarks/client_vs_vllm_bench.py), not needed to serve.
 "$venv/bin/python" -c "import pandas" 2>/dev/null || "$venv/bin/python" -m pip install -q --disable-pip-version-check pandas
+# The interpreter the orchestrator and the tests run the vLLM runner with.
+echo "$venv/bin/python"

@@ -30,6 +30,17 @@ PLACEMENTS = ("shared", "split")
 WORKLOADS = ("synthetic", "jsonl", "multiturn")
 
 
+def cuda_env(devices: list[int]) -> dict[str, str]:
+    """Environment that pins a child process to these devices, numbered as NVML and nvidia-smi number them.
+
+    CUDA's own default order is fastest-first, which on mixed hosts differs from the PCI order NVML
+    uses; without PCI_BUS_ID a child could land on another GPU than the sampler attributes it to.
+    """
+    if not devices:
+        return {}
+    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in devices)}
+
+
 class ConfigError(ValueError):
     """Bad configuration; the message is one line naming the flag and what was expected."""
 
@@ -74,6 +85,8 @@ class RunConfig:
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     initial_adapter: str = ""  # PEFT adapter dir loaded at step 0 / used by the simulated trainer
     trainer: str = "simulated"  # simulated | megatron
+    trainer_python: str = ""  # megatron trainer interpreter; "": the CPU trainer venv of setup/, or the runner's on GPU
+    train_micro_batch: int = 8  # sequences per forward/backward of the megatron trainer (gradients accumulate)
     sim_train_seconds: float = 2.0
     sim_train_mib: int = 0  # memory the simulated trainer holds on the train GPUs
     learning_rate: float = 1e-4
@@ -125,7 +138,7 @@ class RunConfig:
             raise ConfigError(f"--mode {self.mode!r}: expected inference or training")
         if self.placement not in PLACEMENTS:
             raise ConfigError(f"--placement {self.placement!r}: expected shared or split")
-        for name in ("num_steps", "num_rollouts", "concurrency", "max_output_tokens", "tp"):
+        for name in ("num_steps", "num_rollouts", "concurrency", "max_output_tokens", "tp", "train_micro_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.gpu_memory_utilization <= 1:

@@ -11,6 +11,7 @@ API for a front end (CLI or UI):
 
     orch = Orchestrator(runs, session_path, subscribers=[callback], concurrent=False)
     statuses = orch.run_sync()        # or `await orch.run()`; label -> ok | failed | cancelled | pending
+                                      # raises OSError (session not creatable) or portlock.PortBusy
     orch.cancel()                     # from any thread; a second call skips the grace period
     orch.fatal                        # "" or why the runs were stopped (e.g. the session can't be written)
 
@@ -35,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sgtui import gpu
-from sgtui.config import RunConfig
+from sgtui import gpu, portlock
+from sgtui.config import RunConfig, cuda_env
 from sgtui.events import Error, Event, EventError, Log, Proc, RunEnd, RunStart, SessionHeader, decode
 from sgtui.runner.procs import MARKER_OWNER, MARKER_RUN
 from sgtui.runner.procs import group_alive as _group_alive
@@ -208,7 +209,13 @@ class Orchestrator:
             self._cancel_event.set()
         if self._force_requested.is_set():
             self._force_event.set()
-        writer = SessionWriter(self.session_path)  # OSError here: nothing started yet
+        # One sgtui per engine port (see sgtui.portlock): PortBusy here, before the session exists.
+        locks = portlock.acquire([h.cfg.port for h in self.handles], str(self.session_path))
+        try:
+            writer = SessionWriter(self.session_path)  # OSError here: nothing started yet
+        except BaseException:
+            locks.release()
+            raise
         with self._lock:
             self.writer = writer
         self.record(make_header(list(self.argv), self.session_config))
@@ -235,6 +242,7 @@ class Orchestrator:
                 if self.writer is not None:
                     self.writer.close()
                     self.writer = None
+            locks.release()
         return self.statuses
 
     def _install_signal_handlers(self) -> list[int]:
@@ -254,8 +262,8 @@ class Orchestrator:
         # The marker lets preflight find a runner whose sgtui died (the runner overwrites it for its children).
         env[MARKER_RUN] = cfg.label
         env[MARKER_OWNER] = str(os.getpid())
-        if cfg.gpus and cfg.device == "cuda":
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in cfg.gpus)
+        if cfg.device == "cuda":
+            env.update(cuda_env(cfg.train_gpus or cfg.gpus))  # the runner hosts the simulated trainer
         return env
 
     async def _run_one(self, h: RunHandle) -> None:
@@ -263,6 +271,9 @@ class Orchestrator:
         if self.cancelled:
             return
         workdir = Path(cfg.workdir) if cfg.workdir else self.session_path.with_suffix(".d") / cfg.label
+        # The runner writes engine logs and adapters there too: beside the session, never into a cwd-relative
+        # runs/LABEL shared by every session (and every concurrent sgtui) started from the same directory.
+        cfg.workdir = str(workdir.absolute())
         try:
             workdir.mkdir(parents=True, exist_ok=True)
             h.stderr_path = workdir / "runner.stderr.log"

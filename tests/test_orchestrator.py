@@ -244,6 +244,20 @@ def test_runner_env_has_repo_on_pythonpath_and_the_marker(tmp_path):
     assert env["MY_VAR"] == "1" and env[MARKER_RUN] == cfg.label and env[MARKER_OWNER] == str(os.getpid())
 
 
+def test_split_placement_runner_sees_the_trainer_gpus(tmp_path):
+    """The runner hosts the (simulated) trainer, so it is pinned to the trainer devices; the engine server it
+    spawns is pinned to the engine's (tests/runner/test_vllm_engine.py)."""
+    orch = make(tmp_path, ["ok"])
+    cfg = orch.handles[0].cfg
+    cfg.device, cfg.gpus, cfg.train_gpus, cfg.placement = "cuda", [0, 1], [2, 3], "split"
+    env = orch._env_for(cfg)
+    assert env["CUDA_VISIBLE_DEVICES"] == "2,3" and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    cfg.train_gpus, cfg.placement = [], "shared"
+    assert orch._env_for(cfg)["CUDA_VISIBLE_DEVICES"] == "0,1"
+    cfg.device = "cpu"
+    assert orch._env_for(cfg).get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")  # untouched
+
+
 def test_concurrency_problems():
     from sgtui.orchestrator import concurrency_problems
 

@@ -105,14 +105,21 @@ class Runner:
         prompts = workload.build_prompts(cfg, cfg.model)
         client = loadgen.make_client(cfg.concurrency, cfg.request_timeout)
         try:
+            # Step 1 must roll out on the initial adapter in every run of a session (LoRA decode is
+            # slower than the base model's): restart sync has no load call, so the server starts with it.
+            preload = cfg.initial_adapter if cfg.sync == "restart" and cfg.initial_adapter else None
             async with self.phase("startup", 0) as p:
-                detail = await self.engine.start()
+                detail = await self.engine.start(preload)
+                if preload:
+                    detail += " with the initial adapter"
                 version = await self.engine.version()
                 p["detail"] = f"{detail}; {cfg.backend} {version}" if version else detail
             async with self.phase("warmup", 0):
                 await loadgen.warmup(client, self.engine.base_url, cfg.endpoint, self.engine.request_model(),
                                      prompts[: max(1, cfg.warmup_requests)], concurrency=cfg.concurrency,
                                      max_tokens=min(16, cfg.max_output_tokens), seed=cfg.seed)
+            if preload:
+                await self.verify_adapter(client, prompts[0])
             if cfg.sync in ("lora",) and cfg.initial_adapter:
                 async with self.phase("weight_sync", 0) as p:
                     p["detail"] = "initial adapter: " + await self.engine.sync_weights(cfg.initial_adapter, 0)

@@ -32,7 +32,9 @@ PATTERNS: list[Pattern] = [
     ),
     _p(
         "OOM",
-        r"No available memory for the cache blocks|Not enough memory\. Please try to increase",
+        # vLLM v1/core/kv_cache_utils.py (_check_enough_kv_cache_memory); SGLang's pool check
+        r"No available memory for the cache blocks|cache is needed, which is larger than the available KV cache|"
+        r"Not enough memory\. Please try to increase",
         "the KV cache does not fit in the memory share left after the weights: raise "
         "--gpu-memory-utilization (mem fraction) or lower --max-model-len",
     ),
@@ -57,8 +59,14 @@ PATTERNS: list[Pattern] = [
         r"does not appear to have a file named|Repository Not Found|is not a local folder|"
         r"No such file or directory.*(config\.json|model|tokenizer)|Can't load the configuration|"
         r"HFValidationError|not a valid model identifier|OfflineModeIsEnabled|LocalEntryNotFoundError|"
-        r"Invalid repository ID|Unrecognized model in",
+        r"Invalid repository ID|Unrecognized model in|Cannot find any model weights",
         "check --model: it must be a local directory with config.json, tokenizer and weights",
+    ),
+    _p(
+        "CONFIG",
+        # vLLM config/model.py: --enable-sleep-mode on a platform without it (CPU)
+        r"Sleep mode is not supported on current platform",
+        "the engine refuses a flag on this platform (e.g. --enable-sleep-mode on CPU): drop it from the extra flags",
     ),
     _p(
         "IMPORT_ERROR",

@@ -18,7 +18,7 @@ from typing import Callable
 
 import httpx
 
-from sgtui.config import RunConfig
+from sgtui.config import RunConfig, cuda_env
 from sgtui.events import Error, Event, Log, Proc
 from sgtui.runner import procs
 from sgtui.runner.errors import categorize
@@ -110,7 +110,9 @@ class Engine(ABC):
             raise EngineError("PORT_IN_USE", f"port {self.cfg.port} on {self.cfg.host} is already in use",
                               advice="pick another port (--vllm-port/--sglang-port) or stop what listens there")
         argv = self.server_argv(adapter_dir)
-        env = {**os.environ, **self.server_env(), **self.cfg.env}
+        # The runner itself is pinned to the trainer's devices (split placement): the server gets the engine's.
+        placement = cuda_env(self.cfg.gpus) if self.cfg.device == "cuda" else {}
+        env = {**os.environ, **placement, **self.server_env(), **self.cfg.env}
         self.child = procs.spawn("engine", argv, self.log_path, env=env, run_label=self.cfg.label)
         if self._follower is None:
             self._follower = procs.LogFollower(self.log_path)
@@ -191,6 +193,10 @@ class Engine(ABC):
         if child is not None:
             self.child = None
             procs.stop_group(child.pgid, 5.0, child.proc)
+            # The orchestrator keeps every started group on its cleanup list until it sees it reaped.
+            rc = child.proc.returncode
+            self.emit(Proc(t=time.time(), run=self.cfg.label, role="engine", pid=child.pid, pgid=child.pgid,
+                           action="exit", returncode=rc if rc is not None else 0))
 
     def pump_logs(self) -> None:
         if self._follower is None:

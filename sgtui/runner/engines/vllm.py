@@ -10,8 +10,13 @@ Strategies map onto vLLM's own endpoints (dev mode, `VLLM_SERVER_DEV_MODE=1`):
 - `restart`: offload stops the process group, reload starts it again.
 - `keep`: nothing; the engine stays resident (split placement).
 Weight sync: `lora` hot-loads the step's adapter with /v1/load_lora_adapter
-(`load_inplace` after the first load); `restart` starts the server with
-`--lora-modules` pointing at the new adapter (its cost lands in `reload`).
+(`load_inplace` after the first load; a vLLM that ignores that field gets
+unload + load); `restart` starts the server with `--lora-modules` pointing at
+the new adapter (its cost lands in `reload`).
+Engine gauges: /metrics during rollouts (KV usage, running/waiting, prefix hit
+rate over the scrape interval, sleep state).
+The sleep2 order is the one vLLM's own snapshot server uses to restore a
+level-2 sleep (vllm/snapshot/server.py, `_restore_reloadable_state`, 0.32).
 """
 
 from __future__ import annotations
@@ -28,7 +33,40 @@ _GAUGES = {
     "vllm:num_requests_waiting": "waiting",
 }
 _COUNTERS = ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total")
-_SLEEP = ("vllm:engine_sleep_state",)
+_SLEEP = "vllm:engine_sleep_state{"
+#: vLLM's `sleep_state` label values (v1/metrics/loggers.py: record_sleep_state) -> the sleep level they mean.
+_SLEEP_LEVELS = {"weights_offloaded": 1.0, "discard_all": 2.0}
+#: `--max-lora-rank` accepts only these (vllm/config/lora.py MaxLoRARanks); any other value fails startup.
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_rank_flag(rank: int) -> int:
+    """The smallest rank vLLM accepts that holds the adapter's rank."""
+    return next((r for r in LORA_RANKS if r >= rank), LORA_RANKS[-1])
+
+
+def sleep_gauges(text: str) -> dict[str, float]:
+    """`sleeping` (0/1) and `sleep_level` (0, 1, 2) from vLLM's labelled engine_sleep_state gauge.
+
+    vLLM sets awake=1 when awake; when asleep, awake=0 and weights_offloaded=1 (level 1) or
+    discard_all=1 (level 2); a level-0 pause (scheduling only) leaves both at 0.
+    """
+    seen: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(_SLEEP):
+            continue
+        i = line.find('sleep_state="')
+        if i < 0:
+            continue
+        state = line[i + 13: line.find('"', i + 13)]
+        try:
+            seen[state] = max(seen.get(state, 0.0), float(line[line.rfind(" ") + 1:]))
+        except ValueError:
+            continue
+    if "awake" not in seen:
+        return {}
+    level = max((lvl for state, lvl in _SLEEP_LEVELS.items() if seen.get(state, 0.0) >= 1.0), default=0.0)
+    return {"sleeping": 0.0 if seen["awake"] >= 1.0 else 1.0, "sleep_level": level}
 
 
 class VllmEngine(Engine):
@@ -40,6 +78,7 @@ class VllmEngine(Engine):
         # Adapters exist to sync whenever the run syncs weights (the trainer writes one per step).
         self.lora = self.cfg.sync in ("lora", "restart")
         self.lora_loaded = False
+        self.inplace = True  # False once the server showed it ignores load_inplace (older vLLM)
 
     def server_argv(self, adapter_dir: str | None = None) -> list[str]:
         c = self.cfg
@@ -61,7 +100,7 @@ class VllmEngine(Engine):
         else:
             argv.append("--enforce-eager")
         if self.lora:
-            argv += ["--enable-lora", "--max-lora-rank", str(max(8, c.lora_rank)), "--max-loras", "2"]
+            argv += ["--enable-lora", "--max-lora-rank", str(lora_rank_flag(c.lora_rank)), "--max-loras", "2"]
             if adapter_dir:
                 argv += ["--lora-modules", f"{ADAPTER_NAME}={adapter_dir}"]
         return argv + list(c.extra_args)
@@ -134,11 +173,24 @@ class VllmEngine(Engine):
             await self.start(adapter_dir)
             return "server restarted with the new adapter"
         body = {"lora_name": ADAPTER_NAME, "lora_path": adapter_dir}
+        if self.lora_loaded and not self.inplace:
+            await self.post("/v1/unload_lora_adapter", json={"lora_name": ADAPTER_NAME})
+            await self.post("/v1/load_lora_adapter", json=body)
+            return f"unload + load_lora_adapter {ADAPTER_NAME}"
         if self.lora_loaded:
             body["load_inplace"] = True
-        await self.post("/v1/load_lora_adapter", json=body)
+        r = await self.post("/v1/load_lora_adapter", json=body, ok=(200, 400))
+        detail = f"load_lora_adapter {ADAPTER_NAME}" + (" (in place)" if body.get("load_inplace") else "")
+        if r.status_code == 400:
+            if not (self.lora_loaded and "already been loaded" in r.text):
+                raise EngineError("OTHER", f"vllm /v1/load_lora_adapter answered 400: {r.text[:300]}", self.tail())
+            # A vLLM without load_inplace ignores the field and refuses the name: unload, then load.
+            self.inplace = False
+            await self.post("/v1/unload_lora_adapter", json={"lora_name": ADAPTER_NAME})
+            await self.post("/v1/load_lora_adapter", json={"lora_name": ADAPTER_NAME, "lora_path": adapter_dir})
+            detail = f"unload + load_lora_adapter {ADAPTER_NAME} (no load_inplace in this vLLM)"
         self.lora_loaded, self.adapter_name = True, ADAPTER_NAME
-        return f"load_lora_adapter {ADAPTER_NAME}" + (" (in place)" if body.get("load_inplace") else "")
+        return detail
 
     async def _expect_sleeping(self, want: bool) -> None:
         r = await self.client.get("/is_sleeping", timeout=self.cfg.server_timeout)
@@ -148,9 +200,10 @@ class VllmEngine(Engine):
 
     async def scrape(self) -> dict[str, float]:
         r = await self.client.get("/metrics", timeout=5.0)
-        raw = parse_prometheus(r.text, set(_GAUGES) | set(_COUNTERS) | set(_SLEEP))
+        raw = parse_prometheus(r.text, set(_GAUGES) | set(_COUNTERS))
         out = {short: raw[name] for name, short in _GAUGES.items() if name in raw}
         rate = self.counter_rate("prefix", raw.get(_COUNTERS[0]), raw.get(_COUNTERS[1]))
         if rate is not None:
             out["prefix_hit_rate"] = rate
+        out.update(sleep_gauges(r.text))
         return out

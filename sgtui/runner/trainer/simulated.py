@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 import time
 
 from sgtui.events import Train
@@ -18,11 +19,20 @@ from sgtui.runner.trainer.base import Rollout, Trainer, TrainerError
 
 
 class SimulatedTrainer(Trainer):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # The hold runs in a worker thread; a cancelled run must not wait it out (asyncio.run joins
+        # its worker threads before the runner process can exit).
+        self._stop = threading.Event()
+
+    def _wait(self) -> None:
+        self._stop.wait(self.cfg.sim_train_seconds)
+
     def _hold(self) -> list[float]:
         mib = self.cfg.sim_train_mib
         peaks: list[float] = []
         if mib <= 0:
-            time.sleep(self.cfg.sim_train_seconds)
+            self._wait()
             return peaks
         if self.cfg.device == "cuda":
             import torch  # lazily: the runner only needs torch on GPU machines
@@ -36,19 +46,25 @@ class SimulatedTrainer(Trainer):
                 raise TrainerError("OOM", f"simulated trainer could not allocate {mib} MiB: {e}",
                                    advice="the engine did not free enough memory at offload") from None
             torch.cuda.synchronize()
-            time.sleep(self.cfg.sim_train_seconds)
+            self._wait()
             del blocks
             torch.cuda.empty_cache()
         else:
-            block = bytearray(mib * 1024 * 1024)  # touched: really resident
+            block = bytearray(mib * 1024 * 1024)  # calloc'd zero pages: not resident until written
+            block[::4096] = b"\x01" * len(range(0, len(block), 4096))  # one byte per page: really resident
             peaks.append(float(mib))
-            time.sleep(self.cfg.sim_train_seconds)
+            self._wait()
             del block
         return peaks
 
     async def train(self, step: int, rollouts: list[Rollout]) -> str:
         t0 = time.perf_counter()
-        peaks = await asyncio.to_thread(self._hold)
+        self._stop.clear()
+        try:
+            peaks = await asyncio.to_thread(self._hold)
+        except asyncio.CancelledError:
+            self._stop.set()
+            raise
         out = ""
         if self.cfg.initial_adapter:
             dest = self.workdir / "adapters" / f"step-{step}"
@@ -60,3 +76,6 @@ class SimulatedTrainer(Trainer):
                         adapter_path=out, peak_mib=peaks,
                         reward_mean=sum(rewards) / len(rewards) if rewards else 0.0, simulated=True))
         return out
+
+    def stop_now(self) -> None:
+        self._stop.set()

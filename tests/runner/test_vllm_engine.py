@@ -1,0 +1,613 @@
+"""vLLM engine: argv, every strategy's HTTP sequence, timing attribution, cancel, failure modes.
+
+The HTTP behaviour is checked against `vllm_fault_server.py`, a FAULT-INJECTION server that speaks
+vLLM's real endpoints (started by the engine itself, in its own process group, from the engine's
+real argv). What the real vLLM CPU server shows is in test_vllm_real.py and tests/test_faults_vllm.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from sgtui.config import RunConfig
+from sgtui.events import EngineGauges, Error, Phase, Proc, Request, RunEnd, RunStart, decode
+from sgtui.runner.engines.base import EngineError
+from sgtui.runner.engines.vllm import ADAPTER_NAME, VllmEngine, lora_rank_flag, sleep_gauges
+from tests.engines import free_port, port_is_free
+from tests.runner.vllm_fault_server import ADAPTER_TEXT, BASE_TEXT
+
+FAULT_SERVER = Path(__file__).with_name("vllm_fault_server.py")
+REPO = Path(__file__).resolve().parents[2]
+CONTROL = {"/sleep", "/wake_up", "/collective_rpc", "/v1/load_lora_adapter", "/v1/unload_lora_adapter"}
+
+
+def make_cfg(tmp_path: Path, **kw) -> RunConfig:
+    base = dict(label="vl", backend="vllm", strategy="sleep1", sync="lora", python=sys.executable,
+                model=str(tmp_path / "model"), port=free_port(), workdir=str(tmp_path / "w"), server_timeout=10.0,
+                startup_timeout=20.0, num_steps=2, num_rollouts=4, concurrency=4, max_input_tokens=16,
+                max_output_tokens=8, sim_train_seconds=0.05, warmup_requests=1)
+    base.update(kw)
+    (tmp_path / "model").mkdir(parents=True, exist_ok=True)
+    return RunConfig(**base)
+
+
+class FaultVllm(VllmEngine):
+    """The real VllmEngine, with the fault-injection server in place of vLLM's api_server."""
+
+    plan: dict = {}
+
+    def server_argv(self, adapter_dir: str | None = None) -> list[str]:
+        real = super().server_argv(adapter_dir)
+        assert real[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+        self.last_argv = real
+        return [sys.executable, str(FAULT_SERVER), *real[3:], "--sgtui-plan", orjson.dumps(self.plan).decode(),
+                "--sgtui-record", str(self.record_path)]
+
+    @property
+    def record_path(self) -> Path:
+        return self.workdir / "calls.jsonl"
+
+    def calls(self) -> list[dict]:
+        if not self.record_path.exists():
+            return []
+        return [orjson.loads(x) for x in self.record_path.read_bytes().splitlines() if x.strip()]
+
+    def control_calls(self) -> list[tuple]:
+        """(path, query or body) of every control call, in order."""
+        return [(c["path"], c["query"] if c["path"] in ("/sleep", "/wake_up") else c["body"])
+                for c in self.calls() if c["path"] in CONTROL]
+
+
+def make_engine(tmp_path: Path, plan: dict | None = None, **kw) -> tuple[FaultVllm, list]:
+    cfg = make_cfg(tmp_path, **kw)
+    events: list = []
+    wd = Path(cfg.workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    eng = FaultVllm(cfg, events.append, wd)
+    eng.plan = plan or {}
+    return eng, events
+
+
+def adapter_dir(tmp_path: Path, name: str = "adapter") -> str:
+    d = tmp_path / name
+    d.mkdir(exist_ok=True)
+    (d / "adapter_config.json").write_text("{}")
+    return str(d)
+
+
+def assert_gone(events: list, port: int) -> None:
+    for p in [e for e in events if isinstance(e, Proc)]:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(p.pgid, 0)
+    assert port_is_free(port)
+
+
+async def complete(eng: VllmEngine, model: str) -> tuple[int, dict]:
+    r = await eng.client.post("/v1/completions", json={"model": model, "prompt": "p", "max_tokens": 8})
+    return r.status_code, r.json()
+
+
+# -- argv and environment -------------------------------------------------------------------------------
+def test_argv_gpu_sleep_lora(tmp_path):
+    cfg = make_cfg(tmp_path, device="cuda", tp=2, gpu_memory_utilization=0.85, lora_rank=12, dtype="bfloat16",
+                   extra_args=["--max-num-seqs", "64"], max_model_len=4096, served_model_name="pol", seed=7)
+    eng = VllmEngine(cfg, lambda e: None, tmp_path)
+    argv = eng.server_argv()
+    assert argv[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    flag = {argv[i]: argv[i + 1] for i in range(3, len(argv) - 1) if argv[i].startswith("--")}
+    assert flag["--model"] == cfg.model and flag["--served-model-name"] == "pol"
+    assert flag["--host"] == "127.0.0.1" and flag["--port"] == str(cfg.port)
+    assert flag["--tensor-parallel-size"] == "2" and flag["--gpu-memory-utilization"] == "0.85"
+    assert flag["--max-model-len"] == "4096" and flag["--dtype"] == "bfloat16" and flag["--seed"] == "7"
+    assert flag["--max-lora-rank"] == "16"  # 12 is not a rank vLLM accepts: the next one that holds it
+    assert "--enable-sleep-mode" in argv and "--enable-lora" in argv
+    assert "--enforce-eager" not in argv and "--lora-modules" not in argv
+    assert argv[-2:] == ["--max-num-seqs", "64"]  # extra user flags last: they win
+    env = eng.server_env()
+    assert env["VLLM_SERVER_DEV_MODE"] == "1" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1"
+    assert "VLLM_CPU_KVCACHE_SPACE" not in env
+    assert env["VLLM_CACHE_ROOT"] == str(tmp_path.parent / "vllm-cache")  # beside the run dirs: warm across runs
+
+
+def test_argv_cpu_never_asks_for_sleep_mode(tmp_path):
+    """vLLM refuses --enable-sleep-mode on CPU ("Sleep mode is not supported on current platform")."""
+    for strategy in ("sleep1", "sleep2"):
+        eng = VllmEngine(make_cfg(tmp_path, strategy=strategy), lambda e: None, tmp_path)
+        argv = eng.server_argv()
+        assert "--enable-sleep-mode" not in argv and "--gpu-memory-utilization" not in argv
+        assert "--enforce-eager" in argv and argv[argv.index("--dtype") + 1] == "float32"
+        assert eng.server_env()["VLLM_CPU_KVCACHE_SPACE"].isdigit()  # GiB, integers only
+
+
+def test_argv_restart_and_sync_variants(tmp_path):
+    eng = VllmEngine(make_cfg(tmp_path, strategy="restart", sync="restart", device="cuda"), lambda e: None, tmp_path)
+    argv = eng.server_argv("/adapters/step-3")
+    assert argv[argv.index("--lora-modules") + 1] == f"{ADAPTER_NAME}=/adapters/step-3"
+    assert "--enable-sleep-mode" not in argv  # restart needs no sleep mode
+    eng = VllmEngine(make_cfg(tmp_path, sync="none", device="cuda"), lambda e: None, tmp_path)
+    assert "--enable-lora" not in eng.server_argv()
+    assert [lora_rank_flag(r) for r in (1, 4, 8, 9, 64, 300, 1000)] == [1, 8, 8, 16, 64, 320, 512]
+
+
+def test_metrics_parsing_on_vllm_text():
+    """Labelled sleep state and summed gauges, on text in vLLM 0.32's /metrics format."""
+    text = "\n".join([
+        "# HELP vllm:engine_sleep_state Engine sleep state; awake = 0 means engine is sleeping; ...",
+        "# TYPE vllm:engine_sleep_state gauge",
+        'vllm:engine_sleep_state{engine="0",model_name="policy",sleep_state="awake"} 0.0',
+        'vllm:engine_sleep_state{engine="0",model_name="policy",sleep_state="weights_offloaded"} 0.0',
+        'vllm:engine_sleep_state{engine="0",model_name="policy",sleep_state="discard_all"} 1.0',
+    ])
+    assert sleep_gauges(text) == {"sleeping": 1.0, "sleep_level": 2.0}
+    awake = text.replace('awake"} 0.0', 'awake"} 1.0').replace('discard_all"} 1.0', 'discard_all"} 0.0')
+    assert sleep_gauges(awake) == {"sleeping": 0.0, "sleep_level": 0.0}
+    paused = text.replace('discard_all"} 1.0', 'discard_all"} 0.0')  # level 0: scheduling paused only
+    assert sleep_gauges(paused) == {"sleeping": 1.0, "sleep_level": 0.0}
+    assert sleep_gauges("vllm:num_requests_running 3.0\n") == {}  # older vLLM without the gauge
+
+
+# -- strategies: HTTP sequences ---------------------------------------------------------------------------
+async def test_sleep1_cpu_sequence(tmp_path):
+    eng, events = make_engine(tmp_path)
+    try:
+        assert await eng.start() == "cold start"
+        assert await eng.version() == "0.32.0"
+        detail = await eng.offload()
+        assert detail == "sleep level 1 (cpu: dev-mode pause only, no memory freed)"
+        assert (await eng.client.get("/is_sleeping")).json() == {"is_sleeping": True}
+        assert await eng.reload(None) == "wake_up"
+        assert eng.control_calls() == [("/sleep", {"level": ["1"]}), ("/wake_up", {})]
+        sleeping = [c["t0"] for c in eng.calls() if c["path"] == "/is_sleeping"]
+        assert len(sleeping) == 3  # checked after sleep and after wake_up (plus the test's own look)
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    assert [p.action for p in events if isinstance(p, Proc)] == ["start", "exit"]
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_sleep1_gpu_has_no_cpu_note(tmp_path):
+    eng, _ = make_engine(tmp_path, device="cuda")
+    try:
+        await eng.start()
+        assert "--enable-sleep-mode" in eng.last_argv
+        assert await eng.offload() == "sleep level 1"
+        await eng.reload(None)
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_split_placement_pins_the_server_to_the_engine_gpus(tmp_path, monkeypatch):
+    """The runner is pinned to the trainer's GPUs (orchestrator); the server it spawns must see the engine's."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # what the orchestrator gives a split-placement runner
+    eng, _ = make_engine(tmp_path, device="cuda", gpus=[1, 2], train_gpus=[3], placement="split", strategy="keep")
+    try:
+        await eng.start()
+        environ = dict(kv.split(b"=", 1) for kv in
+                       Path(f"/proc/{eng.child.pid}/environ").read_bytes().split(b"\0") if b"=" in kv)
+        assert environ[b"CUDA_VISIBLE_DEVICES"] == b"1,2" and environ[b"CUDA_DEVICE_ORDER"] == b"PCI_BUS_ID"
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_sleep2_reloads_discarded_weights(tmp_path):
+    """Level 2 discards the weights: wake weights, reload_weights from disk, then wake the KV cache
+    (the order vLLM's own snapshot server uses: vllm/snapshot/server.py _restore_reloadable_state)."""
+    eng, _ = make_engine(tmp_path, strategy="sleep2", sync="none")
+    try:
+        await eng.start()
+        assert await eng.offload() == "sleep level 2 (cpu: dev-mode pause only, no memory freed)"
+        detail = await eng.reload(None)
+        assert detail == "wake_up weights + reload_weights from disk + wake_up kv_cache"
+        assert eng.control_calls() == [("/sleep", {"level": ["2"]}), ("/wake_up", {"tags": ["weights"]}),
+                                       ("/collective_rpc", {"method": "reload_weights"}),
+                                       ("/wake_up", {"tags": ["kv_cache"]})]
+        code, doc = await complete(eng, "policy")
+        assert code == 200 and doc["choices"][0]["text"] == (BASE_TEXT * 2)[:8]  # the model is back
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_fault_server_control_sleep2_without_reload_serves_garbage(tmp_path):
+    """Control for the test above: waking from level 2 without reload_weights leaves no usable model."""
+    eng, _ = make_engine(tmp_path, strategy="sleep2", sync="none")
+    try:
+        await eng.start()
+        await eng.offload()
+        await eng.post("/wake_up")
+        code, doc = await complete(eng, "policy")
+        assert code == 200 and doc["choices"][0]["text"] != (BASE_TEXT * 2)[:8]
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_keep_makes_no_control_call(tmp_path):
+    eng, _ = make_engine(tmp_path, strategy="keep", sync="none")
+    try:
+        await eng.start()
+        assert await eng.offload() == "keep: engine stays resident"
+        assert await eng.reload(None) == "keep: nothing to reload"
+        assert eng.control_calls() == []
+        assert eng.child.alive()
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_lora_sync_loads_then_loads_in_place(tmp_path):
+    eng, _ = make_engine(tmp_path)
+    a0, a1 = adapter_dir(tmp_path, "a0"), adapter_dir(tmp_path, "a1")
+    try:
+        await eng.start()
+        assert eng.request_model() == "policy"
+        assert await eng.sync_weights(a0, 0) == f"load_lora_adapter {ADAPTER_NAME}"
+        assert eng.request_model() == ADAPTER_NAME
+        assert await eng.sync_weights(a1, 1) == f"load_lora_adapter {ADAPTER_NAME} (in place)"
+        assert eng.control_calls() == [
+            ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a0}),
+            ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a1, "load_inplace": True})]
+        code, doc = await complete(eng, ADAPTER_NAME)
+        assert code == 200 and doc["model"] == ADAPTER_NAME and doc["choices"][0]["text"] == ADAPTER_TEXT[:8]
+        with pytest.raises(EngineError) as ei:  # a bad path: vLLM answers 404 with its message
+            await eng.sync_weights(str(tmp_path / "missing"), 2)
+        assert "404" in ei.value.message and "No adapter found" in ei.value.message
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_fault_server_control_second_load_without_inplace_is_refused(tmp_path):
+    """Control: vLLM refuses to load a name twice unless load_inplace is set, which is why sync sets it."""
+    eng, _ = make_engine(tmp_path)
+    a = adapter_dir(tmp_path)
+    try:
+        await eng.start()
+        await eng.sync_weights(a, 0)
+        with pytest.raises(EngineError) as ei:
+            await eng.post("/v1/load_lora_adapter", json={"lora_name": ADAPTER_NAME, "lora_path": a})
+        assert "400" in ei.value.message and "already been loaded" in ei.value.message
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_lora_sync_without_load_inplace_unloads_first(tmp_path):
+    """A vLLM that predates load_inplace ignores the field and refuses the name: unload, load, and
+    from then on skip the in-place attempt."""
+    eng, _ = make_engine(tmp_path, {"no_inplace": True})
+    a0, a1, a2 = (adapter_dir(tmp_path, n) for n in ("a0", "a1", "a2"))
+    try:
+        await eng.start()
+        await eng.sync_weights(a0, 0)
+        detail = await eng.sync_weights(a1, 1)
+        assert detail == f"unload + load_lora_adapter {ADAPTER_NAME} (no load_inplace in this vLLM)"
+        assert await eng.sync_weights(a2, 2) == f"unload + load_lora_adapter {ADAPTER_NAME}"
+        assert eng.control_calls() == [
+            ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a0}),
+            ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a1, "load_inplace": True}),
+            ("/v1/unload_lora_adapter", {"lora_name": ADAPTER_NAME}),
+            ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a1}),
+            ("/v1/unload_lora_adapter", {"lora_name": ADAPTER_NAME}),
+            ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a2})]
+        code, doc = await complete(eng, ADAPTER_NAME)
+        assert code == 200 and doc["model"] == ADAPTER_NAME
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_restart_strategy_stops_and_starts_the_group(tmp_path):
+    eng, events = make_engine(tmp_path, strategy="restart", sync="restart")
+    a = adapter_dir(tmp_path)
+    try:
+        await eng.start()
+        first = eng.child.pgid
+        assert await eng.offload() == "server stopped (process group)"
+        assert eng.child is None and port_is_free(eng.cfg.port)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(first, 0)
+        detail = await eng.reload(a)
+        assert detail == "warm restart (same machine, caches warm) with new adapter"
+        assert eng.last_argv[eng.last_argv.index("--lora-modules") + 1] == f"{ADAPTER_NAME}={a}"
+        assert eng.request_model() == ADAPTER_NAME
+        assert await eng.sync_weights(a, 1) == "included in reload (server restarted with the new adapter)"
+        code, doc = await complete(eng, ADAPTER_NAME)
+        assert code == 200 and doc["choices"][0]["text"] == ADAPTER_TEXT[:8]
+        assert eng.control_calls() == []
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    assert [p.action for p in events if isinstance(p, Proc)] == ["start", "exit", "start", "exit"]
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_restart_strategy_with_lora_sync_loads_after_restart(tmp_path):
+    """A restarted server has no adapter: the next sync is a plain load, not an in-place one."""
+    eng, _ = make_engine(tmp_path, strategy="restart", sync="lora")
+    a0, a1 = adapter_dir(tmp_path, "a0"), adapter_dir(tmp_path, "a1")
+    try:
+        await eng.start()
+        await eng.sync_weights(a0, 0)
+        await eng.offload()
+        assert await eng.reload(a1) == "warm restart (same machine, caches warm)"
+        assert eng.request_model() == "policy" and "--lora-modules" not in eng.last_argv
+        assert await eng.sync_weights(a1, 1) == f"load_lora_adapter {ADAPTER_NAME}"
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_restart_sync_under_sleep_strategy(tmp_path):
+    eng, events = make_engine(tmp_path, strategy="sleep1", sync="restart")
+    a = adapter_dir(tmp_path)
+    try:
+        await eng.start()
+        await eng.offload()
+        await eng.reload(None)
+        assert await eng.sync_weights(a, 1) == "server restarted with the new adapter"
+        assert eng.request_model() == ADAPTER_NAME and eng.starts == 2
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_scrape_gauges_and_prefix_rate_over_the_interval(tmp_path):
+    eng, _ = make_engine(tmp_path, {"metrics": {"running": 3, "waiting": 1, "kv": 0.25,
+                                                "queries_per_scrape": 100, "hits_per_scrape": 40}})
+    try:
+        await eng.start()
+        first = await eng.scrape()
+        assert first == {"kv_usage": 0.25, "running": 3.0, "waiting": 1.0, "sleeping": 0.0, "sleep_level": 0.0}
+        second = await eng.scrape()  # 40 more hits of 100 more queries since the last scrape
+        assert second["prefix_hit_rate"] == pytest.approx(0.4)
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+# -- failures -------------------------------------------------------------------------------------------
+async def test_oom_at_wake_up_is_oom_with_the_log(tmp_path):
+    eng, events = make_engine(tmp_path, {"wake_oom": True}, device="cuda")
+    try:
+        await eng.start()
+        await eng.offload()
+        with pytest.raises(EngineError) as ei:
+            await eng.reload(None)
+        assert ei.value.category == "OOM" and "500" in ei.value.message
+        assert any("CUDA out of memory" in line for line in ei.value.log_tail)
+        assert "gpu-memory-utilization" in ei.value.advice
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_still_asleep_after_wake_up_is_an_error(tmp_path):
+    eng, _ = make_engine(tmp_path, {"stays_asleep": True})
+    try:
+        await eng.start()
+        await eng.offload()
+        with pytest.raises(EngineError) as ei:
+            await eng.reload(None)
+        assert "/is_sleeping is True after wake_up" in ei.value.message
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_exit_at_startup_is_categorised_from_the_log(tmp_path):
+    log = ["OSError: Can't load the configuration of '/models/missing'. If you were trying to load it from "
+           "'https://huggingface.co/models', make sure you don't have a local directory with the same name."]
+    eng, events = make_engine(tmp_path, {"startup_log": log, "exit_at_startup": 1})
+    try:
+        with pytest.raises(EngineError) as ei:
+            await eng.start()
+        assert ei.value.category == "MODEL_PATH" and "exit code 1" in ei.value.message
+        assert any("Can't load the configuration" in line for line in ei.value.log_tail)
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_startup_timeout_then_slow_control_call(tmp_path):
+    eng, events = make_engine(tmp_path, {"never_healthy": True}, startup_timeout=1.0)
+    try:
+        with pytest.raises(EngineError) as ei:
+            await eng.start()
+        assert ei.value.category == "STARTUP_TIMEOUT" and "within 1 s" in ei.value.message
+        assert eng.child.alive()  # the caller stops it (the runner's cleanup)
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    assert_gone(events, eng.cfg.port)
+    eng, events = make_engine(tmp_path / "b", {"delays": {"/sleep": 3.0}}, server_timeout=1.0)
+    try:
+        await eng.start()
+        with pytest.raises(EngineError) as ei:
+            await eng.offload()
+        assert ei.value.category == "SERVER_TIMEOUT" and "/sleep" in ei.value.message
+    finally:
+        await eng.stop()
+        await eng.aclose()
+
+
+async def test_port_in_use_before_spawning(tmp_path):
+    import socket
+
+    eng, events = make_engine(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", eng.cfg.port))
+        s.listen()
+        with pytest.raises(EngineError) as ei:
+            await eng.start()
+    await eng.aclose()
+    assert ei.value.category == "PORT_IN_USE" and eng.child is None and not events
+
+
+async def test_sigterm_ignored_teardown_needs_sigkill(tmp_path):
+    eng, events = make_engine(tmp_path, {"ignore_sigterm": True})
+    try:
+        await eng.start()
+        env = (Path("/proc") / str(eng.child.pid) / "environ").read_bytes().split(b"\0")
+        assert b"SGTUI_RUN=vl" in env and f"SGTUI_OWNER_PID={os.getpid()}".encode() in env
+        t = time.monotonic()
+        await eng.stop(grace=1.0)
+        assert time.monotonic() - t >= 1.0
+    finally:
+        await eng.stop()
+        await eng.aclose()
+    exits = [e for e in events if isinstance(e, Proc) and e.action == "exit"]
+    assert exits[0].returncode == -signal.SIGKILL
+    assert_gone(events, eng.cfg.port)
+
+
+# -- the real step loop ------------------------------------------------------------------------------------
+def _phases(events) -> dict[tuple[int, str], list[float]]:
+    out: dict[tuple[int, str], list[float]] = {}
+    for e in events:
+        if isinstance(e, Phase):
+            out.setdefault((e.step, e.name), []).append(e.t)
+    return out
+
+
+async def test_runner_attributes_each_call_to_its_phase(tmp_path):
+    """The real step loop with delays injected per endpoint: each delay lands in its own phase only."""
+    from sgtui.runner import __main__ as runner_main
+
+    delays = {"/sleep": 0.3, "/wake_up": 0.2, "/v1/load_lora_adapter": 0.25}
+
+    cfg = make_cfg(tmp_path, initial_adapter=adapter_dir(tmp_path, "initial"), scrape_interval=0.05)
+    events = []
+    runner = runner_main.Runner(cfg, events.append)
+    await runner.engine.aclose()
+    eng = FaultVllm(cfg, events.append, runner.workdir)
+    eng.plan = {"delays": delays, "token_delay": 0.02}
+    runner.engine = eng
+    try:
+        assert await runner.execute() == "ok"
+    finally:
+        await runner.cleanup()
+    for e in events:
+        if isinstance(e, Phase):
+            assert e.ok, e
+    phases = _phases(events)
+    where = {"/sleep": "offload", "/wake_up": "reload", "/v1/load_lora_adapter": "weight_sync"}
+    seen = set()
+    for c in eng.calls():
+        if c["path"] in where:
+            inside = [k for k, (a, b) in phases.items() if a <= c["t0"] and c["t1"] <= b]
+            assert [k[1] for k in inside] == [where[c["path"]]], (c["path"], inside)
+            seen.add(c["path"])
+    assert seen == set(where)
+    dur = {k: b - a for k, (a, b) in phases.items()}
+    for step in (1, 2):
+        assert dur[(step, "offload")] >= 0.3 and dur[(step, "reload")] >= 0.2
+        assert 0.25 <= dur[(step, "weight_sync")] < 0.25 + 0.2  # no wake_up in weight sync
+        assert dur[(step, "reload")] < 0.2 + 0.25  # no adapter load in reload
+        assert dur[(step, "offload")] < 0.3 + 0.2
+    # the verification requests (greedy, 8 tokens) run outside every timed phase of the steps
+    checks = [c for c in eng.calls() if c["path"] == "/v1/completions" and c["body"].get("temperature") == 0.0
+              and c["body"].get("max_tokens") == 8 and c["t0"] > phases[(0, "warmup")][1]]
+    assert len(checks) == 6  # adapter and base, after the initial load and after each step's sync
+    assert not any(a <= c["t0"] <= b for c in checks for (s, n), (a, b) in phases.items() if s > 0)
+    reqs = [e for e in events if isinstance(e, Request)]
+    assert len(reqs) == 2 * cfg.num_rollouts and all(not r.error for r in reqs)
+    assert {r.served_model for r in reqs} == {ADAPTER_NAME} and {r.model for r in reqs} == {ADAPTER_NAME}
+    gauges = [e for e in events if isinstance(e, EngineGauges)]
+    assert gauges and all(e.step in (1, 2) and e.gauges.get("sleeping") == 0.0 for e in gauges)
+    details = {(k, e.edge): e.detail for e in events if isinstance(e, Phase) for k in [(e.step, e.name)]}
+    assert details[((0, "startup"), "end")] == "cold start; vllm 0.32.0"
+    assert details[((0, "weight_sync"), "end")] == f"initial adapter: load_lora_adapter {ADAPTER_NAME}"
+    assert details[((2, "weight_sync"), "end")] == f"load_lora_adapter {ADAPTER_NAME} (in place)"
+    assert details[((1, "train"), "end")] == "simulated"
+    assert (Path(cfg.workdir) / "adapters" / "step-2" / "adapter_config.json").is_file()
+
+
+DRIVER = """
+import sys
+from sgtui.runner import __main__ as m
+from tests.runner.test_vllm_engine import FaultVllm
+
+def make(cfg, emit, workdir):
+    e = FaultVllm(cfg, emit, workdir)
+    e.plan = {}
+    return e
+
+m.make_engine = make
+sys.exit(m.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_during_train_cancels_the_phase_and_stops_the_engine(tmp_path):
+    """SIGTERM to the runner process mid-train: the phase ends not ok, the engine group is stopped,
+    `run_end cancelled` is the last line, and the process exits at once (not after the 60 s of training)."""
+    cfg = make_cfg(tmp_path, sync="none", sim_train_seconds=60.0, num_steps=1)
+    p = subprocess.Popen([sys.executable, "-c", DRIVER, "--config", cfg.to_json()], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path,
+                         start_new_session=True)
+    events, t_sent = [], None
+    try:
+        for line in p.stdout:
+            events.append(decode(line))
+            e = events[-1]
+            if isinstance(e, Phase) and e.name == "train" and e.edge == "start":
+                time.sleep(0.2)
+                t_sent = time.monotonic()
+                p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert t_sent is not None and rc == 1
+    assert time.monotonic() - t_sent < 10  # did not sit out the training hold
+    train_end = [e for e in events if isinstance(e, Phase) and e.name == "train" and e.edge == "end"]
+    assert len(train_end) == 1 and train_end[0].ok is False and train_end[0].detail == "cancelled"
+    assert not [e for e in events if isinstance(e, Phase) and e.name == "reload"]
+    assert isinstance(events[-1], RunEnd) and events[-1].status == "cancelled"
+    assert [e.action for e in events if isinstance(e, Proc)] == ["start", "exit"]  # reaped, and said so
+    assert_gone(events, cfg.port)
+
+
+# -- the runner process ----------------------------------------------------------------------------------
+def test_runner_stdout_carries_only_events(tmp_path):
+    """`python -m sgtui.runner` where vLLM is not installed: stray output goes to stderr, every stdout line is
+    an event, and the failure is IMPORT_ERROR with the server's log tail."""
+    cfg = make_cfg(tmp_path, python=sys.executable, startup_timeout=60.0)
+    code = ("import sys, runpy; print('stray print before the emitter'); sys.argv = ['sgtui.runner'] + sys.argv[1:];"
+            " runpy.run_module('sgtui.runner', run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code, "--config", cfg.to_json()], capture_output=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path)
+    lines = r.stdout.splitlines()
+    assert lines and lines[0] == b"stray print before the emitter"  # printed before the runner took stdout
+    events = [decode(line, i) for i, line in enumerate(lines[1:], 2)]  # raises on anything but an event
+    assert isinstance(events[0], RunStart) and isinstance(events[-1], RunEnd) and events[-1].status == "failed"
+    err = [e for e in events if isinstance(e, Error)]
+    assert err and err[0].category == "IMPORT_ERROR" and any("vllm" in line for line in err[0].log_tail)
+    assert [p.action for p in events if isinstance(p, Proc)] == ["start", "exit"]
+    assert r.returncode == 1
+
+
+def test_emitter_keeps_library_prints_off_the_event_stream():
+    code = ("import os, sys; from sgtui.runner.emit import Emitter; from sgtui.events import RunEnd;"
+            "e = Emitter.take_stdout(); print('from print', flush=True); os.system('echo from a child');"
+            "sys.stdout.write('from write\\n'); sys.stdout.flush(); e(RunEnd(t=1.0, run='x'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0
+    assert [type(decode(x)) for x in r.stdout.splitlines()] == [RunEnd]
+    assert b"from print" in r.stderr and b"from a child" in r.stderr and b"from write" in r.stderr

@@ -1,0 +1,143 @@
+"""The runner on the REAL vLLM CPU server (tiny model): runs of 2 steps, restart, sleep1+lora, sleep2+lora.
+
+The runners are started once for the module (side by side, each with its own port) and every test
+reads their event streams. Faults on the real server (bad model path, port taken, startup timeout,
+server killed mid-rollout) are in tests/test_faults_vllm.py; HTTP sequences and timing attribution
+against a fault-injection server in test_vllm_engine.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from sgtui.config import RunConfig
+from sgtui.events import EngineGauges, Log, Phase, Proc, Request, RunEnd, RunStart, decode
+from tests.engines import TINY, VLLM_PY, free_port, marked_processes, needs_vllm, port_is_free
+
+pytestmark = [pytest.mark.engine, needs_vllm]
+REPO = Path(__file__).resolve().parents[2]
+STEP_PHASES = ("rollout", "offload", "train", "reload", "weight_sync")
+ROLLOUTS, OUT_TOKENS = 4, 16
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("vllm-real")
+    cfgs = {
+        "restart": RunConfig(label="t-vllm-restart", backend="vllm", strategy="restart", sync="restart"),
+        "sleep1": RunConfig(label="t-vllm-sleep1", backend="vllm", strategy="sleep1", sync="lora"),
+        "sleep2": RunConfig(label="t-vllm-sleep2", backend="vllm", strategy="sleep2", sync="lora"),
+    }
+    procs = {}
+    for name, cfg in cfgs.items():
+        cfg.python, cfg.model, cfg.port, cfg.workdir = str(VLLM_PY), str(TINY), free_port(), str(base / name)
+        cfg.initial_adapter = str(TINY / "adapters" / "initial")
+        cfg.num_steps, cfg.num_rollouts, cfg.concurrency = 2, ROLLOUTS, ROLLOUTS
+        cfg.max_input_tokens, cfg.max_output_tokens, cfg.sim_train_seconds = 32, OUT_TOKENS, 0.1
+        cfg.warmup_requests, cfg.scrape_interval, cfg.startup_timeout = 1, 0.2, 300.0
+        procs[name] = subprocess.Popen([str(VLLM_PY), "-m", "sgtui.runner", "--config", cfg.to_json()],
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+                                       env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=base)
+    out = {}
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(len(procs)) as pool:  # read both streams at once: a full pipe would stall a runner
+        texts = {name: pool.submit(p.stdout.read) for name, p in procs.items()}
+    try:
+        for name, p in procs.items():
+            rc = p.wait(timeout=600)
+            lines = texts[name].result().splitlines()
+            out[name] = (cfgs[name], [decode(x, i) for i, x in enumerate(lines, 1)], rc)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, 9)
+    print(f"\nvLLM CPU runners ({', '.join(cfgs)}; 2 steps each, side by side): {time.monotonic() - t0:.0f} s")
+    return out
+
+
+def of(events, cls, **kw):
+    return [e for e in events if isinstance(e, cls) and all(getattr(e, k) == v for k, v in kw.items())]
+
+
+@pytest.mark.parametrize("name", ["restart", "sleep1", "sleep2"])
+def test_run_ok_with_every_phase_of_every_step(runs, name):
+    cfg, events, rc = runs[name]
+    assert rc == 0 and of(events, RunEnd)[-1].status == "ok", [e for e in events if e.kind == "error"]
+    assert isinstance(events[0], RunStart) and isinstance(events[-1], RunEnd)
+    phases = [(e.step, e.name, e.edge) for e in of(events, Phase)]
+    for step in (1, 2):
+        for ph in STEP_PHASES:
+            assert phases.count((step, ph, "start")) == 1 and phases.count((step, ph, "end")) == 1, (step, ph)
+    for ph in ("startup", "warmup", "shutdown"):
+        assert (0, ph, "end") in phases
+    assert all(e.ok for e in of(events, Phase, edge="end"))
+    assert of(events, Log, source="engine")  # the server's output came through as log events
+
+
+@pytest.mark.parametrize("name", ["restart", "sleep1", "sleep2"])
+def test_one_request_event_per_rollout(runs, name):
+    cfg, events, _ = runs[name]
+    for step in (1, 2):
+        reqs = of(events, Request, step=step)
+        assert len(reqs) == ROLLOUTS and not [r.error for r in reqs if r.error]
+        assert all(r.output_tokens == OUT_TOKENS and r.ttft > 0 for r in reqs)
+
+
+def test_lora_adapter_is_what_answers(runs):
+    cfg, events, _ = runs["sleep1"]
+    assert {r.served_model for r in of(events, Request)} == {"policy-lora"}
+    syncs = [e.detail for e in of(events, Phase, name="weight_sync", edge="end")]
+    assert syncs == ["initial adapter: load_lora_adapter policy-lora", "load_lora_adapter policy-lora (in place)",
+                     "load_lora_adapter policy-lora (in place)"]
+    assert (Path(cfg.workdir) / "adapters" / "step-2" / "adapter_model.safetensors").is_file()
+    # restart sync: the server starts with the initial adapter (step 1 rolls out on it, as in every run),
+    # and each restart loads the step's new one
+    _, events, _ = runs["restart"]
+    assert {r.served_model for r in of(events, Request)} == {"policy-lora"}
+    argvs = [p.argv for p in of(events, Proc, action="start")]
+    assert [a[a.index("--lora-modules") + 1].split("/")[-1] for a in argvs] == ["initial", "step-1", "step-2"]
+
+
+def test_phase_details_say_what_happened(runs):
+    _, events, _ = runs["sleep1"]
+    detail = {(e.step, e.name): e.detail for e in of(events, Phase, edge="end")}
+    assert detail[(0, "startup")] == "cold start; vllm 0.32.0"
+    assert detail[(1, "offload")] == "sleep level 1 (cpu: dev-mode pause only, no memory freed)"
+    assert detail[(1, "reload")] == "wake_up"
+    _, events, _ = runs["sleep2"]  # level 2 discards the weights: the reload reads them from disk again
+    detail = {(e.step, e.name): e.detail for e in of(events, Phase, edge="end")}
+    assert detail[(2, "offload")] == "sleep level 2 (cpu: dev-mode pause only, no memory freed)"
+    assert detail[(2, "reload")] == "wake_up weights + reload_weights from disk + wake_up kv_cache"
+    assert {r.served_model for r in of(events, Request)} == {"policy-lora"}
+    _, events, _ = runs["restart"]
+    detail = {(e.step, e.name): e.detail for e in of(events, Phase, edge="end")}
+    assert detail[(0, "startup")] == "cold start with the initial adapter; vllm 0.32.0"
+    assert detail[(1, "offload")] == "server stopped (process group)"
+    assert detail[(1, "reload")] == "warm restart (same machine, caches warm) with new adapter"
+    assert detail[(2, "weight_sync")] == "included in reload (server restarted with the new adapter)"
+
+
+def test_engine_gauges_scraped_during_rollouts(runs):
+    _, events, _ = runs["sleep1"]
+    gauges = of(events, EngineGauges)
+    assert gauges and {g.step for g in gauges} <= {1, 2}
+    for g in gauges:
+        assert 0.0 <= g.gauges["kv_usage"] <= 1.0 and g.gauges["sleeping"] == 0.0 and "running" in g.gauges
+
+
+def test_nothing_left_running_and_ports_free(runs):
+    starts = {"restart": 3, "sleep1": 1, "sleep2": 1}  # restart: startup + one restart per step
+    for name, (cfg, events, _) in runs.items():
+        procs = of(events, Proc)
+        assert len(of(events, Proc, action="start")) == starts[name] == len(of(events, Proc, action="exit"))
+        for p in procs:
+            with pytest.raises(ProcessLookupError):
+                os.killpg(p.pgid, 0)
+        assert port_is_free(cfg.port)
+    assert marked_processes({cfg.label for cfg, _, _ in runs.values()}) == []
