@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,12 +43,6 @@ p = argparse.ArgumentParser()
 serve.add_cli_args(p)
 serve.main(p.parse_args(sys.argv[1:]))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def sgtui_round(cfg: RunConfig, prompts, base_url: str) -> tuple[float, float]:
@@ -95,7 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         cfg = RunConfig(label="bench", backend="vllm", strategy="keep", sync="none", model=args.model,
-                        device="cpu", port=free_port(), num_rollouts=args.prompts, concurrency=args.concurrency,
+                        device="cpu", port=procs.free_port(), num_rollouts=args.prompts, concurrency=args.concurrency,
                         max_input_tokens=128, max_output_tokens=args.max_output_tokens, workdir=str(work))
         prompts = workload.build_prompts(cfg, cfg.model)
         dataset = work / "prompts.jsonl"

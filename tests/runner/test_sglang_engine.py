@@ -7,55 +7,33 @@ real argv). What the real SGLang CPU server can show is in test_sglang_real.py.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
 from sgtui.config import RunConfig
 from sgtui.events import Phase, Proc, Request
 from sgtui.runner.engines.base import EngineError
 from sgtui.runner.engines.sglang import CPU_COMPAT, CPU_FLAGS, SglangEngine, _loads, parse_version
-from tests.engines import free_port, port_is_free
+from tests.engines import port_is_free
+from tests.runner import fault_harness as harness
 
 FAULT_SERVER = Path(__file__).with_name("sglang_fault_server.py")
 
 
 def make_cfg(tmp_path: Path, **kw) -> RunConfig:
-    base = dict(label="sg", backend="sglang", strategy="release", sync="lora", python=sys.executable,
-                model=str(tmp_path / "model"), port=free_port(), workdir=str(tmp_path / "w"), server_timeout=10.0,
-                startup_timeout=20.0, num_steps=2, num_rollouts=4, concurrency=4, max_input_tokens=16,
-                max_output_tokens=8, sim_train_seconds=0.05, warmup_requests=1)
-    base.update(kw)
-    (tmp_path / "model").mkdir(parents=True, exist_ok=True)
-    return RunConfig(**base)
+    return harness.make_cfg(tmp_path, **{"label": "sg", "backend": "sglang", "strategy": "release", **kw})
 
 
-class FaultSglang(SglangEngine):
+class FaultSglang(harness.FaultServer, SglangEngine):
     """The real SglangEngine, with the fault-injection server in place of `sglang.launch_server`."""
 
-    plan: dict = {}
-
-    def server_argv(self, adapter_dir: str | None = None) -> list[str]:
-        real = super().server_argv(adapter_dir)
-        assert real[1:3] == ["-m", "sglang.launch_server"]
-        self.last_argv = real
-        return [sys.executable, str(FAULT_SERVER), *real[3:], "--sgtui-plan", orjson.dumps(self.plan).decode(),
-                "--sgtui-record", str(self.record_path)]
-
-    @property
-    def record_path(self) -> Path:
-        return self.workdir / "calls.jsonl"
-
-    def calls(self) -> list[dict]:
-        if not self.record_path.exists():
-            return []
-        return [orjson.loads(x) for x in self.record_path.read_bytes().splitlines() if x.strip()]
+    SERVER = FAULT_SERVER
+    MODULE = "sglang.launch_server"
 
     def control_calls(self) -> list[tuple[str, object]]:
         skip = {"/health", "/health_generate", "/get_server_info", "/metrics", "/v1/completions", "/v1/loads"}
@@ -64,27 +42,10 @@ class FaultSglang(SglangEngine):
 
 
 def make_engine(tmp_path: Path, plan: dict | None = None, **kw) -> tuple[FaultSglang, list]:
-    cfg = make_cfg(tmp_path, **kw)
-    events: list = []
-    wd = Path(cfg.workdir)
-    wd.mkdir(parents=True, exist_ok=True)
-    eng = FaultSglang(cfg, events.append, wd)
-    eng.plan = plan or {}
-    return eng, events
+    return harness.make_engine(FaultSglang, make_cfg(tmp_path, **kw), plan)
 
 
-def adapter_dir(tmp_path: Path, name: str = "adapter") -> str:
-    d = tmp_path / name
-    d.mkdir(exist_ok=True)
-    (d / "adapter_config.json").write_text("{}")
-    return str(d)
-
-
-def assert_gone(events: list, port: int) -> None:
-    for p in [e for e in events if isinstance(e, Proc)]:
-        with pytest.raises(ProcessLookupError):
-            os.killpg(p.pgid, 0)
-    assert port_is_free(port)
+adapter_dir, assert_gone = harness.adapter_dir, harness.assert_gone
 
 
 # -- argv and environment -------------------------------------------------------------------------------

@@ -14,14 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
 from sgtui.config import RunConfig
 from sgtui.events import EngineGauges, Error, Phase, Proc, Request, RunEnd, RunStart, decode
 from sgtui.runner.engines.base import EngineError
 from sgtui.runner.engines.vllm import ADAPTER_NAME, VllmEngine, lora_rank_flag, sleep_gauges
-from tests.engines import free_port, port_is_free
+from tests.engines import port_is_free
+from tests.runner import fault_harness as harness
 from tests.runner.vllm_fault_server import ADAPTER_TEXT, BASE_TEXT
 
 FAULT_SERVER = Path(__file__).with_name("vllm_fault_server.py")
@@ -30,35 +30,14 @@ CONTROL = {"/sleep", "/wake_up", "/collective_rpc", "/v1/load_lora_adapter", "/v
 
 
 def make_cfg(tmp_path: Path, **kw) -> RunConfig:
-    base = dict(label="vl", backend="vllm", strategy="sleep1", sync="lora", python=sys.executable,
-                model=str(tmp_path / "model"), port=free_port(), workdir=str(tmp_path / "w"), server_timeout=10.0,
-                startup_timeout=20.0, num_steps=2, num_rollouts=4, concurrency=4, max_input_tokens=16,
-                max_output_tokens=8, sim_train_seconds=0.05, warmup_requests=1)
-    base.update(kw)
-    (tmp_path / "model").mkdir(parents=True, exist_ok=True)
-    return RunConfig(**base)
+    return harness.make_cfg(tmp_path, **{"label": "vl", "backend": "vllm", "strategy": "sleep1", **kw})
 
 
-class FaultVllm(VllmEngine):
+class FaultVllm(harness.FaultServer, VllmEngine):
     """The real VllmEngine, with the fault-injection server in place of vLLM's api_server."""
 
-    plan: dict = {}
-
-    def server_argv(self, adapter_dir: str | None = None) -> list[str]:
-        real = super().server_argv(adapter_dir)
-        assert real[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
-        self.last_argv = real
-        return [sys.executable, str(FAULT_SERVER), *real[3:], "--sgtui-plan", orjson.dumps(self.plan).decode(),
-                "--sgtui-record", str(self.record_path)]
-
-    @property
-    def record_path(self) -> Path:
-        return self.workdir / "calls.jsonl"
-
-    def calls(self) -> list[dict]:
-        if not self.record_path.exists():
-            return []
-        return [orjson.loads(x) for x in self.record_path.read_bytes().splitlines() if x.strip()]
+    SERVER = FAULT_SERVER
+    MODULE = "vllm.entrypoints.openai.api_server"
 
     def control_calls(self) -> list[tuple]:
         """(path, query or body) of every control call, in order."""
@@ -67,27 +46,10 @@ class FaultVllm(VllmEngine):
 
 
 def make_engine(tmp_path: Path, plan: dict | None = None, **kw) -> tuple[FaultVllm, list]:
-    cfg = make_cfg(tmp_path, **kw)
-    events: list = []
-    wd = Path(cfg.workdir)
-    wd.mkdir(parents=True, exist_ok=True)
-    eng = FaultVllm(cfg, events.append, wd)
-    eng.plan = plan or {}
-    return eng, events
+    return harness.make_engine(FaultVllm, make_cfg(tmp_path, **kw), plan)
 
 
-def adapter_dir(tmp_path: Path, name: str = "adapter") -> str:
-    d = tmp_path / name
-    d.mkdir(exist_ok=True)
-    (d / "adapter_config.json").write_text("{}")
-    return str(d)
-
-
-def assert_gone(events: list, port: int) -> None:
-    for p in [e for e in events if isinstance(e, Proc)]:
-        with pytest.raises(ProcessLookupError):
-            os.killpg(p.pgid, 0)
-    assert port_is_free(port)
+adapter_dir, assert_gone = harness.adapter_dir, harness.assert_gone
 
 
 async def complete(eng: VllmEngine, model: str) -> tuple[int, dict]:
@@ -580,6 +542,31 @@ def test_sigterm_during_train_cancels_the_phase_and_stops_the_engine(tmp_path):
     assert not [e for e in events if isinstance(e, Phase) and e.name == "reload"]
     assert isinstance(events[-1], RunEnd) and events[-1].status == "cancelled"
     assert [e.action for e in events if isinstance(e, Proc)] == ["start", "exit"]  # reaped, and said so
+    assert_gone(events, cfg.port)
+
+
+def test_runner_stops_when_its_orchestrator_is_gone(tmp_path):
+    """The orchestrator died (its end of the pipe closed) while the runner sits in a long train step that
+    emits nothing: the runner notices within seconds, stops its engine group and exits."""
+    cfg = make_cfg(tmp_path, sync="none", sim_train_seconds=120.0, num_steps=1)
+    p = subprocess.Popen([sys.executable, "-c", DRIVER, "--config", cfg.to_json()], stdout=subprocess.PIPE,
+                         stderr=open(tmp_path / "runner.err", "wb"), env={**os.environ, "PYTHONPATH": str(REPO)},
+                         cwd=tmp_path, start_new_session=True)
+    events = []
+    try:
+        for line in p.stdout:
+            events.append(decode(line))
+            e = events[-1]
+            if isinstance(e, Phase) and e.name == "train" and e.edge == "start":
+                break
+        p.stdout.close()  # what the kernel does to the pipe when the orchestrator is killed
+        t0 = time.monotonic()
+        rc = p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert rc == 1 and time.monotonic() - t0 < 10
+    assert b"the orchestrator is gone" in (tmp_path / "runner.err").read_bytes()
     assert_gone(events, cfg.port)
 
 

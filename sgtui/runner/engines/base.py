@@ -89,9 +89,24 @@ class Engine(ABC):
     async def reload(self, adapter_dir: str | None) -> str:
         """Get back to serving after training; returns the phase detail."""
 
-    @abstractmethod
     async def sync_weights(self, adapter_dir: str, step: int) -> str:
-        """Make the engine serve the new weights; returns the phase detail."""
+        """Make the engine serve the new weights; returns the phase detail.
+
+        `none` and `restart` mean the same on every engine; the rest is the engine's (`hot_sync`)."""
+        sync = self.cfg.sync
+        if sync == "none":
+            return "none"
+        if sync == "restart":
+            if self.cfg.strategy == "restart":
+                return "included in reload (server restarted with the new adapter)"
+            await self.stop()
+            await self.start(adapter_dir)
+            return "server restarted with the new adapter"
+        return await self.hot_sync(adapter_dir, step)
+
+    @abstractmethod
+    async def hot_sync(self, adapter_dir: str, step: int) -> str:
+        """Weight sync into the running server (LoRA load, disk reload); returns the phase detail."""
 
     @abstractmethod
     async def scrape(self) -> dict[str, float]:

@@ -467,17 +467,8 @@ class SglangEngine(Engine):
         if not ok:
             raise EngineError("OTHER", f"sglang update_weights_from_disk {path}: {r.text[:300]}", self.tail())
 
-    async def sync_weights(self, adapter_dir: str, step: int) -> str:
-        sync = self.cfg.sync
-        if sync == "none":
-            return "none"
-        if sync == "restart":
-            if self.cfg.strategy == "restart":
-                return "included in reload (server restarted with the new adapter)"
-            await self.stop()
-            await self.start(adapter_dir)
-            return "server restarted with the new adapter"
-        if sync == "disk":
+    async def hot_sync(self, adapter_dir: str, step: int) -> str:
+        if self.cfg.sync == "disk":
             if not (Path(adapter_dir) / "config.json").is_file():
                 raise EngineError("CONFIG", f"disk sync needs a merged checkpoint; {adapter_dir} has no config.json",
                                   advice="use --run sglang:STRATEGY+lora with adapter-producing trainers")

@@ -162,16 +162,7 @@ class VllmEngine(Engine):
         await self._expect_sleeping(False)
         return "wake_up"
 
-    async def sync_weights(self, adapter_dir: str, step: int) -> str:
-        sync = self.cfg.sync
-        if sync == "none":
-            return "none"
-        if sync == "restart":
-            if self.cfg.strategy == "restart":
-                return "included in reload (server restarted with the new adapter)"
-            await self.stop()
-            await self.start(adapter_dir)
-            return "server restarted with the new adapter"
+    async def hot_sync(self, adapter_dir: str, step: int) -> str:
         body = {"lora_name": ADAPTER_NAME, "lora_path": adapter_dir}
         if self.lora_loaded and not self.inplace:
             await self.post("/v1/unload_lora_adapter", json={"lora_name": ADAPTER_NAME})
