@@ -22,3 +22,11 @@ make_venv() {  # name, pip requirement...
 
 make_venv vllm "vllm==$VLLM_VERSION"
 make_venv sglang "sglang[all]==$SGLANG_VERSION"
+
+# The megatron-core trainer (training mode) runs, unless --trainer-python says otherwise, with the runner's
+# interpreter: give both engine venvs megatron-core (pure Python; torch comes from the engine) and safetensors.
+# Pass one --trainer-python for both backends to have them train with the very same interpreter.
+for v in vllm sglang; do
+  "$cache/venvs/$v/bin/python" -c "import megatron.core, safetensors, tokenizers" 2>/dev/null ||
+    "$cache/venvs/$v/bin/python" -m pip install -q megatron-core safetensors tokenizers
+done

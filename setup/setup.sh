@@ -28,4 +28,5 @@ else
   bash "$here/vllm_cpu.sh"
   bash "$here/sglang_cpu.sh"
   bash "$here/tiny_model.sh"
+  bash "$here/trainer_cpu.sh"
 fi

@@ -1,4 +1,5 @@
-"""The `sgtui` command: run a session (default), report, replay, ls, stop, cleanup.
+"""The `sgtui` command: run a session (default, `--detach` to outlive the terminal), report, replay,
+attach, ls, stop, cleanup.
 
 Every error a user can cause (a bad flag, a missing venv, a broken session
 file) is one line on stderr and a non-zero exit code, never a traceback.
@@ -203,7 +204,9 @@ def main_command(
     train_gpus: str = typer.Option("", help="Trainer GPUs in split placement."),
     workload: str = typer.Option("synthetic", help="synthetic | jsonl | multiturn"),
     dataset: str = typer.Option("", help="JSONL prompts for --workload jsonl."),
-    trainer: str = typer.Option("simulated", help="simulated | megatron (training mode)."),
+    trainer: str = typer.Option("", help="simulated | megatron; default: megatron in training mode, else simulated."),
+    trainer_python: str = typer.Option("", help="Python for the megatron trainer (torch, megatron-core, transformers; "
+                                       "default: the CPU trainer venv of setup/, or the runner's Python on GPU)."),
     sim_train_seconds: float = typer.Option(2.0, help="Simulated trainer: seconds per step."),
     sim_train_mib: int = typer.Option(0, help="Simulated trainer: MiB held on the train GPUs."),
     seed: int = typer.Option(0),
@@ -217,6 +220,9 @@ def main_command(
     skip_preflight: bool = typer.Option(False, "--skip-preflight"),
     concurrent: bool = typer.Option(False, "--concurrent", help="All runs at once (each its own port and, on "
                                     "GPUs, its own devices taken in order from --gpus)."),
+    detach: bool = typer.Option(False, "--detach", help="Run the orchestrator in a process of its own (no "
+                                "terminal): an SSH drop or quitting the UI leaves the runs going. Headless: "
+                                "prints the session and pid, then returns. `sgtui attach` / `sgtui stop` later."),
     version: bool = typer.Option(False, "--version"),
 ) -> None:
     if version:
@@ -229,12 +235,13 @@ def main_command(
     given = {"num_steps": num_steps, "num_rollouts": num_rollouts, "concurrency": concurrency,
              "max_input_tokens": max_input_tokens, "max_output_tokens": max_output_tokens}
     overrides = {k: (v if v is not None else defaults[k]) for k, v in given.items()}
+    trainer = trainer or ("megatron" if mode == "training" else "simulated")
     overrides.update(tp=tp, gpu_memory_utilization=gpu_memory_utilization, workload=workload, dataset=dataset,
-                     trainer=trainer, sim_train_seconds=sim_train_seconds, sim_train_mib=sim_train_mib, seed=seed,
+                     trainer=trainer, trainer_python=trainer_python, sim_train_seconds=sim_train_seconds,
+                     sim_train_mib=sim_train_mib, seed=seed,
                      host=host, startup_timeout=startup_timeout)
-    if trainer != "simulated":
-        fail(f"--trainer {trainer!r}: only the simulated trainer is available in this version "
-             "(the megatron-core trainer is not built yet)")
+    if trainer not in ("simulated", "megatron"):
+        fail(f"--trainer {trainer!r}: expected simulated or megatron")
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"sgtui: warning: --host {host}: engines listen beyond this machine and vLLM's dev-mode "
                    "endpoints (/sleep, /collective_rpc) become reachable by anyone who can reach it", err=True)
@@ -280,7 +287,8 @@ def main_command(
         from sgtui.tui.app import run_live
 
         explicit = {n for n in ctx.params if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"}
-        raise typer.Exit(run_live(runs, session_path, exports, explicit=explicit, concurrent=concurrent))
+        raise typer.Exit(run_live(runs, session_path, exports, explicit=explicit, concurrent=concurrent,
+                                  detach=detach))
     if not skip_preflight:
         from sgtui import preflight
 
@@ -289,9 +297,32 @@ def main_command(
             for c in problems:
                 typer.echo(f"sgtui: preflight: {c.name}: {c.message}" + (f" -> {c.fix}" if c.fix else ""), err=True)
             raise typer.Exit(2)
+    if detach:
+        raise typer.Exit(start_detached(runs, session_path, exports, concurrent=concurrent))
     from sgtui.headless import run_headless
 
     raise typer.Exit(run_headless(runs, session_path, exports, concurrent=concurrent))
+
+
+def start_detached(runs: list[RunConfig], session_path: Path, exports: list[str], concurrent: bool) -> int:
+    """`sgtui --detach --no-ui`: start the orchestrator in its own session (no controlling terminal, so a
+    hangup never reaches it), wait until it wrote its session header (errors before that are ours to
+    show: the port lock, an unwritable session), print where to find it, and return."""
+    from sgtui.tui import detach
+
+    try:
+        proc = detach.spawn(runs, session_path, exports, concurrent=concurrent)
+    except OSError as e:
+        fail(f"--output {session_path.parent}: cannot start the detached orchestrator ({e.strerror or e})")
+    why = detach.wait_started(proc, session_path)
+    if why:
+        fail(f"detached orchestrator did not start: {why} (log: {detach.log_path(session_path.absolute())})")
+    typer.echo(f"session: {session_path}")
+    typer.echo(f"pid: {proc.pid}")
+    typer.echo(f"log: {detach.log_path(session_path)}")
+    typer.echo(f"attach: sgtui attach {session_path}", err=True)
+    typer.echo(f"stop:   sgtui stop {session_path}", err=True)
+    return 0
 
 
 @app.command()
@@ -348,28 +379,86 @@ def replay(
 
 @app.command("ls")
 def ls_command(directory: Path = typer.Argument(Path("sessions"))) -> None:
-    """List sessions: status (running with pid / ok / failed / cancelled / dead), runs, verdict."""
-    from sgtui.sessions_index import describe
+    """List sessions, one line each: status (running with pid / ok / failed / cancelled / dead), runs, verdict."""
+    from sgtui.sessions_index import list_sessions
 
     if not directory.is_dir():
         fail(f"{directory}: no such sessions directory")
-    for path in sorted(directory.glob("*.jsonl")):
-        typer.echo(describe(path))
+    for info in list_sessions(directory):
+        typer.echo(info.line())
+
+
+def _pick_session(session: Optional[Path], output: Path) -> Path:
+    from sgtui.sessions_index import newest_unfinished
+
+    if session is not None:
+        if not session.is_file():
+            fail(f"{session}: no such session file")
+        return session
+    if not output.is_dir():
+        fail(f"--output {output}: no such sessions directory (pass SESSION)")
+    info = newest_unfinished(output)
+    if info is None:
+        fail(f"no unfinished session in {output} (pass SESSION, or `sgtui ls {output}`)")
+    return info.path
 
 
 @app.command()
-def stop(session: Path = typer.Argument(..., help="Session of a running (detached) sgtui.")) -> None:
-    """Ask the sgtui process writing SESSION to cancel cleanly (SIGTERM to that process only)."""
-    from sgtui.sessions_index import session_owner
+def attach(
+    session: Optional[Path] = typer.Argument(None, help="Session file (default: the newest unfinished one)."),
+    output: Path = typer.Option(Path("sessions"), "--output", "-o", help="Sessions directory to pick from."),
+    no_ui: bool = typer.Option(False, "--no-ui", help="Print progress lines instead of opening the dashboard."),
+) -> None:
+    """Open the live dashboard of a session another sgtui is writing (e.g. after `--detach` or an SSH drop).
+
+    Follows the file; quitting leaves the runs going. A session whose sgtui died shows as dead."""
+    from sgtui.session import read_session
+
+    path = _pick_session(session, output)
+    try:
+        read_session(path)  # a clear error for a broken file before any screen opens
+    except SessionReadError as e:
+        fail(str(e))
+    if not no_ui and sys.stdin.isatty() and sys.stdout.isatty():
+        from sgtui.tui.app import run_replay
+
+        raise typer.Exit(run_replay([str(path)], follow=True))
+    from sgtui.headless import follow_headless
+
+    raise typer.Exit(follow_headless(path))
+
+
+@app.command()
+def stop(
+    session: Path = typer.Argument(..., help="Session of a running (e.g. detached) sgtui."),
+    timeout: float = typer.Option(120.0, help="Seconds to wait for it to finish cancelling (0: don't wait)."),
+) -> None:
+    """Ask the sgtui process writing SESSION to cancel cleanly (SIGTERM to that process only), wait, report.
+
+    The pid comes from the session header and is signalled only if it is provably the sgtui writing this
+    session (alive, started before the session, an sgtui command, tied to this file); a second
+    `sgtui stop` skips the grace period of the first."""
+    from sgtui.sessions_index import session_info, session_owner, wait_gone
 
     try:
         pid = session_owner(session)
     except SessionReadError as e:
         fail(str(e))
     if pid is None:
-        fail(f"{session}: no live sgtui process owns this session")
-    os.kill(pid, signal.SIGTERM)
-    typer.echo(f"sent SIGTERM to sgtui pid {pid}", err=True)
+        info = session_info(session, verdict=False)
+        fail(f"{session}: no live sgtui process owns this session (status: {info.line().split('  ')[1]})")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        fail(f"{session}: sgtui pid {pid} exited meanwhile")
+    typer.echo(f"sent SIGTERM to sgtui pid {pid}; runs are being cancelled", err=True)
+    if timeout <= 0:
+        return
+    if not wait_gone(pid, timeout):
+        fail(f"sgtui pid {pid} still running after {timeout:.0f} s; run `sgtui stop {session}` again to skip "
+             "the grace period", code=1)
+    info = session_info(session, verdict=False)
+    typer.echo(info.line())
 
 
 @app.command()

@@ -136,6 +136,9 @@ class RunConfig:
             raise ConfigError(f"run {self.label}: sync {self.sync!r} for {self.backend}, expected one of {', '.join(SYNCS[self.backend])}")
         if self.mode not in MODES:
             raise ConfigError(f"--mode {self.mode!r}: expected inference or training")
+        if (self.mode == "training") != (self.trainer == "megatron"):
+            raise ConfigError(f"--mode {self.mode} with --trainer {self.trainer}: training mode trains with megatron, "
+                              "inference mode holds memory with the simulated trainer")
         if self.placement not in PLACEMENTS:
             raise ConfigError(f"--placement {self.placement!r}: expected shared or split")
         for name in ("num_steps", "num_rollouts", "concurrency", "max_output_tokens", "tp", "train_micro_batch"):

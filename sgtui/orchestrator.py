@@ -48,6 +48,30 @@ STDOUT_LIMIT = 64 * 1024 * 1024  # one request event with a long ITL list can be
 DRAIN_TIMEOUT = 5.0  # after the runner exited: seconds to read what is left in its stdout pipe
 
 
+def _load_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()  # resolved here, not in the forked child
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_orchestrator() -> None:
+    """preexec_fn of every runner: the kernel sends it SIGTERM when the orchestrator dies, however it dies
+    (kill -9, the OOM killer). The runner then cancels as on `sgtui stop`: it stops its engine and trainer
+    groups, so a killed sgtui leaves no engine holding GPU memory. (Its run_end goes to a closed pipe: the
+    session stays without it, and `sgtui ls` calls it dead.) A single async-signal-safe call, no locks."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     if pgid <= 1 or pgid == os.getpgrp():  # never our own group, never init's
         return
@@ -287,7 +311,8 @@ class Orchestrator:
             try:
                 h.proc = await asyncio.create_subprocess_exec(
                     *self.runner_argv(cfg), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                    stderr=err, env=self._env_for(cfg), start_new_session=True, limit=STDOUT_LIMIT)
+                    stderr=err, env=self._env_for(cfg), start_new_session=True, limit=STDOUT_LIMIT,
+                    preexec_fn=_die_with_orchestrator if _PRCTL is not None else None)
             except OSError as e:
                 self._not_started(h, "IMPORT_ERROR", f"cannot start runner {cfg.python!r}: {e.strerror or e}",
                                   "check --vllm-python/--sglang-python or re-run setup/setup.sh")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from sgtui import gpu
+from sgtui import gpu, portlock
 from sgtui.config import RunConfig
 from sgtui.runner.procs import MARKER_OWNER, MARKER_RUN, group_alive, port_free
 
@@ -219,6 +219,12 @@ def run_checks(runs: list[RunConfig], sessions_dir: Path, check_imports: bool = 
     for r in runs:
         flags.setdefault((r.host, r.port), set()).add(f"--{r.backend}-port")
     for (host, port), names in sorted(flags.items()):
+        taken = portlock.holder(port)  # another sgtui's session uses it, maybe before its engine bound it
+        if taken:
+            checks.append(Check(f"port {port}", False, taken,
+                                f"wait for it, `sgtui stop {portlock.session_hint(port)}`, or pick another "
+                                f"{'/'.join(sorted(names))}"))
+            continue
         ok = port_free(port, host)
         checks.append(Check(f"port {port}", ok, "free" if ok else f"{host}:{port} is in use",
                             "" if ok else f"stop what listens there or pick another {'/'.join(sorted(names))}"))

@@ -49,10 +49,13 @@ def test_usage_errors_are_one_line(tmp_path, model):
         (["--run", f"vllm@{STANDIN}", "--model", str(model), "--mode", "x"], "--mode 'x'"),
         (["--run", f"vllm@{STANDIN}", "--model", str(model), "--num-steps", "0"], "--num-steps must be at least 1"),
         (["--run", f"vllm@{STANDIN}", "--model", str(tmp_path)], "no config.json"),
-        (["--run", f"vllm@{STANDIN}", "--model", str(model), "--trainer", "megatron"], "--trainer 'megatron'"),
+        (["--run", f"vllm@{STANDIN}", "--model", str(model), "--trainer", "deepspeed"], "--trainer 'deepspeed'"),
         (["--run", f"vllm@{STANDIN}", "--model", str(model), "--gpus", "a"], "--gpus/--train-gpus"),
         (["stop", str(tmp_path / "none.jsonl")], "no such session file"),
         (["ls", str(tmp_path / "nodir")], "no such sessions directory"),
+        (["attach", str(tmp_path / "none.jsonl")], "no such session file"),
+        (["attach", "-o", str(tmp_path)], f"no unfinished session in {tmp_path}"),
+        (["attach", "-o", str(tmp_path / "nodir")], "--output"),
     ]
     for args, needle in cases:
         one_line_error(sgtui(*args), needle)
@@ -154,7 +157,7 @@ def test_stop_never_signals_a_process_that_is_not_sgtui(tmp_path):
         one_line_error(r, "no live sgtui process owns this session")
         assert other.poll() is None
         r = sgtui("ls", str(tmp_path))
-        assert "dead (no run_end, owner gone)" in r.stdout
+        assert f"dead (sgtui pid {other.pid} gone, runs never ended)  [a:dead]" in r.stdout
     finally:
         other.kill()
         other.wait()

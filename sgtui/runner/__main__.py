@@ -135,7 +135,7 @@ class Runner:
                                         reference=o.prompt.reference, output_tokens=o.output_tokens)
                                 for o in outcomes if not o.error]
                     adapter = await self.trainer.train(step, rollouts)
-                    p["detail"] = "simulated" if cfg.trainer == "simulated" or cfg.mode == "inference" else "megatron"
+                    p["detail"] = cfg.trainer
                 async with self.phase("reload", step) as p:
                     p["detail"] = await self.engine.reload(adapter or None)
                 async with self.phase("weight_sync", step) as p:

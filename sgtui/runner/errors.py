@@ -59,7 +59,9 @@ PATTERNS: list[Pattern] = [
         r"does not appear to have a file named|Repository Not Found|is not a local folder|"
         r"No such file or directory.*(config\.json|model|tokenizer)|Can't load the configuration|"
         r"HFValidationError|not a valid model identifier|OfflineModeIsEnabled|LocalEntryNotFoundError|"
-        r"Invalid repository ID|Unrecognized model in|Cannot find any model weights",
+        r"Invalid repository ID|Unrecognized model in|Cannot find any model weights|"
+        # vLLM config/model.py: an `architectures` entry neither vLLM nor transformers implements
+        r"does not recognize this architecture|are not supported for now",
         "check --model: it must be a local directory with config.json, tokenizer and weights",
     ),
     _p(
@@ -83,3 +85,21 @@ def categorize(lines: list[str] | str, default: str = "OTHER") -> tuple[str, str
         if p.regex.search(text):
             return p.category, p.advice
     return default, ""
+
+
+def failure(lines: list[str], default: str, keep: int = 40) -> tuple[str, str, list[str]]:
+    """(category, advice, log tail) for a process that failed.
+
+    The category is read from all of `lines` (a long log: an engine's root cause is often followed by
+    dozens of lines of worker teardown), the tail kept for the user is the last `keep` lines, with the
+    line that decided the category put first when it lies above them.
+    """
+    cat, advice = categorize(lines, default)
+    tail = list(lines[-keep:])
+    if cat != default:
+        pattern = next(p for p in PATTERNS if p.category == cat and p.regex.search("\n".join(lines)))
+        if not any(pattern.regex.search(line) for line in tail):
+            cause = next((line for line in lines if pattern.regex.search(line)), None)
+            if cause is not None:
+                tail = [cause, "..."] + tail[2:]
+    return cat, advice, tail

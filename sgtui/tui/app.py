@@ -147,7 +147,10 @@ class SgtuiApp(App[int]):
     CSS = """
     Screen { background: $background; }
     """
-    BINDINGS = [Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True)]
+    # Ctrl-C arrives as a key in Textual's raw mode (no SIGINT). Textual's default only says "press ctrl+q";
+    # here it asks the same question as quitting: attached runs are stopped cleanly, never orphaned.
+    BINDINGS = [Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True),
+                Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True)]
 
     def __init__(self, mode: str = "launch", *, runs: list[RunConfig] | None = None,
                  session_path: str | Path | None = None, output_dir: str | Path | None = None,
@@ -336,9 +339,13 @@ class SgtuiApp(App[int]):
         assert self.orch is not None and self.session_path is not None
         statuses: dict[str, str] = {}
         fatal = ""
+        from sgtui.portlock import PortBusy
+
         try:
             statuses = self.orch.run_sync()
             fatal = self.orch.fatal
+        except PortBusy as e:
+            fatal = str(e)
         except OSError as e:
             fatal = f"cannot write session {self.session_path}: {e.strerror or e}"
         except Exception as e:  # noqa: BLE001 - shown in the UI
@@ -496,7 +503,26 @@ class SgtuiApp(App[int]):
             return self.detached_exit
         return 0 if st and all(s == "ok" for s in st.values()) else 1
 
-    # -- cancel and quit ------------------------------------------------------------------------------------
+    # -- detach, cancel and quit -----------------------------------------------------------------------------
+    def can_detach_ui(self) -> bool:
+        """`d` leaves the dashboard with the runs going: possible when they run in a process of their own
+        (started detached, or a followed session). Not a hand-off: runs started in this process (the
+        orchestrator is a thread here) cannot be moved out; start with --detach for that."""
+        if self.mode == "replay" and not self.started:
+            return self.follow and bool(self.snapshot and any(r.status == "running" for r in self.snapshot.runs))
+        return self.detach and self.runs_going()
+
+    def action_detach_ui(self) -> None:
+        if isinstance(self.screen, Choice):
+            return
+        if not self.can_detach_ui():
+            self.notify("runs started in this process stop when it quits; start with --detach (or the form's "
+                        "detach) to leave them running", severity="warning", timeout=8)
+            return
+        self.left_running = True
+        self._quit(0)
+
+
     def action_cancel_runs(self) -> None:
         if not self.can_cancel():
             self.notify("nothing to cancel", severity="warning")
@@ -560,7 +586,7 @@ class SgtuiApp(App[int]):
             return
         if self.detach:
             question = (f"Runs are going in a detached process (pid {self.detached_pid}). Leave them running?\n"
-                        f"Re-attach: sgtui replay --follow {self.session_path}\nStop later: sgtui stop {self.session_path}")
+                        f"Re-attach: sgtui attach {self.session_path}\nStop later: sgtui stop {self.session_path}")
             choices = [("leave", "Leave running", "primary"), ("stop", "Stop runs & quit", "error"),
                        ("stay", "Stay", "default")]
         else:
@@ -652,8 +678,11 @@ def _run(app: SgtuiApp) -> int:
         app.shutdown()
     if app.left_running and app.session_path is not None:
         print(f"sgtui: runs continue in the background (pid {app.detached_pid}).\n"
-              f"  re-attach: sgtui replay --follow {app.session_path}\n"
+              f"  re-attach: sgtui attach {app.session_path}\n"
               f"  stop:      sgtui stop {app.session_path}", file=sys.stderr)
+    elif app.left_running and app.follow and app.paths:
+        print(f"sgtui: detached; runs go on.\n  re-attach: sgtui attach {app.paths[0]}\n"
+              f"  stop:      sgtui stop {app.paths[0]}", file=sys.stderr)
     elif app.session_path is not None and app.started:
         print(f"sgtui: session saved: {app.session_path}", file=sys.stderr)
         for p in app.export_paths:

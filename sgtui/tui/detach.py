@@ -8,6 +8,13 @@ writes (`SessionTail`, as `sgtui replay --follow` does) and cancels it with
 SIGTERM to this one process, which the orchestrator turns into a clean cancel
 of every run (process groups: SIGTERM, grace, SIGKILL). At the end it writes
 the reports next to the session, as the headless CLI does.
+
+`sgtui --detach` (headless or UI) starts the same process. Its environment
+carries `SGTUI_SESSION=<absolute session path>`: `sgtui stop` signals a pid
+only if that marker names the session being stopped (see
+`sgtui.sessions_index`), and its stdout/stderr (the headless progress lines,
+errors) go to `<session>.d/orchestrator.log`. No Textual here: the CLI uses
+this module without the UI.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from pathlib import Path
 import orjson
 
 from sgtui.config import RunConfig
+from sgtui.sessions_index import SESSION_MARKER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -32,7 +40,7 @@ def log_path(session_path: Path) -> Path:
 def spawn(runs: list[RunConfig], session_path: Path, exports: list[str], *, concurrent: bool = False,
           runner_prefix: list[str] | None = None, python: str = sys.executable) -> subprocess.Popen:
     """Start the detached orchestrator; returns its Popen (its pid is the process group id)."""
-    session_path = Path(session_path)
+    session_path = Path(session_path).absolute()  # the marker and the log must not depend on cwd
     d = session_path.with_suffix(".d")
     d.mkdir(parents=True, exist_ok=True)
     runs_file = d / "runs.json"
@@ -45,12 +53,44 @@ def spawn(runs: list[RunConfig], session_path: Path, exports: list[str], *, conc
         argv += ["--runner-prefix", orjson.dumps(runner_prefix).decode()]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env[SESSION_MARKER] = str(session_path)
     log = open(log_path(session_path), "ab")
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                 start_new_session=True, cwd=os.getcwd())
     finally:
         log.close()
+
+
+def wait_started(proc: subprocess.Popen, session_path: Path, timeout: float = 20.0) -> str:
+    """Wait until the detached orchestrator wrote its session header; "" then, else why it did not
+    (it exited: the last line of its log, e.g. the session can't be written or a port is taken)."""
+    import time
+
+    from sgtui.session import SessionReadError, read_session
+
+    session_path = Path(session_path).absolute()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        exited = proc.poll() is not None
+        try:
+            if read_session(session_path).header is not None:
+                return ""
+        except SessionReadError:
+            pass
+        if exited:
+            break
+        time.sleep(0.05)
+    rc = proc.poll()
+    if rc is None:
+        return f"no session header after {timeout:.0f} s (see {log_path(session_path)})"
+    try:
+        lines = [ln for ln in log_path(session_path).read_text().splitlines() if ln.strip()]
+    except OSError:
+        lines = []
+    errors = [ln for ln in lines if ln.startswith("sgtui: error:")]
+    last = (errors or lines or [f"exit code {rc}"])[-1]
+    return last.removeprefix("sgtui: error: ")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,9 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.runner_prefix:
         prefix = list(orjson.loads(args.runner_prefix))
         kw["runner_argv"] = lambda c: prefix + ["--config", c.to_json()]
-    orch = Orchestrator(runs, session, concurrent=args.concurrent, **kw)
+    from rich.console import Console
+
+    from sgtui.headless import Progress
+    from sgtui.portlock import PortBusy
+
+    # The log gets the headless progress lines: what `tail -f orchestrator.log` shows on a box without the UI.
+    progress = Progress(Console(stderr=True, highlight=False, soft_wrap=True, force_terminal=False))
+    print(f"sgtui: detached orchestrator pid {os.getpid()} writing {session}", file=sys.stderr, flush=True)
+    orch = Orchestrator(runs, session, concurrent=args.concurrent, subscribers=[progress], **kw)
     try:
         statuses = orch.run_sync()
+    except PortBusy as e:
+        print(f"sgtui: error: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"sgtui: error: cannot write session {session}: {e.strerror or e}", file=sys.stderr)
         return 2

@@ -41,6 +41,9 @@ _SPEED_FACTOR = {"1x": 1.0, "10x": 10.0}
 #: Events applied per loop turn before the hub looks at its clock again (keeps snapshots flowing at any rate).
 CHUNK = 20000
 FOLLOW_POLL_S = 0.2
+#: Follow mode: how often the hub asks /proc whether each session's sgtui is still alive. A session whose
+#: sgtui died (kill -9, OOM killer) never gets its run_end: without this it would look running forever.
+OWNER_CHECK_S = 1.0
 #: Snapshots while nothing changes but a phase is running (its bar grows): a calmer rate.
 IDLE_HZ = 4.0
 ACK_TIMEOUT_S = 2.0
@@ -99,6 +102,7 @@ class Hub:
         # follow
         self._tails: list[SessionTail] = [SessionTail(p) for p in self.paths] if mode == "follow" else []
         self._next_poll = 0.0
+        self._next_owner_check = 0.0
         # thread plumbing
         self._commands: deque[tuple] = deque()
         self._wake = threading.Event()
@@ -297,7 +301,32 @@ class Hub:
             changed = changed or bool(events)
         if changed:
             self._next_poll = now  # a backlog: read on at once
+        elif now >= self._next_owner_check:  # only once caught up: a backlog is not a death
+            self._next_owner_check = now + OWNER_CHECK_S
+            changed = self._check_owners()
         return changed
+
+    def _check_owners(self) -> bool:
+        """Mark followed sessions whose sgtui is gone with runs unfinished (one /proc look each)."""
+        from sgtui.sessions_index import owner_state, session_runs
+
+        dead: dict[int, str] = {}
+        for ts in self.sessions:
+            st = ts.state
+            runs = session_runs(st)
+            if runs and all(r.end is not None for r in runs):
+                continue
+            try:
+                state = owner_state(Path(st.source), st)
+            except OSError:
+                continue
+            if state == "gone":
+                pid = st.header.pid if st.header else 0
+                dead[ts.index] = f"sgtui pid {pid} is gone; runs without run_end will never finish"
+        if dead != self.builder.dead:
+            self.builder.dead = dead
+            return True
+        return False
 
     # -- replay ---------------------------------------------------------------------------------
     def _load(self) -> None:

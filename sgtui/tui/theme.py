@@ -50,6 +50,7 @@ STATUS_STYLES = {
     "failed": "bold #ff5f5f",
     "cancelled": "bold #d7af00",
     "skipped": "dim",
+    "dead": "bold #ffffff on #870000",
 }
 ERROR_STYLE = "bold #ff5f5f"
 BETTER_STYLE = "bold #5fd75f"

@@ -72,7 +72,7 @@ class RunView:
     strategy: str = ""
     engine_version: str = ""
     device: str = ""
-    status: str = "pending"  # pending | running | ok | failed | cancelled | skipped
+    status: str = "pending"  # pending | running | ok | failed | cancelled | skipped | dead (its sgtui is gone)
     end_detail: str = ""
     num_steps: int = 0
     step: int = 0  # current (or last) RL step, 0 before the first
@@ -144,6 +144,7 @@ class Snapshot:
     session_errors: tuple[Error, ...] = ()
     settled: bool = False  # built while the stream was quiet: every throttled number is up to date
     heavy_behind: bool = False  # percentiles/verdict lag the cheap numbers (recomputed in the background)
+    dead: tuple[str, ...] = ()  # followed sessions whose sgtui died with runs unfinished: one line each
 
 
 class TrackedSession:
@@ -205,11 +206,13 @@ def _span_view(sp: PhaseSpan, base: float, now: float) -> SpanView:
 
 
 def build_run_view(key: str, index: int, ts: TrackedSession, label: str, now: float,
-                   summary: RunSummary | None, num_steps: int = 0, finished: bool = False) -> RunView:
+                   summary: RunSummary | None, num_steps: int = 0, finished: bool = False,
+                   dead: bool = False) -> RunView:
+    """dead: the session's sgtui is gone (followed session), so a run without run_end never ends."""
     run = ts.state.runs.get(label)
     if run is None:
         return RunView(key=key, label=label, index=index, session=ts.index, num_steps=num_steps,
-                       status="skipped" if finished else "pending")
+                       status="skipped" if finished or dead else "pending")
     info = run.info
     base = run.first_t or 0.0
     spans = tuple(_span_view(sp, base, now) for sp in run.timeline)
@@ -230,6 +233,9 @@ def build_run_view(key: str, index: int, ts: TrackedSession, label: str, now: fl
         num_steps = int(info.config.get("num_steps") or 0) if isinstance(info.config, dict) else 0
     gauges = {name: s.v[-1] for name, s in run.engine.items() if s.v}
     status = run.status if (info is not None or run.end is not None) else ("running" if run.first_t else "pending")
+    if dead and run.end is None:
+        status = "dead"
+        cur = None  # no phase is running: its sgtui is gone
     n = min(LOG_TAIL, len(run.logs))
     tail = tuple(LogLine(e.source, e.line) for e in list(run.logs)[-n:]) if n else ()
     return RunView(
@@ -447,6 +453,7 @@ class SnapshotBuilder:
         self.mono = mono
         self.seq = 0
         self.finished = False  # the orchestrator is done: expected runs without events were skipped
+        self.dead: dict[int, str] = {}  # session index -> why it is dead (follow mode: its sgtui is gone)
         self._summaries: dict[str, tuple[tuple, RunSummary]] = {}
         self._verdict: Verdict | None = None
         self._verdict_key: tuple = ()
@@ -550,12 +557,15 @@ class SnapshotBuilder:
             summary = self._summaries.get(key, (None, None))[1]
             now = nows[ts.index]
             running = run is not None and run.current_phase is not None
-            vkey = (id(run), run.version if run else -1, now if running else None, id(summary), i, self.finished)
+            dead = ts.index in self.dead
+            vkey = (id(run), run.version if run else -1, now if running else None, id(summary), i, self.finished,
+                    dead)
             cached = self._run_views.get(key)
             if cached is not None and cached[0] == vkey:
                 runs.append(cached[1])
                 continue
-            view = build_run_view(key, i, ts, label, now, summary, self.expected_steps.get(label, 0), self.finished)
+            view = build_run_view(key, i, ts, label, now, summary, self.expected_steps.get(label, 0), self.finished,
+                                  dead)
             self._run_views[key] = (vkey, view)
             runs.append(view)
         gpus = self._gpus(spark_width, keys_by_session, force=quiet)
@@ -564,7 +574,7 @@ class SnapshotBuilder:
         elapsed = max((nows[i] - s for i, s in enumerate(starts) if s is not None), default=0.0)
         if replay is not None:
             elapsed = replay.position
-        ended = bool(runs) and all(r.status in ("ok", "failed", "cancelled", "skipped") for r in runs)
+        ended = bool(runs) and all(r.status in ("ok", "failed", "cancelled", "skipped", "dead") for r in runs)
         problems = tuple(p for ts in self.sessions for p in ts.state.problems)
         session_errors = tuple(e for ts in self.sessions for lbl, r in ts.state.runs.items()
                                if lbl == "session" and r.info is None for e in r.errors)
@@ -575,6 +585,7 @@ class SnapshotBuilder:
             events=sum(ts.state.events for ts in self.sessions), elapsed=max(0.0, elapsed), all_ended=ended,
             replay=replay, applied=applied, heavy_age=max(0.0, self.mono() - self._heavy_at),
             session_errors=session_errors, settled=self.settled and gpus_fresh, heavy_behind=self.heavy_behind,
+            dead=tuple(self.dead[i] for i in sorted(self.dead)),
         )
 
 

@@ -6,7 +6,7 @@ failures (OOM at wake_up, KV cache too small for max_model_len, NCCL) are what v
 GPU produces them.
 """
 
-from sgtui.runner.errors import categorize
+from sgtui.runner.errors import categorize, failure
 
 # Real: vLLM 0.32.0 CPU, --model pointing at a directory that does not exist (tests/test_faults_vllm.py run)
 BAD_MODEL_PATH = [
@@ -104,3 +104,21 @@ def test_unknown_text_falls_back_to_the_callers_default():
     tail = ["INFO 11-23 22:00:01 [api_server.py:1900] vLLM API server version 0.32.0", "Killed"]
     assert categorize(tail, "SERVER_CRASH") == ("SERVER_CRASH", "")
     assert categorize("", "STARTUP_TIMEOUT")[0] == "STARTUP_TIMEOUT"
+
+
+def test_root_cause_above_the_kept_tail_comes_first():
+    """A model without weights: the cause is followed by many lines of worker teardown. The category is read
+    from the whole log and the kept tail starts with the line that decided it."""
+    teardown = [f"(EngineCore pid=812) ERROR [core.py:1138] teardown line {i}" for i in range(80)]
+    cat, advice, tail = failure(["starting"] + NO_WEIGHTS + teardown, "SERVER_CRASH")
+    assert cat == "MODEL_PATH" and "--model" in advice
+    assert len(tail) == 40 and tail[0] == NO_WEIGHTS[0] and tail[1] == "..." and tail[-1] == teardown[-1]
+    cat, _, tail = failure(teardown, "SERVER_CRASH")
+    assert cat == "SERVER_CRASH" and tail == teardown[-40:]
+
+
+def test_unknown_architecture_is_a_model_problem():
+    # Quoted from vllm/model_executor/models/registry.py and transformers' configuration_auto.py (0.32.0 venv)
+    assert categorize(["Value error, Model architectures ['NoSuchArch'] are not supported for now. "])[0] == "MODEL_PATH"
+    assert categorize(["The checkpoint you are trying to load has model type `nosucharch` but Transformers does "
+                       "not recognize this architecture. This could be because of an "])[0] == "MODEL_PATH"

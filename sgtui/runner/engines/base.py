@@ -21,7 +21,10 @@ import httpx
 from sgtui.config import RunConfig, cuda_env
 from sgtui.events import Error, Event, Log, Proc
 from sgtui.runner import procs
-from sgtui.runner.errors import categorize
+from sgtui.runner.errors import categorize, failure
+
+#: Log lines read to find a failed server's root cause (the user sees the last 40, the cause line first).
+LOG_SCAN = 400
 
 
 class EngineError(Exception):
@@ -144,8 +147,7 @@ class Engine(ABC):
             child = self.child
             if child is None or not child.alive():
                 rc = child.proc.returncode if child else None
-                tail = child.tail() if child else []
-                cat, advice = categorize(tail, "SERVER_CRASH")
+                cat, advice, tail = failure(child.tail(LOG_SCAN) if child else [], "SERVER_CRASH")
                 raise EngineError(cat, f"{self.backend} server exited during startup (exit code {rc})", tail, advice)
             try:
                 r = await self.client.get("/health", timeout=5.0)
@@ -154,8 +156,7 @@ class Engine(ABC):
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                tail = child.tail()
-                cat, advice = categorize(tail, "STARTUP_TIMEOUT")
+                cat, advice, tail = failure(child.tail(LOG_SCAN), "STARTUP_TIMEOUT")
                 if cat in ("OTHER", "IMPORT_ERROR"):
                     cat = "STARTUP_TIMEOUT"
                 raise EngineError(cat, f"{self.backend} server not healthy within {timeout:.0f} s", tail,
@@ -166,8 +167,7 @@ class Engine(ABC):
         """Raise SERVER_CRASH if the server process group is gone."""
         child = self.child
         if child is not None and not child.alive():
-            tail = child.tail()
-            cat, advice = categorize(tail, "SERVER_CRASH")
+            cat, advice, tail = failure(child.tail(LOG_SCAN), "SERVER_CRASH")
             if cat in ("OTHER", "IMPORT_ERROR"):
                 cat = "SERVER_CRASH"
             raise EngineError(cat, f"{self.backend} server died (exit code {child.proc.returncode})", tail, advice)

@@ -50,7 +50,11 @@ class SimulatedTrainer(Trainer):
             del blocks
             torch.cuda.empty_cache()
         else:
-            block = bytearray(mib * 1024 * 1024)  # calloc'd zero pages: not resident until written
+            try:
+                block = bytearray(mib * 1024 * 1024)  # calloc'd zero pages: not resident until written
+            except MemoryError:
+                raise TrainerError("OOM", f"simulated trainer could not allocate {mib} MiB of host memory",
+                                   advice="lower --sim-train-mib") from None
             block[::4096] = b"\x01" * len(range(0, len(block), 4096))  # one byte per page: really resident
             peaks.append(float(mib))
             self._wait()

@@ -62,6 +62,7 @@ class DashboardScreen(Screen):
         Binding("l", "open_log", "Log"),
         Binding("v", "verdict", "Verdict"),
         Binding("c", "cancel_runs", "Cancel"),
+        Binding("d", "detach_ui", "Detach"),  # shown only while runs go in a process of their own
         Binding("q", "app.request_quit", "Quit"),
     ]
 
@@ -72,6 +73,7 @@ class DashboardScreen(Screen):
         self.view_paused = False
         self.snapshot: Snapshot | None = None
         self._ready = False
+        self._keys_shown: tuple[bool, bool] | None = None
 
     @property
     def sgtui(self) -> "SgtuiApp":
@@ -131,6 +133,10 @@ class DashboardScreen(Screen):
             table = self.query_one(MetricsTable)
         except NoMatches:  # being torn down (app exiting)
             return
+        keys = (self.sgtui.can_cancel(), self.sgtui.can_detach_ui())
+        if keys != self._keys_shown:  # runs started or ended (a followed session): footer keys follow
+            self._keys_shown = keys
+            self.refresh_bindings()
         with self.app.batch_update():
             table.show(snap.runs, snap.verdict)
             self.query_one(GpuPanel).show(snap.gpus, snap.runs)
@@ -150,7 +156,12 @@ class DashboardScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_runs":
             return self.sgtui.can_cancel()
+        if action == "detach_ui":
+            return self.sgtui.can_detach_ui()  # hidden unless runs go in a process of their own
         return True
+
+    def action_detach_ui(self) -> None:
+        self.sgtui.action_detach_ui()
 
     def action_pause_view(self) -> None:
         self.view_paused = not self.view_paused

@@ -31,6 +31,9 @@ def status_text(snap: Snapshot | None, *, view_paused: bool = False, selected: s
             parts.append((f" {state} {r.speed} ", "bold #5fd75f" if r.playing else "bold #d7af00", 0))
             parts.append((f" {fmt_clock(r.position)}/{fmt_clock(r.duration)}", "", 3))
             parts.append((f" step {r.step}", "bold", 0))
+    elif snap.mode == "follow" and snap.dead:
+        parts.append((" DEAD ", "bold #ffffff on #870000", 0))
+        parts.append((f" {snap.dead[0]}", "bold #ff5f5f", 0))
     elif snap.mode == "follow":
         parts.append((" follow ", "bold #5fd75f", 0))
         parts.append((f" {fmt_clock(snap.elapsed)}", "", 3))
