@@ -10,7 +10,7 @@ import pytest
 
 from sgtui.events import Phase, Proc, Request, RunEnd
 from sgtui.session import read_session
-from tests.engines import TINY, free_port, marked_processes, needs_sglang, needs_vllm, port_is_free
+from tests.engines import free_port, marked_processes, needs_sglang, needs_vllm, port_is_free
 
 pytestmark = [pytest.mark.engine, needs_vllm, needs_sglang]
 REPO = Path(__file__).resolve().parent.parent
@@ -64,6 +64,21 @@ def test_lora_adapter_answers(session):
     syncs = [e.detail for e in res.events if isinstance(e, Phase) and e.run == "sglang-release"
              and e.name == "weight_sync" and e.edge == "end"]
     assert syncs[-1] == "unload policy-s1, load policy-s2"
+
+
+def test_restart_starts_each_server_with_the_step_adapter(session):
+    """Restart sync: the server starts with the initial adapter (step 1 rolls out on it, as in every run)
+    and each restart loads the step's new one; its cost lands in `reload`, not in `weight_sync`."""
+    _, path, _ = session
+    events = [e for e in read_session(path).events if getattr(e, "run", "") == "vllm-restart"]
+    assert {e.served_model for e in events if isinstance(e, Request)} == {"policy-lora"}
+    argvs = [e.argv for e in events if isinstance(e, Proc) and e.action == "start"]
+    assert [a[a.index("--lora-modules") + 1].split("/")[-1] for a in argvs] == ["initial", "step-1", "step-2"]
+    detail = {(e.step, e.name): e.detail for e in events if isinstance(e, Phase) and e.edge == "end"}
+    assert detail[(0, "startup")].startswith("cold start with the initial adapter; vllm ")
+    assert detail[(1, "offload")] == "server stopped (process group)"
+    assert detail[(1, "reload")] == "warm restart (same machine, caches warm) with new adapter"
+    assert detail[(2, "weight_sync")] == "included in reload (server restarted with the new adapter)"
 
 
 def test_report_compares_backends_in_80_columns(session):

@@ -1,13 +1,18 @@
-"""The runner on the REAL vLLM CPU server (tiny model): runs of 2 steps, restart, sleep1+lora, sleep2+lora.
+"""The runner on the REAL vLLM CPU server (tiny model): runs of 2 steps, sleep1+lora and sleep2+lora.
+
+The sleep1 run is in training mode: each step's rollouts are trained on by the megatron-core trainer
+(torchrun, gloo, the trainer venv of setup/) and the exported PEFT adapter is hot-loaded into the running
+server, which serves the next rollout with it. The sleep2 run uses the simulated trainer.
 
 The runners are started once for the module (side by side, each with its own port) and every test
-reads their event streams. Faults on the real server (bad model path, port taken, startup timeout,
+reads their event streams. The restart strategy runs end to end in tests/test_e2e_engines.py. Faults on the real server (bad model path, port taken, startup timeout,
 server killed mid-rollout) are in tests/test_faults_vllm.py; HTTP sequences and timing attribution
 against a fault-injection server in test_vllm_engine.py.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import time
@@ -17,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from sgtui.config import RunConfig
-from sgtui.events import EngineGauges, Log, Phase, Proc, Request, RunEnd, RunStart, decode
+from sgtui.events import EngineGauges, Log, Phase, Proc, Request, RunEnd, RunStart, Train, decode
 from tests.engines import TINY, VLLM_PY, free_port, marked_processes, needs_vllm, port_is_free
+from tests.trainer.conftest import TRAINER_PY, needs_trainer
 
 pytestmark = [pytest.mark.engine, needs_vllm]
 REPO = Path(__file__).resolve().parents[2]
@@ -30,8 +36,9 @@ ROLLOUTS, OUT_TOKENS = 4, 16
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("vllm-real")
     cfgs = {
-        "restart": RunConfig(label="t-vllm-restart", backend="vllm", strategy="restart", sync="restart"),
-        "sleep1": RunConfig(label="t-vllm-sleep1", backend="vllm", strategy="sleep1", sync="lora"),
+        "sleep1": RunConfig(label="t-vllm-sleep1", backend="vllm", strategy="sleep1", sync="lora",
+                            **({"mode": "training", "trainer": "megatron", "group_size": 2, "learning_rate": 1e-3}
+                               if TRAINER_PY else {})),
         "sleep2": RunConfig(label="t-vllm-sleep2", backend="vllm", strategy="sleep2", sync="lora"),
     }
     procs = {}
@@ -65,7 +72,7 @@ def of(events, cls, **kw):
     return [e for e in events if isinstance(e, cls) and all(getattr(e, k) == v for k, v in kw.items())]
 
 
-@pytest.mark.parametrize("name", ["restart", "sleep1", "sleep2"])
+@pytest.mark.parametrize("name", ["sleep1", "sleep2"])
 def test_run_ok_with_every_phase_of_every_step(runs, name):
     cfg, events, rc = runs[name]
     assert rc == 0 and of(events, RunEnd)[-1].status == "ok", [e for e in events if e.kind == "error"]
@@ -80,7 +87,7 @@ def test_run_ok_with_every_phase_of_every_step(runs, name):
     assert of(events, Log, source="engine")  # the server's output came through as log events
 
 
-@pytest.mark.parametrize("name", ["restart", "sleep1", "sleep2"])
+@pytest.mark.parametrize("name", ["sleep1", "sleep2"])
 def test_one_request_event_per_rollout(runs, name):
     cfg, events, _ = runs[name]
     for step in (1, 2):
@@ -96,12 +103,22 @@ def test_lora_adapter_is_what_answers(runs):
     assert syncs == ["initial adapter: load_lora_adapter policy-lora", "load_lora_adapter policy-lora (in place)",
                      "load_lora_adapter policy-lora (in place)"]
     assert (Path(cfg.workdir) / "adapters" / "step-2" / "adapter_model.safetensors").is_file()
-    # restart sync: the server starts with the initial adapter (step 1 rolls out on it, as in every run),
-    # and each restart loads the step's new one
-    _, events, _ = runs["restart"]
-    assert {r.served_model for r in of(events, Request)} == {"policy-lora"}
-    argvs = [p.argv for p in of(events, Proc, action="start")]
-    assert [a[a.index("--lora-modules") + 1].split("/")[-1] for a in argvs] == ["initial", "step-1", "step-2"]
+
+
+@needs_trainer
+def test_two_real_train_steps_and_the_trained_adapter_serves(runs):
+    cfg, events, _ = runs["sleep1"]
+    trains = of(events, Train)
+    assert [t.step for t in trains] == [1, 2] and not any(t.simulated for t in trains)
+    assert all(math.isfinite(t.loss) and t.tokens > 0 and t.peak_mib for t in trains)
+    for t in trains:
+        assert (Path(t.adapter_path) / "adapter_model.safetensors").exists()
+    ends = {(e.step, e.name): e for e in of(events, Phase, edge="end")}
+    assert ends[(1, "train")].detail == "megatron" and ends[(2, "train")].ok
+    assert of(events, Log, source="trainer")  # the ranks' logs came through
+    # step 2 rolls out on the adapter the trainer exported at step 1, loaded in place by weight_sync 1
+    assert ends[(1, "weight_sync")].ok and trains[0].adapter_path.endswith("step-1")
+    assert {r.served_model for r in of(events, Request, step=2)} == {"policy-lora"}
 
 
 def test_phase_details_say_what_happened(runs):
@@ -115,12 +132,6 @@ def test_phase_details_say_what_happened(runs):
     assert detail[(2, "offload")] == "sleep level 2 (cpu: dev-mode pause only, no memory freed)"
     assert detail[(2, "reload")] == "wake_up weights + reload_weights from disk + wake_up kv_cache"
     assert {r.served_model for r in of(events, Request)} == {"policy-lora"}
-    _, events, _ = runs["restart"]
-    detail = {(e.step, e.name): e.detail for e in of(events, Phase, edge="end")}
-    assert detail[(0, "startup")] == "cold start with the initial adapter; vllm 0.32.0"
-    assert detail[(1, "offload")] == "server stopped (process group)"
-    assert detail[(1, "reload")] == "warm restart (same machine, caches warm) with new adapter"
-    assert detail[(2, "weight_sync")] == "included in reload (server restarted with the new adapter)"
 
 
 def test_engine_gauges_scraped_during_rollouts(runs):
@@ -132,7 +143,7 @@ def test_engine_gauges_scraped_during_rollouts(runs):
 
 
 def test_nothing_left_running_and_ports_free(runs):
-    starts = {"restart": 3, "sleep1": 1, "sleep2": 1}  # restart: startup + one restart per step
+    starts = {"sleep1": 1, "sleep2": 1}
     for name, (cfg, events, _) in runs.items():
         procs = of(events, Proc)
         assert len(of(events, Proc, action="start")) == starts[name] == len(of(events, Proc, action="exit"))

@@ -10,6 +10,7 @@ from typing import Callable
 
 from sgtui.config import RunConfig
 from sgtui.events import Event
+from sgtui.runner.procs import free_port
 from sgtui.runner.procs import group_alive  # noqa: F401 - re-exported for the tests
 
 HERE = Path(__file__).resolve().parent
@@ -50,8 +51,11 @@ def make_model(root: Path) -> Path:
 
 
 def fake_runs(root: Path, n: int = 2, steps: int = 2, rollouts: int = 4, env: dict | None = None,
-              ports: tuple[int, int] = (18100, 18200)) -> list[RunConfig]:
+              ports: tuple[int, int] | None = None) -> list[RunConfig]:
+    """Runs of the fake runner, on ports of their own: a test whose runs are still stopping must not hold
+    (or port-lock) the ports the next test starts on."""
     model = make_model(root)
+    ports = ports or (free_port(), free_port())
     specs = [("vllm-sleep1", "vllm", "sleep1", ports[0]), ("sglang-release", "sglang", "release", ports[1])][:n]
     return [RunConfig(label=lbl, backend=b, strategy=s, python=sys.executable, model=str(model), num_steps=steps,
                       num_rollouts=rollouts, concurrency=2, port=p, env=dict(env or {})) for lbl, b, s, p in specs]
