@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -48,11 +49,12 @@ serve.main(p.parse_args(sys.argv[1:]))
 async def sgtui_round(cfg: RunConfig, prompts, base_url: str) -> tuple[float, float]:
     got: list[Request] = []
     async with loadgen.make_client(cfg.concurrency) as client:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         await loadgen.run_batch(client, base_url, "completions", cfg.served_model_name, prompts,
                                 concurrency=cfg.concurrency, max_tokens=cfg.max_output_tokens, temperature=0.0,
                                 seed=cfg.seed, run="bench", step=1, emit=got.append)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"  sgtui client: {cpu:.2f} s CPU in {wall:.2f} s", file=sys.stderr)
     m = calculate_metrics(got, wall)
     assert m.errors == 0, [r.error for r in got if r.error][:3]
     return m.mean_ttft_ms, m.output_throughput
@@ -70,7 +72,11 @@ def bench_round(cfg: RunConfig, dataset: Path, port: int, out_dir: Path, n: int)
     # The metadata alias hides the "+cpu" suffix vLLM detects its CPU platform by; without this it falls back
     # to the generic platform, which loads the AVX512-BF16 kernels and dies of SIGILL on an AVX2-only CPU.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_TARGET_DEVICE": "cpu"}
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(argv, capture_output=True, text=True, env=env)
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"  vllm bench process (imports included): {c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime:.2f} s CPU",
+          file=sys.stderr)
     if r.returncode != 0:
         raise SystemExit(f"vllm bench serve failed (exit code {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     doc = json.loads(result.read_text())

@@ -97,7 +97,10 @@ async def send_request(client: httpx.AsyncClient, url: str, body: dict, outcome:
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    break
+                    # Read on to the end of the body rather than break: leaving the stream unread closes the
+                    # connection (no keep-alive: every next request paid a new connection) and the server
+                    # saw a client disconnect on every request.
+                    continue
                 raw = data.encode()
                 chunks.append(raw)
                 if _CHOICE_MARKER in raw:
