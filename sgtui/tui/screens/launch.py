@@ -149,6 +149,7 @@ class LaunchScreen(Screen):
         self._timer: Timer | None = None
         self._checking = False
         self._starting = False
+        self._start_pending = False
 
     @property
     def sgtui(self) -> "SgtuiApp":
@@ -299,6 +300,10 @@ class LaunchScreen(Screen):
         self._checking = False
         self.result, self.result_key = msg.result, msg.key
         self._update_side()
+        if self._start_pending:  # Start was pressed while the form and its last check disagreed
+            self._start_pending = False
+            if self.ready:
+                self.action_start()
 
     @property
     def ready(self) -> bool:
@@ -341,6 +346,7 @@ class LaunchScreen(Screen):
             self.notify(str(e), severity="error")
             return
         if opts.key() != self.result_key:
+            self._start_pending = True  # check the form as it is now, then start if it is green
             self._schedule_check(0.0)
             return
         self._starting = True
