@@ -19,16 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sgtui.events import encode  # noqa: E402
 from sgtui.session import read_session  # noqa: E402
 from sgtui.state import SessionState  # noqa: E402
-from tests.gen import generate  # noqa: E402
+from tests.gen import big_session  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
     args = ap.parse_args()
-    per_step = 64
-    steps = max(1, args.events // (2 * (2 * per_step + 14)))
-    evs = generate(labels=("vllm-sleep1", "sglang-release"), steps=steps, requests=per_step, itl_len=64, seed=1)
+    evs = big_session(args.events)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "big.jsonl"
         path.write_bytes(b"".join(encode(e) for e in evs))

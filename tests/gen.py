@@ -67,3 +67,11 @@ def generate(labels=("vllm-sleep1", "sglang-release"), steps: int = 3, requests:
         phase("shutdown", 0, 1.0)
         out.append(E.RunEnd(t=t, run=label, status="ok"))
     return out
+
+
+def big_session(events: int) -> list:
+    """About `events` events shaped like a long real session (benchmarks/ingest.py, replay_load.py): two runs,
+    64 requests a step with 64 ITL values each."""
+    per_step = 64
+    steps = max(1, events // (2 * (2 * per_step + 14)))
+    return generate(labels=("vllm-sleep1", "sglang-release"), steps=steps, requests=per_step, itl_len=64, seed=1)
