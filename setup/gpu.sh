@@ -3,25 +3,15 @@
 # each with the runner's deps (httpx, orjson). Idempotent via stamp files.
 # Versions match setup/gpu/*.txt (the sets measured on H100 with torch 2.11 + CUDA 13).
 set -euo pipefail
-cache="${SGTUI_CACHE:-$HOME/.cache/sgtui}"
-py="${PYTHON:-python3}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 VLLM_VERSION="${SGTUI_VLLM_VERSION:-0.26.0}"
 SGLANG_VERSION="${SGTUI_SGLANG_VERSION:-0.5.17}"
 
-make_venv() {  # name, pip requirement...
-  local name="$1"; shift
-  local venv="$cache/venvs/$name"
-  local stamp="$venv/.sgtui-ok"
-  if [ -f "$stamp" ]; then return 0; fi
-  echo "setup: creating $venv" >&2
-  "$py" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q "$@" httpx orjson
-  touch "$stamp"
-}
+install_vllm() { pip_in "$1" "vllm==$VLLM_VERSION" httpx orjson; }
+install_sglang() { pip_in "$1" "sglang[all]==$SGLANG_VERSION" httpx orjson; }
 
-make_venv vllm "vllm==$VLLM_VERSION"
-make_venv sglang "sglang[all]==$SGLANG_VERSION"
+make_venv "$cache/venvs/vllm" "vLLM $VLLM_VERSION" install_vllm
+make_venv "$cache/venvs/sglang" "SGLang $SGLANG_VERSION" install_sglang
 
 # The megatron-core trainer (training mode) runs, unless --trainer-python says otherwise, with the runner's
 # interpreter: give both engine venvs megatron-core (pure Python; torch comes from the engine) and safetensors.

@@ -5,29 +5,25 @@
 # server that runs on CPU once setup/cpu_compat/ supplies the few CUDA-only pieces (see its README).
 # Idempotent: a stamp file keyed by version makes a second run instant.
 set -euo pipefail
-cache="${SGTUI_CACHE:-$HOME/.cache/sgtui}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SGLANG_VERSION=0.5.23
 venv="$cache/venvs/sglang-cpu-$SGLANG_VERSION"
-stamp="$venv/.sgtui-ok"
-[ -f "$stamp" ] && exit 0
-echo "setup: creating $venv (SGLang $SGLANG_VERSION on CPU, ~1-2 min)" >&2
-rm -rf "$venv"
-"${PYTHON:-python3}" -m venv "$venv"
-pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
-"${pip[@]}" --upgrade pip
-"${pip[@]}" torch==2.13.0
-"${pip[@]}" --no-deps "sglang==$SGLANG_VERSION"
-# What sglang imports on the CPU serving path (its other requirements are CUDA-only or lazy).
-"${pip[@]}" "transformers==5.19.0" "tokenizers==0.23.2" safetensors huggingface_hub \
-  aiohttp anthropic "openai==2.8.0" "openai-harmony==0.0.4" "compressed-tensors==0.18.0" \
-  fastapi "uvicorn>=0.51" uvloop "pyzmq>=25.1.2" msgspec "xgrammar==0.2.7" triton orjson \
-  IPython gguf "soundfile==0.13.1" partial_json_parser pillow "prometheus-client>=0.20.0" psutil pybase64 \
-  pydantic python-multipart requests scipy "sentencepiece==0.2.1" setproctitle tiktoken tqdm \
-  einops interegular "llguidance>=1.7.6,<2" ninja numpy packaging regex xxhash zstandard watchfiles \
-  "python-dateutil<3" distro easydict blobfile "mistral_common>=1.11.5" "apache-tvm-ffi==0.1.11" \
-  "outlines==0.1.11" nvidia-ml-py pyyaml dill \
-  httpx
-# SGLang imports torchvision at module level; the PyPI build is CUDA-only, so it goes in without its deps
-# and setup/cpu_compat/sitecustomize.py defines the two op schemas it needs to import beside torch+cpu.
-"${pip[@]}" --no-deps "torchvision==0.28.0"
-touch "$stamp"
+
+install() {
+  pip_in "$1" torch==2.13.0
+  pip_in "$1" --no-deps "sglang==$SGLANG_VERSION"
+  # What sglang imports on the CPU serving path (its other requirements are CUDA-only or lazy).
+  pip_in "$1" "transformers==5.19.0" "tokenizers==0.23.2" safetensors huggingface_hub \
+    aiohttp anthropic "openai==2.8.0" "openai-harmony==0.0.4" "compressed-tensors==0.18.0" \
+    fastapi "uvicorn>=0.51" uvloop "pyzmq>=25.1.2" msgspec "xgrammar==0.2.7" triton orjson \
+    IPython gguf "soundfile==0.13.1" partial_json_parser pillow "prometheus-client>=0.20.0" psutil pybase64 \
+    pydantic python-multipart requests scipy "sentencepiece==0.2.1" setproctitle tiktoken tqdm \
+    einops interegular "llguidance>=1.7.6,<2" ninja numpy packaging regex xxhash zstandard watchfiles \
+    "python-dateutil<3" distro easydict blobfile "mistral_common>=1.11.5" "apache-tvm-ffi==0.1.11" \
+    "outlines==0.1.11" nvidia-ml-py pyyaml dill \
+    httpx
+  # SGLang imports torchvision at module level; the PyPI build is CUDA-only, so it goes in without its deps
+  # and setup/cpu_compat/sitecustomize.py defines the two op schemas it needs to import beside torch+cpu.
+  pip_in "$1" --no-deps "torchvision==0.28.0"
+}
+make_venv "$venv" "SGLang $SGLANG_VERSION on CPU, ~1-2 min" install

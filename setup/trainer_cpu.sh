@@ -6,25 +6,20 @@
 # on PYTHONPATH when it launches the trainer, as setup/tiny_model.sh does.
 # Idempotent: a stamp file keyed by versions makes a second run instant. Prints the interpreter path.
 set -euo pipefail
-cache="${SGTUI_CACHE:-$HOME/.cache/sgtui}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MCORE_VERSION=0.16.1
 TORCH_VERSION=2.13.0
 venv="$cache/venvs/trainer-cpu-mcore$MCORE_VERSION-torch$TORCH_VERSION"
-stamp="$venv/.sgtui-ok"
-if [ ! -f "$stamp" ]; then
-  echo "setup: creating $venv (megatron-core $MCORE_VERSION + torch $TORCH_VERSION CPU, ~1-2 min)" >&2
-  rm -rf "$venv"
-  "${PYTHON:-python3}" -m venv "$venv"
-  pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
-  "${pip[@]}" --upgrade pip
+
+install() {
   # peft pulls accelerate (imported by peft at module level); transformers for the HF model in the
   # logits-equality tests and the tokenizer; pytest so worker-side tests can run in this venv too.
-  "${pip[@]}" "torch==$TORCH_VERSION" "megatron-core==$MCORE_VERSION" numpy packaging \
+  pip_in "$1" "torch==$TORCH_VERSION" "megatron-core==$MCORE_VERSION" numpy packaging \
     transformers tokenizers safetensors peft orjson pytest
   # peft/accelerate may pull CUDA builds of torchvision; they break `transformers` imports
   # ("operator torchvision::nms does not exist") and nothing here needs them.
-  "$venv/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
-  "$venv/bin/python" -c "import torch, megatron.core, transformers, peft, safetensors, orjson" >&2
-  touch "$stamp"
-fi
+  "$1/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  "$1/bin/python" -c "import torch, megatron.core, transformers, peft, safetensors, orjson" >&2
+}
+make_venv "$venv" "megatron-core $MCORE_VERSION + torch $TORCH_VERSION CPU, ~1-2 min" install
 echo "$venv/bin/python"

@@ -425,8 +425,9 @@ class StepSummary:
     train_s: float | None
     total_s: float | None  # wall clock from the step's first phase start to its last phase end
     complete: bool  # every step phase that started has ended
-    loss: float | None = None
+    loss: float | None = None  # None for the simulated trainer: it computes no loss, and 0.0 would read as one
     train_tokens: int = 0
+    simulated_train: bool = False
 
 
 def rollout_duration(step: StepState) -> float:
@@ -467,8 +468,9 @@ def step_summary(step: StepState) -> StepSummary:
         train_s=phases.get("train"),
         total_s=total,
         complete=complete,
-        loss=step.train.loss if step.train else None,
+        loss=step.train.loss if step.train and not step.train.simulated else None,
         train_tokens=step.train.tokens if step.train else 0,
+        simulated_train=bool(step.train and step.train.simulated),
     )
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from sgtui.events import Phase, Proc, Request, RunEnd
 from sgtui.session import read_session
-from tests.engines import free_port, marked_processes, needs_sglang, needs_vllm, port_is_free
+from tests.engines import free_port, needs_sglang, needs_vllm, port_is_free
+from tests.faults.harness import session_processes
 
 pytestmark = [pytest.mark.engine, needs_vllm, needs_sglang]
 REPO = Path(__file__).resolve().parent.parent
@@ -105,4 +106,4 @@ def test_nothing_left_running_and_ports_free(session):
         with pytest.raises(ProcessLookupError):
             os.killpg(pg, 0)
     assert port_is_free(vport) and port_is_free(sport)
-    assert marked_processes({"vllm-restart", "sglang-release"}) == []
+    assert session_processes(path) == []  # by this session's owner markers: other modules run beside this one

@@ -72,3 +72,17 @@ def test_two_sessions_side_by_side_get_unique_labels():
     a, b = state(steps=1), state(steps=1, seed=9)
     text = render("txt", [a, b])
     assert "vllm-sleep1#1" in text and "vllm-sleep1#2" in text and "session #2:" in text
+
+
+def test_simulated_trainer_shows_no_loss():
+    """The simulated trainer's Train events carry loss 0.0: reports must say "simulated", not a zero loss."""
+    events = generate(labels=("vllm-sleep1", "sglang-release"), steps=2)
+    for e in events:
+        if type(e).__name__ == "Train" and e.run == "vllm-sleep1":
+            e.loss, e.simulated = 0.0, True
+    st = load_state(events)
+    st.source = "sessions/x.jsonl"
+    loss_line = next(line for line in render("txt", [st]).splitlines() if line.startswith("Last loss"))
+    assert loss_line.split()[2:] == ["simulated", "0.5000"], loss_line
+    steps = [r for r in csv.DictReader(io.StringIO(render("csv", [st]))) if r["row_type"] == "step"]
+    assert {r["loss"] for r in steps if r["run"] == "vllm-sleep1"} == {""}

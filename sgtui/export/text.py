@@ -41,6 +41,13 @@ def _table(summaries: list[RunSummary], rows: list[tuple[str, Getter]]) -> list[
     return out
 
 
+def _last_loss(s: RunSummary) -> str:
+    loss = next((x.loss for x in reversed(s.steps) if x.loss is not None), None)
+    if loss is None and any(x.simulated_train for x in s.steps):
+        return "simulated"  # the simulated trainer holds memory for a while; it has no loss to show
+    return fmt.num(loss, 4)
+
+
 def _phase(name: str) -> Getter:
     return lambda s: fmt.secs(s.phase_means.get(name))
 
@@ -106,7 +113,7 @@ def render_text(c: Combined) -> str:
     lines += _title("Training")
     lines += _table(S, [
         ("Train time", _phase("train")),
-        ("Last loss", lambda s: fmt.num(next((x.loss for x in reversed(s.steps) if x.loss is not None), None), 4)),
+        ("Last loss", _last_loss),
         ("Train tokens/step", lambda s: fmt.num(
             sum(x.train_tokens for x in s.steps) / len(s.steps) if s.steps else None, 0)),
     ])

@@ -22,6 +22,12 @@ def copy(tmp_path: Path) -> Path:
     return Path(shutil.copy(RECORDED, d / RECORDED.name))
 
 
+def copy_lines(tmp_path: Path) -> tuple[Path, list[bytes]]:
+    """A copy of the recording to damage, and its lines (with their newlines) to edit and write back."""
+    path = copy(tmp_path)
+    return path, path.read_bytes().splitlines(keepends=True)
+
+
 def one_line_error(r, needle: str) -> str:
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("sgtui: error:"), r.stderr
@@ -54,8 +60,7 @@ def test_truncated_session(tmp_path, observed):
 @fault("garbage lines in a session", "each bad line reported by number and skipped; the rest loads, "
        "verdict unchanged")
 def test_garbage_lines(tmp_path, observed):
-    path = copy(tmp_path)
-    lines = path.read_bytes().splitlines(keepends=True)
+    path, lines = copy_lines(tmp_path)
     clean_report = sgtui("report", str(path), "--format", "json")
     assert clean_report.returncode == 0
     bad = [b"this is not json\n", b'{"kind": "request", "t": "yesterday"}\n', b'{"kind": "telepathy", "t": 1}\n',
@@ -82,8 +87,7 @@ def test_garbage_lines(tmp_path, observed):
 @fault("session from a newer schema", "one-line error naming the schema from report, replay, attach; ls lists it "
        "as unreadable with the reason")
 def test_newer_schema(tmp_path, observed):
-    path = copy(tmp_path)
-    lines = path.read_bytes().splitlines(keepends=True)
+    path, lines = copy_lines(tmp_path)
     header = orjson.loads(lines[0])
     header["schema"] = 99
     path.write_bytes(orjson.dumps(header) + b"\n" + b"".join(lines[1:]))

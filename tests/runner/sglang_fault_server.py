@@ -20,25 +20,24 @@ SIGTERM exits at once unless the plan says `ignore_sigterm`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
+
+try:  # started as a script by the engine under test: the sibling module
+    from fault_server_base import FaultHandler, FaultState, on_sigterm, parse_args, serve, start_up, token_pieces
+except ImportError:  # imported by the tests
+    from .fault_server_base import FaultHandler, FaultState, on_sigterm, parse_args, serve, start_up, token_pieces
 
 ALL_TAGS = ("kv_cache", "weights", "cuda_graph")
 BASE_TEXT = "base base base base "
 ADAPTER_TEXT = "lora lora lora lora "
 
 
-class State:
+class State(FaultState):
     def __init__(self, args: argparse.Namespace, plan: dict) -> None:
-        self.args = args
-        self.plan = plan
-        self.lock = threading.Lock()
+        super().__init__(args, plan)
         self.loaded: dict[str, str] = {}
         for spec in args.lora_paths or ():
             name, _, path = spec.partition("=")
@@ -47,11 +46,17 @@ class State:
         self.inflight = 0
         self.busy_polls = int(plan.get("busy_polls", 0))  # server-side requests our client never sent
         self.scheduler_dead = False
-        self.record = open(args.sgtui_record, "a", buffering=1) if args.sgtui_record else None
 
     def log(self, *lines: str) -> None:
-        for line in lines:
-            print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}", flush=True)
+        super().log(*(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}" for line in lines))
+
+    def running(self) -> int:
+        """Requests running as the server counts them: ours in flight, plus one of its own while `busy_polls`
+        lasts (each look uses one up), so the idle guard has to wait for the server, not for our client."""
+        with self.lock:
+            busy = 1 if self.busy_polls > 0 else 0
+            self.busy_polls = max(0, self.busy_polls - 1)
+            return self.inflight + busy
 
     def die(self, *lines: str) -> None:
         """What SGLang does when its scheduler raises: log, SIGQUIT to the launcher, the tree exits."""
@@ -60,98 +65,47 @@ class State:
         os._exit(1)
 
 
-def make_handler(st: State):
-    served = st.args.served_model_name or st.args.model_path
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, fmt, *a):  # quiet; the record file has everything
-            pass
-
-        # -- plumbing --------------------------------------------------------------------------------
-        def _body(self) -> dict:
-            n = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(n) if n else b""
-            try:
-                return json.loads(raw) if raw else {}
-            except ValueError:
-                return {}
-
-        def _send(self, code: int, payload, ctype: str = "application/json") -> None:
-            data = payload if isinstance(payload, bytes) else (
-                payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _record(self, t0: float, path: str, query: dict, body: dict, code: int) -> None:
-            if st.record:
-                st.record.write(json.dumps({"method": self.command, "path": path, "query": query, "body": body,
-                                            "t0": t0, "t1": time.time(), "code": code}) + "\n")
-
-        def _delay(self, path: str) -> None:
-            d = st.plan.get("delays", {}).get(path, 0.0)
-            if d:
-                time.sleep(d)
-
-        def do_GET(self):
-            self._dispatch({})
-
-        def do_POST(self):
-            self._dispatch(self._body())
-
-        def _dispatch(self, body: dict) -> None:
-            t0 = time.time()
-            url = urlparse(self.path)
-            path, query = url.path, {k: v[0] for k, v in parse_qs(url.query).items()}
-            handler = ROUTES.get(path)
-            code = 404
-            try:
-                if handler is None:
-                    self._send(404, {"detail": "Not Found"})
-                else:
-                    self._delay(path)
-                    code = handler(self, body, query) or 200
-            finally:
-                self._record(t0, path, query, body, code)
+def make_handler(st: State) -> type[FaultHandler]:
+    class Handler(FaultHandler):
+        state = st
+        ROUTES = {
+            "/health": "health",
+            "/health_generate": "health",
+            "/get_server_info": "server_info",
+            "/v1/loads": "loads",
+            "/get_load": "get_load",
+            "/metrics": "metrics",
+            "/release_memory_occupation": "release",
+            "/resume_memory_occupation": "resume",
+            "/update_weights_from_disk": "update_from_disk",
+            "/load_lora_adapter": "load_lora",
+            "/unload_lora_adapter": "unload_lora",
+            "/flush_cache": "flush",
+            "/v1/completions": "completions",
+        }
 
         # -- endpoints ---------------------------------------------------------------------------------
         def health(self, body, query):
-            code = 503 if st.scheduler_dead else 200
-            self._send(code, b"", "text/plain")
-            return code
+            return self._send(503 if st.scheduler_dead else 200, b"", "text/plain")
 
         def server_info(self, body, query):
             self._send(200, {"version": st.plan.get("version", "0.5.23"), "device": "cpu",
-                             "served_model_name": served})
+                             "served_model_name": st.served})
 
         def loads(self, body, query):
             if st.plan.get("no_loads"):
-                self._send(404, {"detail": "Not Found"})
-                return 404
-            with st.lock:
-                busy = 1 if st.busy_polls > 0 else 0
-                st.busy_polls = max(0, st.busy_polls - 1)
-                running = st.inflight + busy
+                return self._not_found()
             self._send(200, {"version": st.plan.get("version", "0.5.23"),
-                             "loads": [{"dp_rank": 0, "num_running_reqs": running, "num_waiting_reqs": 0}]})
+                             "loads": [{"dp_rank": 0, "num_running_reqs": st.running(), "num_waiting_reqs": 0}]})
 
         def get_load(self, body, query):  # SGLang < 0.5.17: a list, num_reqs = running + waiting
             if not st.plan.get("legacy_load"):
-                self._send(404, {"detail": "Not Found"})
-                return 404
-            with st.lock:
-                busy = 1 if st.busy_polls > 0 else 0
-                st.busy_polls = max(0, st.busy_polls - 1)
-                n = st.inflight + busy
-            self._send(200, [{"num_reqs": n, "num_waiting_reqs": 0, "num_tokens": 0}])
+                return self._not_found()
+            self._send(200, [{"num_reqs": st.running(), "num_waiting_reqs": 0, "num_tokens": 0}])
 
         def metrics(self, body, query):
             m = st.plan.get("metrics", {})
-            labels = '{model_name="%s",engine_type="unified",tp_rank="0",pp_rank="0"}' % served
+            labels = '{model_name="%s",engine_type="unified",tp_rank="0",pp_rank="0"}' % st.served
             lines = ["# HELP sglang:num_running_reqs The number of running requests.",
                      "# TYPE sglang:num_running_reqs gauge"]
             for name in ("num_running_reqs", "num_queue_reqs", "token_usage", "cache_hit_rate", "gen_throughput"):
@@ -194,9 +148,8 @@ def make_handler(st: State):
         def load_lora(self, body, query):
             name, path = body.get("lora_name", ""), body.get("lora_path", "")
             if not os.path.isdir(path):
-                self._send(400, {"success": False, "error_message": f"Failed to load LoRA adapter {name}: "
-                                 f"{path} does not exist", "loaded_adapters": dict(st.loaded)})
-                return 400
+                return self._send(400, {"success": False, "error_message": f"Failed to load LoRA adapter "
+                                        f"{name}: {path} does not exist", "loaded_adapters": dict(st.loaded)})
             st.loaded[name] = path
             self._send(200, {"success": True, "error_message": None, "loaded_adapters": dict(st.loaded)})
 
@@ -211,105 +164,53 @@ def make_handler(st: State):
             model = body.get("model", "")
             base, sep, adapter = model.partition(":")
             if sep and adapter not in st.loaded:
-                self._send(400, {"object": "error", "message": f"Got LoRA adapter that has never been loaded: "
-                                 f"{adapter}\nAll loaded adapters: dict_keys({list(st.loaded)}).",
-                                 "type": "BadRequestError", "param": None, "code": 400})
-                return 400
+                return self._send(400, {"object": "error", "message": "Got LoRA adapter that has never been "
+                                        f"loaded: {adapter}\nAll loaded adapters: dict_keys({list(st.loaded)}).",
+                                        "type": "BadRequestError", "param": None, "code": 400})
             if st.scheduler_dead:
-                self._send(503, {"object": "error", "message": "scheduler is not running"})
-                return 503
+                return self._send(503, {"object": "error", "message": "scheduler is not running"})
             # A bare name (adapter or not) is served by the base model and echoed back, as SGLang does.
             use_adapter = bool(sep) and not st.plan.get("adapter_is_noop")
-            text = ADAPTER_TEXT if use_adapter else BASE_TEXT
-            n = int(body.get("max_tokens") or 16)
+            pieces, usage = token_pieces(ADAPTER_TEXT if use_adapter else BASE_TEXT, body)
+            head = {"id": "x", "object": "text_completion", "model": model}
+            delay = st.plan.get("token_delay", 0.0)
+
+            def stream():
+                for piece in pieces:
+                    time.sleep(delay)
+                    yield {**head, "choices": [{"index": 0, "text": piece, "finish_reason": None}]}
+                yield {**head, "choices": [], "usage": usage}
+
             with st.lock:
                 st.inflight += 1
             try:
-                pieces = [text[i % len(text)] for i in range(n)]
-                usage = {"prompt_tokens": 4, "completion_tokens": n, "total_tokens": n + 4}
-                if not body.get("stream"):
-                    time.sleep(st.plan.get("token_delay", 0.0) * n)
-                    self._send(200, {"id": "x", "object": "text_completion", "model": model,
-                                     "choices": [{"index": 0, "text": "".join(pieces), "finish_reason": "length"}],
-                                     "usage": usage})
-                    return 200
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                for piece in pieces:
-                    time.sleep(st.plan.get("token_delay", 0.0))
-                    self._chunk({"id": "x", "object": "text_completion", "model": model,
-                                 "choices": [{"index": 0, "text": piece, "finish_reason": None}]})
-                self._chunk({"id": "x", "object": "text_completion", "model": model, "choices": [],
-                             "usage": usage})
-                self._chunk_raw(b"data: [DONE]\n\n")
-                self._chunk_raw(b"")
-                return 200
+                if body.get("stream"):
+                    return self._stream_sse(stream())
+                time.sleep(delay * len(pieces))
+                return self._send(200, {**head, "choices": [{"index": 0, "text": "".join(pieces),
+                                                             "finish_reason": "length"}], "usage": usage})
             finally:
                 with st.lock:
                     st.inflight -= 1
 
-        def _chunk(self, obj: dict) -> None:
-            self._chunk_raw(b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n")  # compact, as SGLang
-
-        def _chunk_raw(self, data: bytes) -> None:
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
-
-    ROUTES = {
-        "/health": Handler.health,
-        "/health_generate": Handler.health,
-        "/get_server_info": Handler.server_info,
-        "/v1/loads": Handler.loads,
-        "/get_load": Handler.get_load,
-        "/metrics": Handler.metrics,
-        "/release_memory_occupation": Handler.release,
-        "/resume_memory_occupation": Handler.resume,
-        "/update_weights_from_disk": Handler.update_from_disk,
-        "/load_lora_adapter": Handler.load_lora,
-        "/unload_lora_adapter": Handler.unload_lora,
-        "/flush_cache": Handler.flush,
-        "/v1/completions": Handler.completions,
-    }
     return Handler
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model-path", default="")
-    p.add_argument("--served-model-name", default="")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--lora-paths", nargs="*")
-    p.add_argument("--sgtui-plan", default="{}")
-    p.add_argument("--sgtui-record", default="")
-    args, _unknown = p.parse_known_args()
-    plan = json.loads(args.sgtui_plan)
+    args, plan = parse_args("--model-path", "--lora-paths")
     st = State(args, plan)
-    if plan.get("ignore_sigterm"):
-        signal.signal(signal.SIGTERM, lambda *a: st.log("SIGTERM received: ignored (fault injection)"))
-    else:
-        signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+    on_sigterm(st)
 
     def scheduler_dies(*a):
         st.scheduler_dead = True
         st.log("Scheduler process exited (fault injection); the HTTP server stays up")
 
     signal.signal(signal.SIGUSR1, scheduler_dies)
-    st.log(f"server_args=ServerArgs(model_path='{args.model_path}', port={args.port}) (fault-injection server)")
-    for line in plan.get("startup_log", []):
-        st.log(line)
-    if "exit_at_startup" in plan:
-        sys.stdout.flush()
-        os._exit(int(plan["exit_at_startup"]))
-    time.sleep(float(plan.get("startup_seconds", 0.2)))
+    st.log(f"server_args=ServerArgs(model_path='{args.model}', port={args.port}) (fault-injection server)")
+    start_up(st)
     if plan.get("never_healthy"):
         st.scheduler_dead = True
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(st))
-    server.daemon_threads = True
-    st.log(f"Uvicorn running on http://{args.host}:{args.port} (fault-injection server)")
-    server.serve_forever()
+    serve(st, make_handler(st))
 
 
 if __name__ == "__main__":

@@ -16,37 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from sgtui.config import RunConfig
-from sgtui.events import Phase, Proc, Request
+from sgtui.events import Request
 from sgtui.runner.engines.base import EngineError
 from sgtui.runner.engines.sglang import CPU_COMPAT, CPU_FLAGS, SglangEngine, _loads, parse_version
-from tests.engines import port_is_free
-from tests.runner import fault_harness as harness
+from tests.runner.engine_cases import SGLANG, FaultSglang
+from tests.runner.fault_harness import (adapter_dir, assert_calls_in_their_phase, assert_gone,
+                                        assert_outside_step_phases, assert_sigkilled_after_grace, greedy_checks,
+                                        phase_spans, run_steps, stopped_after)
 
-FAULT_SERVER = Path(__file__).with_name("sglang_fault_server.py")
-
-
-def make_cfg(tmp_path: Path, **kw) -> RunConfig:
-    return harness.make_cfg(tmp_path, **{"label": "sg", "backend": "sglang", "strategy": "release", **kw})
-
-
-class FaultSglang(harness.FaultServer, SglangEngine):
-    """The real SglangEngine, with the fault-injection server in place of `sglang.launch_server`."""
-
-    SERVER = FAULT_SERVER
-    MODULE = "sglang.launch_server"
-
-    def control_calls(self) -> list[tuple[str, object]]:
-        skip = {"/health", "/health_generate", "/get_server_info", "/metrics", "/v1/completions", "/v1/loads"}
-        return [(c["path"], c["body"].get("tags") if "tags" in c["body"] else c["body"]) for c in self.calls()
-                if c["path"] not in skip]
-
-
-def make_engine(tmp_path: Path, plan: dict | None = None, **kw) -> tuple[FaultSglang, list]:
-    return harness.make_engine(FaultSglang, make_cfg(tmp_path, **kw), plan)
-
-
-adapter_dir, assert_gone = harness.adapter_dir, harness.assert_gone
+make_cfg, make_engine = SGLANG.make_cfg, SGLANG.engine
 
 
 # -- argv and environment -------------------------------------------------------------------------------
@@ -106,7 +84,7 @@ def test_version_and_load_parsing():
 async def test_release_cpu_sequence_and_idle_guard(tmp_path):
     """The guard asks the server: 5 polls report a request our client never sent; release waits them out."""
     eng, events = make_engine(tmp_path, {"busy_polls": 5})
-    try:
+    async with stopped_after(eng):
         assert await eng.start() == "cold start"
         assert eng.server_version == "0.5.23"
         detail = await eng.offload()
@@ -125,15 +103,12 @@ async def test_release_cpu_sequence_and_idle_guard(tmp_path):
                                        ("/resume_memory_occupation", ["kv_cache", "cuda_graph"])]
         assert await eng.reload(None) == "nothing released"  # a second resume would kill SGLang
         assert eng.child.alive()
-    finally:
-        await eng.stop()
-        await eng.aclose()
     assert_gone(events, eng.cfg.port)
 
 
 async def test_release_gpu_reloads_base_weights_between_resumes(tmp_path):
     eng, _ = make_engine(tmp_path, device="cuda")
-    try:
+    async with stopped_after(eng):
         await eng.start()
         assert "--enable-memory-saver" in eng.last_argv
         assert "cpu:" not in await eng.offload()
@@ -144,70 +119,55 @@ async def test_release_gpu_reloads_base_weights_between_resumes(tmp_path):
         upd = [c for c in eng.calls() if c["path"] == "/update_weights_from_disk"][0]
         assert upd["body"] == {"model_path": eng.cfg.model}
         assert "update_weights_from_disk (base weights)" in detail
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_release_gpu_with_weights_cpu_backup_skips_disk_reload(tmp_path):
     eng, _ = make_engine(tmp_path, device="cuda", extra_args=["--enable-weights-cpu-backup"])
-    try:
+    async with stopped_after(eng):
         await eng.start()
         await eng.offload()
         await eng.reload(None)
         assert "/update_weights_from_disk" not in [p for p, _ in eng.control_calls()]
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_old_server_untagged_release_and_legacy_load(tmp_path):
     """Before 0.5 (no /v1/loads, tags not known to exist): /get_load and untagged calls."""
     eng, _ = make_engine(tmp_path, {"version": "0.4.9", "no_loads": True, "legacy_load": True, "busy_polls": 2},
                          device="cuda")
-    try:
+    async with stopped_after(eng):
         await eng.start()
         await eng.offload()
         await eng.reload(None)
         assert eng.control_calls() == [("/get_load", {}), ("/get_load", {}), ("/get_load", {}),
                                        ("/release_memory_occupation", {}), ("/resume_memory_occupation", {}),
                                        ("/update_weights_from_disk", {"model_path": eng.cfg.model})]
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_fault_server_dies_like_sglang_when_released_busy(tmp_path):
     """Control for the guard: releasing while the server runs a request ends the server (as SGLang 0.5.23 does)."""
     eng, _ = make_engine(tmp_path, {"busy_polls": 100})
-    try:
+    async with stopped_after(eng):
         await eng.start()
         with pytest.raises(EngineError) as ei:
             await eng.control("/release_memory_occupation", json={})
         assert ei.value.category == "SERVER_CRASH" and "while a request was still running" in ei.value.advice
         assert not eng.child.alive()
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_idle_guard_times_out_as_server_timeout(tmp_path):
     eng, _ = make_engine(tmp_path, {"busy_polls": 10_000}, server_timeout=0.5)
-    try:
+    async with stopped_after(eng):
         await eng.start()
         with pytest.raises(EngineError) as ei:
             await eng.offload()
         assert ei.value.category == "SERVER_TIMEOUT" and "1 running" in ei.value.message
         assert "/release_memory_occupation" not in [p for p, _ in eng.control_calls()]
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_lora_sync_unloads_previous_then_loads_and_flushes(tmp_path):
     eng, _ = make_engine(tmp_path, flush_cache=True)
     a0, a1 = adapter_dir(tmp_path, "a0"), adapter_dir(tmp_path, "a1")
-    try:
+    async with stopped_after(eng):
         await eng.start()
         assert eng.request_model() == "policy"
         assert await eng.sync_weights(a0, 0) == "load policy-s0, flush_cache"
@@ -221,69 +181,25 @@ async def test_lora_sync_unloads_previous_then_loads_and_flushes(tmp_path):
         with pytest.raises(EngineError) as ei:  # a bad path: SGLang answers 400 with its message
             await eng.sync_weights(str(tmp_path / "missing"), 2)
         assert "400" in ei.value.message and "does not exist" in ei.value.message
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_disk_sync_needs_a_checkpoint(tmp_path):
     eng, _ = make_engine(tmp_path, sync="disk")
     ckpt = Path(adapter_dir(tmp_path, "merged"))
     (ckpt / "config.json").write_text("{}")
-    try:
+    async with stopped_after(eng):
         await eng.start()
         with pytest.raises(EngineError) as ei:
             await eng.sync_weights(adapter_dir(tmp_path, "peft-only"), 1)
         assert ei.value.category == "CONFIG"
         assert await eng.sync_weights(str(ckpt), 1) == "update_weights_from_disk"
         assert eng.control_calls()[-1] == ("/update_weights_from_disk", {"model_path": str(ckpt)})
-    finally:
-        await eng.stop()
-        await eng.aclose()
-
-
-async def test_restart_strategy_stops_and_starts_the_group_with_the_adapter(tmp_path):
-    eng, events = make_engine(tmp_path, strategy="restart", sync="restart")
-    a = adapter_dir(tmp_path)
-    try:
-        await eng.start()
-        first = eng.child.pgid
-        assert await eng.offload() == "server stopped (process group)"
-        assert eng.child is None and port_is_free(eng.cfg.port)
-        with pytest.raises(ProcessLookupError):
-            os.killpg(first, 0)
-        detail = await eng.reload(a)
-        assert detail.endswith("with new adapter") and detail.startswith("warm restart")
-        assert eng.last_argv[eng.last_argv.index("--lora-paths") + 1] == f"policy-2={a}"
-        assert eng.request_model() == "policy:policy-2"
-        assert await eng.sync_weights(a, 1) == "included in reload (server restarted with the new adapter)"
-        assert await eng.verify_adapter("p") == "policy:policy-2 differs from the base model"
-    finally:
-        await eng.stop()
-        await eng.aclose()
-    procs = [e for e in events if isinstance(e, Proc)]
-    assert [p.action for p in procs] == ["start", "exit", "start", "exit"]
-    assert_gone(events, eng.cfg.port)
-
-
-async def test_restart_sync_under_release_strategy(tmp_path):
-    eng, _ = make_engine(tmp_path, strategy="release", sync="restart")
-    a = adapter_dir(tmp_path)
-    try:
-        await eng.start()
-        await eng.offload()
-        await eng.reload(None)
-        assert await eng.sync_weights(a, 1) == "server restarted with the new adapter"
-        assert eng.released is None and eng.request_model() == "policy:policy-2"
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 # -- wrong adapter names ----------------------------------------------------------------------------------
 async def test_wrong_adapter_is_detected(tmp_path):
     eng, _ = make_engine(tmp_path, {"adapter_is_noop": True})
-    try:
+    async with stopped_after(eng):
         await eng.start()
         await eng.sync_weights(adapter_dir(tmp_path), 0)
         # SGLang echoes a bare name and serves it with the base model: never send one.
@@ -299,15 +215,12 @@ async def test_wrong_adapter_is_detected(tmp_path):
         with pytest.raises(EngineError) as ei:
             await eng.verify_adapter("p")
         assert ei.value.category == "CONFIG" and "never been loaded" in ei.value.message
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 # -- failures -------------------------------------------------------------------------------------------
 async def test_scheduler_dead_http_up_503_is_a_crash_and_teardown_needs_sigkill(tmp_path):
     eng, events = make_engine(tmp_path, {"ignore_sigterm": True})
-    try:
+    async with stopped_after(eng):
         await eng.start()
         await eng.check_crashed()  # healthy: returns
         os.kill(eng.child.pid, signal.SIGUSR1)  # the "scheduler" dies, the HTTP server stays up
@@ -319,31 +232,9 @@ async def test_scheduler_dead_http_up_503_is_a_crash_and_teardown_needs_sigkill(
         assert ei.value.category == "SERVER_CRASH" and "503" in ei.value.message
         assert eng.child.alive()
         pgid = eng.child.pgid
-        t = time.monotonic()
-        await eng.stop(grace=1.0)
-        assert time.monotonic() - t >= 1.0  # SIGTERM ignored: SIGKILL after the grace
+        await assert_sigkilled_after_grace(eng, events)  # SIGTERM ignored: SIGKILL after the grace
         with pytest.raises(ProcessLookupError):
             os.killpg(pgid, 0)
-    finally:
-        await eng.stop()
-        await eng.aclose()
-    exits = [e for e in events if isinstance(e, Proc) and e.action == "exit"]
-    assert exits[0].returncode == -signal.SIGKILL
-    assert_gone(events, eng.cfg.port)
-
-
-async def test_oom_at_resume(tmp_path):
-    eng, events = make_engine(tmp_path, {"resume_oom": True}, device="cuda")
-    try:
-        await eng.start()
-        await eng.offload()
-        with pytest.raises(EngineError) as ei:
-            await eng.reload(None)
-        assert ei.value.category == "OOM" and "resum" in ei.value.advice
-        assert any("CUDA_ERROR_OUT_OF_MEMORY" in line for line in ei.value.log_tail)
-    finally:
-        await eng.stop()
-        await eng.aclose()
     assert_gone(events, eng.cfg.port)
 
 
@@ -351,79 +242,34 @@ async def test_tp_imbalance_at_startup(tmp_path):
     line = ("RuntimeError: The memory capacity is unbalanced. Some GPUs may be occupied by other processes. "
             "pre_model_load_memory=61.2, local_gpu_memory=79.1, local_gpu_memory * 0.9=71.19")
     eng, events = make_engine(tmp_path, {"startup_log": [line], "exit_at_startup": 1}, device="cuda", tp=2)
-    try:
+    async with stopped_after(eng):
         with pytest.raises(EngineError) as ei:
             await eng.start()
         assert ei.value.category == "TP_IMBALANCE"
         assert "SGLANG_ENABLE_TP_MEMORY_INBALANCE_CHECK=0" in ei.value.advice
-    finally:
-        await eng.stop()
-        await eng.aclose()
-    assert_gone(events, eng.cfg.port)
-
-
-async def test_startup_timeout_and_slow_control_call(tmp_path):
-    eng, events = make_engine(tmp_path, {"never_healthy": True}, startup_timeout=1.0)
-    try:
-        with pytest.raises(EngineError) as ei:
-            await eng.start()
-        assert ei.value.category == "STARTUP_TIMEOUT"
-    finally:
-        await eng.stop()
-        await eng.aclose()
-    eng, events = make_engine(tmp_path / "b", {"delays": {"/release_memory_occupation": 3.0}}, server_timeout=1.0)
-    try:
-        await eng.start()
-        with pytest.raises(EngineError) as ei:
-            await eng.offload()
-        assert ei.value.category == "SERVER_TIMEOUT" and "release_memory_occupation" in ei.value.message
-    finally:
-        await eng.stop()
-        await eng.aclose()
     assert_gone(events, eng.cfg.port)
 
 
 # -- timing attribution through the real runner -------------------------------------------------------------
 async def test_runner_attributes_each_call_to_its_phase(tmp_path):
     """The real step loop with delays injected per endpoint: each delay lands in its own phase only."""
-    from sgtui.runner import __main__ as runner_main
-
     delays = {"/release_memory_occupation": 0.3, "/resume_memory_occupation": 0.2, "/load_lora_adapter": 0.25}
     cfg = make_cfg(tmp_path, initial_adapter=adapter_dir(tmp_path, "initial"))
-    events: list = []
-    runner = runner_main.Runner(cfg, events.append)
-    await runner.engine.aclose()
-    eng = FaultSglang(cfg, events.append, runner.workdir)
-    eng.plan = {"delays": delays, "busy_polls": 3}
-    runner.engine = eng
-    try:
-        assert await runner.execute() == "ok"
-    finally:
-        await runner.cleanup()
-    phases: dict[tuple[int, str], list[float]] = {}
-    for e in events:
-        if isinstance(e, Phase):
-            assert e.ok, e
-            phases.setdefault((e.step, e.name), []).append(e.t)
-    where = {"/release_memory_occupation": "offload", "/resume_memory_occupation": "reload",
-             "/load_lora_adapter": "weight_sync", "/unload_lora_adapter": "weight_sync"}
-    seen = set()
-    for c in eng.calls():
-        if c["path"] in where:
-            inside = [k for k, (a, b) in phases.items() if a <= c["t0"] and c["t1"] <= b]
-            assert [k[1] for k in inside] == [where[c["path"]]], (c["path"], inside)
-            seen.add(c["path"])
-    assert seen == set(where)
+    eng, events = await run_steps(FaultSglang, cfg, {"delays": delays, "busy_polls": 3})
+    phases = phase_spans(events)
+    assert_calls_in_their_phase(eng.calls(), phases, {
+        "/release_memory_occupation": "offload", "/resume_memory_occupation": "reload",
+        "/load_lora_adapter": "weight_sync", "/unload_lora_adapter": "weight_sync"})
     dur = {k: b - a for k, (a, b) in phases.items()}
     for step in (1, 2):
         assert dur[(step, "offload")] >= 0.3 and dur[(step, "reload")] >= 0.4  # two resumes of 0.2 s
         assert dur[(step, "weight_sync")] >= 0.25
         assert dur[(step, "weight_sync")] < 0.25 + 0.2  # no resume in weight sync
         assert dur[(step, "reload")] < 0.4 + 0.25  # no adapter load in reload
-    # the verification requests (greedy, 8 tokens) run outside every timed phase
-    checks = [c for c in eng.calls() if c["path"] == "/v1/completions" and c["body"].get("temperature") == 0.0
-              and c["body"].get("max_tokens") == 8]
-    assert checks and not any(a <= c["t0"] <= b for c in checks for (s, n), (a, b) in phases.items() if s > 0)
+    # the verification requests run outside every timed phase
+    checks = greedy_checks(eng.calls())
+    assert checks
+    assert_outside_step_phases(checks, phases)
     reqs = [e for e in events if isinstance(e, Request)]
     assert {r.served_model for r in reqs if r.step == 1} == {"policy:policy-s0"}
     assert {r.served_model for r in reqs if r.step == 2} == {"policy:policy-s1"}

@@ -1,8 +1,9 @@
 """The SGLang engine against the REAL SGLang 0.5.23 server on this CPU (one server for the module).
 
 Setup: `bash setup/setup.sh` (venv ~/.cache/sgtui/venvs/sglang-cpu-0.5.23 and the tiny model); skipped
-with the reason when either is missing. The tests run in file order on one server; the last one kills
-its scheduler and checks that the crash is detected and nothing is left behind.
+with the reason when either is missing. The tests run in file order on one server; one hot-loads an adapter
+that the real megatron trainer (setup/trainer_cpu.sh) just trained; the last one kills its scheduler and
+checks that the crash is detected and nothing is left behind.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sgtui.runner.engines.base import EngineError
 from sgtui.runner.engines.sglang import SglangEngine
 from sgtui.runner.workload import Prompt
 from tests.engines import SGLANG_PY, TINY, free_port, needs_sglang, port_is_free
+from tests.trainer.conftest import fixed_batch, needs_trainer
 
 pytestmark = [pytest.mark.engine, needs_sglang]
 PROMPT = "the model reads a question and writes an answer step by step"
@@ -179,6 +181,25 @@ def test_wrong_adapter_name_is_detected(srv):
     with pytest.raises(EngineError) as ei:
         srv.run(srv.eng.verify_adapter(PROMPT))
     assert ei.value.category == "CONFIG" and "exactly like the base model" in ei.value.message
+
+
+@needs_trainer
+def test_adapter_trained_by_megatron_loads_and_serves(srv):
+    """One real megatron-core GRPO step (TP=1, gloo) on the served model, its PEFT export hot-loaded into the
+    running SGLang server: SGLang accepts the exported keys, rank and target modules and serves the adapter."""
+    from sgtui.runner.trainer.megatron_trainer import MegatronTrainer
+
+    cfg = RunConfig.from_dict({**srv.cfg.to_dict(), "mode": "training", "trainer": "megatron", "device": "cpu",
+                       "learning_rate": 5e-2, "workdir": str(srv.wd / "train"),
+                       "initial_adapter": str(TINY / "adapters" / "initial")})
+    events: list = []
+    adapter = srv.run(MegatronTrainer(cfg, events.append, srv.wd / "train").train(3, fixed_batch()))
+    assert (Path(adapter) / "adapter_model.safetensors").exists(), adapter
+    assert srv.run(srv.eng.sync_weights(adapter, 3)).endswith("load policy-s3, flush_cache")
+    served, trained = greedy(srv, srv.eng.request_model())
+    assert served == "policy:policy-s3"
+    assert srv.run(srv.eng.verify_adapter(PROMPT)) == "policy:policy-s3 differs from the base model"
+    assert trained != greedy(srv, "policy")[1]
 
 
 def test_scheduler_killed_is_a_crash_and_nothing_is_left(srv):

@@ -2,7 +2,7 @@
 
 The HTTP behaviour is checked against `vllm_fault_server.py`, a FAULT-INJECTION server that speaks
 vLLM's real endpoints (started by the engine itself, in its own process group, from the engine's
-real argv). What the real vLLM CPU server shows is in test_vllm_real.py and tests/test_faults_vllm.py.
+real argv). What the real vLLM CPU server shows is in test_vllm_real.py and tests/faults/test_engine_faults.py.
 """
 
 from __future__ import annotations
@@ -16,45 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from sgtui.config import RunConfig
 from sgtui.events import EngineGauges, Error, Phase, Proc, Request, RunEnd, RunStart, decode
 from sgtui.runner.engines.base import EngineError
 from sgtui.runner.engines.vllm import ADAPTER_NAME, VllmEngine, lora_rank_flag, sleep_gauges
-from tests.engines import port_is_free
-from tests.runner import fault_harness as harness
+from tests.runner.engine_cases import VLLM, FaultVllm
+from tests.runner.fault_harness import (adapter_dir, assert_calls_in_their_phase, assert_gone,
+                                        assert_outside_step_phases, complete, greedy_checks, phase_spans, run_steps,
+                                        stopped_after)
 from tests.runner.vllm_fault_server import ADAPTER_TEXT, BASE_TEXT
 
-FAULT_SERVER = Path(__file__).with_name("vllm_fault_server.py")
 REPO = Path(__file__).resolve().parents[2]
-CONTROL = {"/sleep", "/wake_up", "/collective_rpc", "/v1/load_lora_adapter", "/v1/unload_lora_adapter"}
-
-
-def make_cfg(tmp_path: Path, **kw) -> RunConfig:
-    return harness.make_cfg(tmp_path, **{"label": "vl", "backend": "vllm", "strategy": "sleep1", **kw})
-
-
-class FaultVllm(harness.FaultServer, VllmEngine):
-    """The real VllmEngine, with the fault-injection server in place of vLLM's api_server."""
-
-    SERVER = FAULT_SERVER
-    MODULE = "vllm.entrypoints.openai.api_server"
-
-    def control_calls(self) -> list[tuple]:
-        """(path, query or body) of every control call, in order."""
-        return [(c["path"], c["query"] if c["path"] in ("/sleep", "/wake_up") else c["body"])
-                for c in self.calls() if c["path"] in CONTROL]
-
-
-def make_engine(tmp_path: Path, plan: dict | None = None, **kw) -> tuple[FaultVllm, list]:
-    return harness.make_engine(FaultVllm, make_cfg(tmp_path, **kw), plan)
-
-
-adapter_dir, assert_gone = harness.adapter_dir, harness.assert_gone
-
-
-async def complete(eng: VllmEngine, model: str) -> tuple[int, dict]:
-    r = await eng.client.post("/v1/completions", json={"model": model, "prompt": "p", "max_tokens": 8})
-    return r.status_code, r.json()
+make_cfg, make_engine = VLLM.make_cfg, VLLM.engine
 
 
 # -- argv and environment -------------------------------------------------------------------------------
@@ -120,7 +92,7 @@ def test_metrics_parsing_on_vllm_text():
 # -- strategies: HTTP sequences ---------------------------------------------------------------------------
 async def test_sleep1_cpu_sequence(tmp_path):
     eng, events = make_engine(tmp_path)
-    try:
+    async with stopped_after(eng):
         assert await eng.start() == "cold start"
         assert await eng.version() == "0.32.0"
         detail = await eng.offload()
@@ -130,44 +102,35 @@ async def test_sleep1_cpu_sequence(tmp_path):
         assert eng.control_calls() == [("/sleep", {"level": ["1"]}), ("/wake_up", {})]
         sleeping = [c["t0"] for c in eng.calls() if c["path"] == "/is_sleeping"]
         assert len(sleeping) == 3  # checked after sleep and after wake_up (plus the test's own look)
-    finally:
-        await eng.stop()
-        await eng.aclose()
     assert [p.action for p in events if isinstance(p, Proc)] == ["start", "exit"]
     assert_gone(events, eng.cfg.port)
 
 
 async def test_sleep1_gpu_has_no_cpu_note(tmp_path):
     eng, _ = make_engine(tmp_path, device="cuda")
-    try:
+    async with stopped_after(eng):
         await eng.start()
         assert "--enable-sleep-mode" in eng.last_argv
         assert await eng.offload() == "sleep level 1"
         await eng.reload(None)
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_split_placement_pins_the_server_to_the_engine_gpus(tmp_path, monkeypatch):
     """The runner is pinned to the trainer's GPUs (orchestrator); the server it spawns must see the engine's."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # what the orchestrator gives a split-placement runner
     eng, _ = make_engine(tmp_path, device="cuda", gpus=[1, 2], train_gpus=[3], placement="split", strategy="keep")
-    try:
+    async with stopped_after(eng):
         await eng.start()
         environ = dict(kv.split(b"=", 1) for kv in
                        Path(f"/proc/{eng.child.pid}/environ").read_bytes().split(b"\0") if b"=" in kv)
         assert environ[b"CUDA_VISIBLE_DEVICES"] == b"1,2" and environ[b"CUDA_DEVICE_ORDER"] == b"PCI_BUS_ID"
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_sleep2_reloads_discarded_weights(tmp_path):
     """Level 2 discards the weights: wake weights, reload_weights from disk, then wake the KV cache
     (the order vLLM's own snapshot server uses: vllm/snapshot/server.py _restore_reloadable_state)."""
     eng, _ = make_engine(tmp_path, strategy="sleep2", sync="none")
-    try:
+    async with stopped_after(eng):
         await eng.start()
         assert await eng.offload() == "sleep level 2 (cpu: dev-mode pause only, no memory freed)"
         detail = await eng.reload(None)
@@ -177,42 +140,33 @@ async def test_sleep2_reloads_discarded_weights(tmp_path):
                                        ("/wake_up", {"tags": ["kv_cache"]})]
         code, doc = await complete(eng, "policy")
         assert code == 200 and doc["choices"][0]["text"] == (BASE_TEXT * 2)[:8]  # the model is back
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_fault_server_control_sleep2_without_reload_serves_garbage(tmp_path):
     """Control for the test above: waking from level 2 without reload_weights leaves no usable model."""
     eng, _ = make_engine(tmp_path, strategy="sleep2", sync="none")
-    try:
+    async with stopped_after(eng):
         await eng.start()
         await eng.offload()
         await eng.post("/wake_up")
         code, doc = await complete(eng, "policy")
         assert code == 200 and doc["choices"][0]["text"] != (BASE_TEXT * 2)[:8]
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_keep_makes_no_control_call(tmp_path):
     eng, _ = make_engine(tmp_path, strategy="keep", sync="none")
-    try:
+    async with stopped_after(eng):
         await eng.start()
         assert await eng.offload() == "keep: engine stays resident"
         assert await eng.reload(None) == "keep: nothing to reload"
         assert eng.control_calls() == []
         assert eng.child.alive()
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_lora_sync_loads_then_loads_in_place(tmp_path):
     eng, _ = make_engine(tmp_path)
     a0, a1 = adapter_dir(tmp_path, "a0"), adapter_dir(tmp_path, "a1")
-    try:
+    async with stopped_after(eng):
         await eng.start()
         assert eng.request_model() == "policy"
         assert await eng.sync_weights(a0, 0) == f"load_lora_adapter {ADAPTER_NAME}"
@@ -226,24 +180,18 @@ async def test_lora_sync_loads_then_loads_in_place(tmp_path):
         with pytest.raises(EngineError) as ei:  # a bad path: vLLM answers 404 with its message
             await eng.sync_weights(str(tmp_path / "missing"), 2)
         assert "404" in ei.value.message and "No adapter found" in ei.value.message
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_fault_server_control_second_load_without_inplace_is_refused(tmp_path):
     """Control: vLLM refuses to load a name twice unless load_inplace is set, which is why sync sets it."""
     eng, _ = make_engine(tmp_path)
     a = adapter_dir(tmp_path)
-    try:
+    async with stopped_after(eng):
         await eng.start()
         await eng.sync_weights(a, 0)
         with pytest.raises(EngineError) as ei:
             await eng.post("/v1/load_lora_adapter", json={"lora_name": ADAPTER_NAME, "lora_path": a})
         assert "400" in ei.value.message and "already been loaded" in ei.value.message
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_lora_sync_without_load_inplace_unloads_first(tmp_path):
@@ -251,7 +199,7 @@ async def test_lora_sync_without_load_inplace_unloads_first(tmp_path):
     from then on skip the in-place attempt."""
     eng, _ = make_engine(tmp_path, {"no_inplace": True})
     a0, a1, a2 = (adapter_dir(tmp_path, n) for n in ("a0", "a1", "a2"))
-    try:
+    async with stopped_after(eng):
         await eng.start()
         await eng.sync_weights(a0, 0)
         detail = await eng.sync_weights(a1, 1)
@@ -266,227 +214,74 @@ async def test_lora_sync_without_load_inplace_unloads_first(tmp_path):
             ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a2})]
         code, doc = await complete(eng, ADAPTER_NAME)
         assert code == 200 and doc["model"] == ADAPTER_NAME
-    finally:
-        await eng.stop()
-        await eng.aclose()
-
-
-async def test_restart_strategy_stops_and_starts_the_group(tmp_path):
-    eng, events = make_engine(tmp_path, strategy="restart", sync="restart")
-    a = adapter_dir(tmp_path)
-    try:
-        await eng.start()
-        first = eng.child.pgid
-        assert await eng.offload() == "server stopped (process group)"
-        assert eng.child is None and port_is_free(eng.cfg.port)
-        with pytest.raises(ProcessLookupError):
-            os.killpg(first, 0)
-        detail = await eng.reload(a)
-        assert detail == "warm restart (same machine, caches warm) with new adapter"
-        assert eng.last_argv[eng.last_argv.index("--lora-modules") + 1] == f"{ADAPTER_NAME}={a}"
-        assert eng.request_model() == ADAPTER_NAME
-        assert await eng.sync_weights(a, 1) == "included in reload (server restarted with the new adapter)"
-        code, doc = await complete(eng, ADAPTER_NAME)
-        assert code == 200 and doc["choices"][0]["text"] == ADAPTER_TEXT[:8]
-        assert eng.control_calls() == []
-    finally:
-        await eng.stop()
-        await eng.aclose()
-    assert [p.action for p in events if isinstance(p, Proc)] == ["start", "exit", "start", "exit"]
-    assert_gone(events, eng.cfg.port)
 
 
 async def test_restart_strategy_with_lora_sync_loads_after_restart(tmp_path):
     """A restarted server has no adapter: the next sync is a plain load, not an in-place one."""
     eng, _ = make_engine(tmp_path, strategy="restart", sync="lora")
     a0, a1 = adapter_dir(tmp_path, "a0"), adapter_dir(tmp_path, "a1")
-    try:
+    async with stopped_after(eng):
         await eng.start()
         await eng.sync_weights(a0, 0)
         await eng.offload()
         assert await eng.reload(a1) == "warm restart (same machine, caches warm)"
         assert eng.request_model() == "policy" and "--lora-modules" not in eng.last_argv
         assert await eng.sync_weights(a1, 1) == f"load_lora_adapter {ADAPTER_NAME}"
-    finally:
-        await eng.stop()
-        await eng.aclose()
-
-
-async def test_restart_sync_under_sleep_strategy(tmp_path):
-    eng, events = make_engine(tmp_path, strategy="sleep1", sync="restart")
-    a = adapter_dir(tmp_path)
-    try:
-        await eng.start()
-        await eng.offload()
-        await eng.reload(None)
-        assert await eng.sync_weights(a, 1) == "server restarted with the new adapter"
-        assert eng.request_model() == ADAPTER_NAME and eng.starts == 2
-    finally:
-        await eng.stop()
-        await eng.aclose()
-    assert_gone(events, eng.cfg.port)
 
 
 async def test_scrape_gauges_and_prefix_rate_over_the_interval(tmp_path):
     eng, _ = make_engine(tmp_path, {"metrics": {"running": 3, "waiting": 1, "kv": 0.25,
                                                 "queries_per_scrape": 100, "hits_per_scrape": 40}})
-    try:
+    async with stopped_after(eng):
         await eng.start()
         first = await eng.scrape()
         assert first == {"kv_usage": 0.25, "running": 3.0, "waiting": 1.0, "sleeping": 0.0, "sleep_level": 0.0}
         second = await eng.scrape()  # 40 more hits of 100 more queries since the last scrape
         assert second["prefix_hit_rate"] == pytest.approx(0.4)
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 # -- failures -------------------------------------------------------------------------------------------
-async def test_oom_at_wake_up_is_oom_with_the_log(tmp_path):
-    eng, events = make_engine(tmp_path, {"wake_oom": True}, device="cuda")
-    try:
-        await eng.start()
-        await eng.offload()
-        with pytest.raises(EngineError) as ei:
-            await eng.reload(None)
-        assert ei.value.category == "OOM" and "500" in ei.value.message
-        assert any("CUDA out of memory" in line for line in ei.value.log_tail)
-        assert "gpu-memory-utilization" in ei.value.advice
-    finally:
-        await eng.stop()
-        await eng.aclose()
-    assert_gone(events, eng.cfg.port)
-
-
 async def test_still_asleep_after_wake_up_is_an_error(tmp_path):
     eng, _ = make_engine(tmp_path, {"stays_asleep": True})
-    try:
+    async with stopped_after(eng):
         await eng.start()
         await eng.offload()
         with pytest.raises(EngineError) as ei:
             await eng.reload(None)
         assert "/is_sleeping is True after wake_up" in ei.value.message
-    finally:
-        await eng.stop()
-        await eng.aclose()
 
 
 async def test_exit_at_startup_is_categorised_from_the_log(tmp_path):
     log = ["OSError: Can't load the configuration of '/models/missing'. If you were trying to load it from "
            "'https://huggingface.co/models', make sure you don't have a local directory with the same name."]
     eng, events = make_engine(tmp_path, {"startup_log": log, "exit_at_startup": 1})
-    try:
+    async with stopped_after(eng):
         with pytest.raises(EngineError) as ei:
             await eng.start()
         assert ei.value.category == "MODEL_PATH" and "exit code 1" in ei.value.message
         assert any("Can't load the configuration" in line for line in ei.value.log_tail)
-    finally:
-        await eng.stop()
-        await eng.aclose()
-    assert_gone(events, eng.cfg.port)
-
-
-async def test_startup_timeout_then_slow_control_call(tmp_path):
-    eng, events = make_engine(tmp_path, {"never_healthy": True}, startup_timeout=1.0)
-    try:
-        with pytest.raises(EngineError) as ei:
-            await eng.start()
-        assert ei.value.category == "STARTUP_TIMEOUT" and "within 1 s" in ei.value.message
-        assert eng.child.alive()  # the caller stops it (the runner's cleanup)
-    finally:
-        await eng.stop()
-        await eng.aclose()
-    assert_gone(events, eng.cfg.port)
-    eng, events = make_engine(tmp_path / "b", {"delays": {"/sleep": 3.0}}, server_timeout=1.0)
-    try:
-        await eng.start()
-        with pytest.raises(EngineError) as ei:
-            await eng.offload()
-        assert ei.value.category == "SERVER_TIMEOUT" and "/sleep" in ei.value.message
-    finally:
-        await eng.stop()
-        await eng.aclose()
-
-
-async def test_port_in_use_before_spawning(tmp_path):
-    import socket
-
-    eng, events = make_engine(tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", eng.cfg.port))
-        s.listen()
-        with pytest.raises(EngineError) as ei:
-            await eng.start()
-    await eng.aclose()
-    assert ei.value.category == "PORT_IN_USE" and eng.child is None and not events
-
-
-async def test_sigterm_ignored_teardown_needs_sigkill(tmp_path):
-    eng, events = make_engine(tmp_path, {"ignore_sigterm": True})
-    try:
-        await eng.start()
-        env = (Path("/proc") / str(eng.child.pid) / "environ").read_bytes().split(b"\0")
-        assert b"SGTUI_RUN=vl" in env and f"SGTUI_OWNER_PID={os.getpid()}".encode() in env
-        t = time.monotonic()
-        await eng.stop(grace=1.0)
-        assert time.monotonic() - t >= 1.0
-    finally:
-        await eng.stop()
-        await eng.aclose()
-    exits = [e for e in events if isinstance(e, Proc) and e.action == "exit"]
-    assert exits[0].returncode == -signal.SIGKILL
     assert_gone(events, eng.cfg.port)
 
 
 # -- the real step loop ------------------------------------------------------------------------------------
-def _phases(events) -> dict[tuple[int, str], list[float]]:
-    out: dict[tuple[int, str], list[float]] = {}
-    for e in events:
-        if isinstance(e, Phase):
-            out.setdefault((e.step, e.name), []).append(e.t)
-    return out
-
-
 async def test_runner_attributes_each_call_to_its_phase(tmp_path):
     """The real step loop with delays injected per endpoint: each delay lands in its own phase only."""
-    from sgtui.runner import __main__ as runner_main
-
     delays = {"/sleep": 0.3, "/wake_up": 0.2, "/v1/load_lora_adapter": 0.25}
-
     cfg = make_cfg(tmp_path, initial_adapter=adapter_dir(tmp_path, "initial"), scrape_interval=0.05)
-    events = []
-    runner = runner_main.Runner(cfg, events.append)
-    await runner.engine.aclose()
-    eng = FaultVllm(cfg, events.append, runner.workdir)
-    eng.plan = {"delays": delays, "token_delay": 0.02}
-    runner.engine = eng
-    try:
-        assert await runner.execute() == "ok"
-    finally:
-        await runner.cleanup()
-    for e in events:
-        if isinstance(e, Phase):
-            assert e.ok, e
-    phases = _phases(events)
-    where = {"/sleep": "offload", "/wake_up": "reload", "/v1/load_lora_adapter": "weight_sync"}
-    seen = set()
-    for c in eng.calls():
-        if c["path"] in where:
-            inside = [k for k, (a, b) in phases.items() if a <= c["t0"] and c["t1"] <= b]
-            assert [k[1] for k in inside] == [where[c["path"]]], (c["path"], inside)
-            seen.add(c["path"])
-    assert seen == set(where)
+    eng, events = await run_steps(FaultVllm, cfg, {"delays": delays, "token_delay": 0.02})
+    phases = phase_spans(events)
+    assert_calls_in_their_phase(eng.calls(), phases,
+                                {"/sleep": "offload", "/wake_up": "reload", "/v1/load_lora_adapter": "weight_sync"})
     dur = {k: b - a for k, (a, b) in phases.items()}
     for step in (1, 2):
         assert dur[(step, "offload")] >= 0.3 and dur[(step, "reload")] >= 0.2
         assert 0.25 <= dur[(step, "weight_sync")] < 0.25 + 0.2  # no wake_up in weight sync
         assert dur[(step, "reload")] < 0.2 + 0.25  # no adapter load in reload
         assert dur[(step, "offload")] < 0.3 + 0.2
-    # the verification requests (greedy, 8 tokens) run outside every timed phase of the steps
-    checks = [c for c in eng.calls() if c["path"] == "/v1/completions" and c["body"].get("temperature") == 0.0
-              and c["body"].get("max_tokens") == 8 and c["t0"] > phases[(0, "warmup")][1]]
+    # the verification requests run outside every timed phase of the steps
+    checks = [c for c in greedy_checks(eng.calls()) if c["t0"] > phases[(0, "warmup")][1]]
     assert len(checks) == 6  # adapter and base, after the initial load and after each step's sync
-    assert not any(a <= c["t0"] <= b for c in checks for (s, n), (a, b) in phases.items() if s > 0)
+    assert_outside_step_phases(checks, phases)
     reqs = [e for e in events if isinstance(e, Request)]
     assert len(reqs) == 2 * cfg.num_rollouts and all(not r.error for r in reqs)
     assert {r.served_model for r in reqs} == {ADAPTER_NAME} and {r.model for r in reqs} == {ADAPTER_NAME}
@@ -503,7 +298,7 @@ async def test_runner_attributes_each_call_to_its_phase(tmp_path):
 DRIVER = """
 import sys
 from sgtui.runner import __main__ as m
-from tests.runner.test_vllm_engine import FaultVllm
+from tests.runner.engine_cases import FaultVllm
 
 def make(cfg, emit, workdir):
     e = FaultVllm(cfg, emit, workdir)

@@ -8,7 +8,7 @@ GPU produces them.
 
 from sgtui.runner.errors import categorize, failure
 
-# Real: vLLM 0.32.0 CPU, --model pointing at a directory that does not exist (tests/test_faults_vllm.py run)
+# Real: vLLM 0.32.0 CPU, --model pointing at a directory that does not exist (an earlier tests/test_faults_vllm.py run)
 BAD_MODEL_PATH = [
     '  File "/venv/lib/python3.11/site-packages/vllm/transformers_utils/repo_utils.py", line 301, in get_model_path',
     "    return hf_api().snapshot_download(",

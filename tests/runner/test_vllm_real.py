@@ -6,7 +6,7 @@ server, which serves the next rollout with it. The sleep2 run uses the simulated
 
 The runners are started once for the module (side by side, each with its own port) and every test
 reads their event streams. The restart strategy runs end to end in tests/test_e2e_engines.py. Faults on the real server (bad model path, port taken, startup timeout,
-server killed mid-rollout) are in tests/test_faults_vllm.py; HTTP sequences and timing attribution
+server killed mid-rollout) are in tests/faults/test_engine_faults.py; HTTP sequences and timing attribution
 against a fault-injection server in test_vllm_engine.py.
 """
 

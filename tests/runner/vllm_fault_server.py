@@ -1,7 +1,7 @@
 """FAULT-INJECTION server speaking vLLM's real HTTP endpoints (not vLLM; for tests only).
 
 The real vLLM CPU server is used wherever it can show a behaviour (tests/runner/test_vllm_real.py,
-tests/test_faults_vllm.py). This stand-in exists for what a real server cannot be made to do on
+tests/faults/test_engine_faults.py). This stand-in exists for what a real server cannot be made to do on
 demand, or only on a GPU: answer a control call slowly by a chosen amount (timing attribution),
 run out of memory at `/wake_up` (CUDA only), stay asleep after `/wake_up`, discard its weights at
 sleep level 2 so that only `reload_weights` brings the model back, print a chosen log and exit
@@ -17,14 +17,14 @@ at each endpoint) and as observed on CPU. Stdlib only: it runs under any Python.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
-import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
+
+try:  # started as a script by the engine under test: the sibling module
+    from fault_server_base import FaultHandler, FaultState, on_sigterm, parse_args, serve, start_up, token_pieces
+except ImportError:  # imported by the tests
+    from .fault_server_base import FaultHandler, FaultState, on_sigterm, parse_args, serve, start_up, token_pieces
 
 BASE_TEXT = "base base base base "
 ADAPTER_TEXT = "lora lora lora lora "
@@ -45,11 +45,9 @@ WAKE_OOM_LOG = [
 ]
 
 
-class State:
+class State(FaultState):
     def __init__(self, args: argparse.Namespace, plan: dict) -> None:
-        self.args = args
-        self.plan = plan
-        self.lock = threading.Lock()
+        super().__init__(args, plan)
         self.awake = threading.Event()
         self.awake.set()
         self.level = 0  # sleep level while asleep
@@ -60,69 +58,27 @@ class State:
             name, _, path = spec.partition("=")
             self.loras[name] = path
         self.counters = {"hits": 0.0, "queries": 0.0}
-        self.record = open(args.sgtui_record, "a", buffering=1) if args.sgtui_record else None
-
-    def log(self, *lines: str) -> None:
-        for line in lines:
-            print(line, flush=True)
 
 
-def make_handler(st: State):
-    served = st.args.served_model_name or st.args.model
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, fmt, *a):  # quiet; the record file has everything
-            pass
-
-        # -- plumbing --------------------------------------------------------------------------------
-        def _body(self) -> dict:
-            n = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(n) if n else b""
-            try:
-                return json.loads(raw) if raw else {}
-            except ValueError:
-                return {}
-
-        def _send(self, code: int, payload, ctype: str = "application/json") -> int:
-            data = payload if isinstance(payload, bytes) else (
-                payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return code
+def make_handler(st: State) -> type[FaultHandler]:
+    class Handler(FaultHandler):
+        state = st
+        ROUTES = {
+            "/health": "health",
+            "/version": "version",
+            "/sleep": "sleep",
+            "/wake_up": "wake_up",
+            "/is_sleeping": "is_sleeping",
+            "/collective_rpc": "collective_rpc",
+            "/v1/load_lora_adapter": "load_lora",
+            "/v1/unload_lora_adapter": "unload_lora",
+            "/metrics": "metrics",
+            "/v1/completions": "completions",
+        }
 
         def _error(self, code: int, message: str, typ: str) -> int:
             # vllm/entrypoints/serve/engine/protocol.py: ErrorResponse {"error": ErrorInfo}
             return self._send(code, {"error": {"message": message, "type": typ, "param": None, "code": code}})
-
-        def do_GET(self):
-            self._dispatch({})
-
-        def do_POST(self):
-            self._dispatch(self._body())
-
-        def _dispatch(self, body: dict) -> None:
-            t0 = time.time()
-            url = urlparse(self.path)
-            path, query = url.path, parse_qs(url.query)
-            handler = ROUTES.get(path)
-            code = 404
-            try:
-                if handler is None:
-                    code = self._send(404, {"detail": "Not Found"})
-                else:
-                    d = st.plan.get("delays", {}).get(path, 0.0)
-                    if d:
-                        time.sleep(d)
-                    code = handler(self, body, query) or 200
-            finally:
-                if st.record:
-                    st.record.write(json.dumps({"method": self.command, "path": path, "query": query,
-                                                "body": body, "t0": t0, "t1": time.time(), "code": code}) + "\n")
 
         # -- endpoints ---------------------------------------------------------------------------------
         def health(self, body, query):
@@ -178,7 +134,7 @@ def make_handler(st: State):
             name, path = body.get("lora_name", ""), body.get("lora_path", "")
             if not name or not path:
                 return self._error(400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput")
-            if name == served:
+            if name == st.served:
                 return self._error(400, f"The lora adapter '{name}' conflicts with a served base model.",
                                    "InvalidUserInput")
             inplace = body.get("load_inplace") and not st.plan.get("no_inplace")  # older vLLM: field ignored
@@ -200,7 +156,7 @@ def make_handler(st: State):
 
         def metrics(self, body, query):
             m = st.plan.get("metrics", {})
-            lab = f'engine="0",model_name="{served}"'
+            lab = f'engine="0",model_name="{st.served}"'
             with st.lock:
                 st.counters["queries"] += float(m.get("queries_per_scrape", 0))
                 st.counters["hits"] += float(m.get("hits_per_scrape", 0))
@@ -223,7 +179,7 @@ def make_handler(st: State):
 
         def completions(self, body, query):
             model = body.get("model", "")
-            if model != served and model not in st.loras:
+            if model != st.served and model not in st.loras:
                 return self._error(404, f"The model `{model}` does not exist.", "NotFoundError")
             # A request sent while asleep waits for wake_up (observed on CPU with dev mode).
             st.awake.wait()
@@ -231,82 +187,34 @@ def make_handler(st: State):
                 text = GARBAGE_TEXT
             else:
                 text = ADAPTER_TEXT if model in st.loras else BASE_TEXT
-            n = int(body.get("max_tokens") or 16)
-            pieces = [text[i % len(text)] for i in range(n)]
-            usage = {"prompt_tokens": 4, "total_tokens": n + 4, "completion_tokens": n}
+            pieces, usage = token_pieces(text, body)
             head = {"id": "cmpl-x", "object": "text_completion", "created": int(time.time()), "model": model}
             if not body.get("stream"):
                 return self._send(200, {**head, "choices": [{"index": 0, "text": "".join(pieces),
                                                              "finish_reason": "length"}], "usage": usage})
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            try:
+
+            def stream():
                 for piece in pieces:
                     time.sleep(st.plan.get("token_delay", 0.0))
-                    self._chunk({**head, "choices": [{"index": 0, "text": piece, "logprobs": None,
-                                                      "finish_reason": None, "stop_reason": None}], "usage": None})
-                self._chunk({**head, "choices": [], "usage": usage})
-                self._chunk_raw(b"data: [DONE]\n\n")
-                self._chunk_raw(b"")
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            return 200
+                    yield {**head, "choices": [{"index": 0, "text": piece, "logprobs": None, "finish_reason": None,
+                                                "stop_reason": None}], "usage": None}
+                yield {**head, "choices": [], "usage": usage}
 
-        def _chunk(self, obj: dict) -> None:
-            # pydantic's model_dump_json is compact, as here
-            self._chunk_raw(b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n")
+            return self._stream_sse(stream(), "text/event-stream; charset=utf-8")
 
-        def _chunk_raw(self, data: bytes) -> None:
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
-
-    ROUTES = {
-        "/health": Handler.health,
-        "/version": Handler.version,
-        "/sleep": Handler.sleep,
-        "/wake_up": Handler.wake_up,
-        "/is_sleeping": Handler.is_sleeping,
-        "/collective_rpc": Handler.collective_rpc,
-        "/v1/load_lora_adapter": Handler.load_lora,
-        "/v1/unload_lora_adapter": Handler.unload_lora,
-        "/metrics": Handler.metrics,
-        "/v1/completions": Handler.completions,
-    }
     return Handler
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="")
-    p.add_argument("--served-model-name", default="")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--lora-modules", nargs="*")
-    p.add_argument("--sgtui-plan", default="{}")
-    p.add_argument("--sgtui-record", default="")
-    args, _unknown = p.parse_known_args()
-    plan = json.loads(args.sgtui_plan)
+    args, plan = parse_args("--model", "--lora-modules")
     st = State(args, plan)
-    if plan.get("ignore_sigterm"):
-        signal.signal(signal.SIGTERM, lambda *a: st.log("SIGTERM received: ignored (fault injection)"))
-    else:
-        signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+    on_sigterm(st)
     st.log(f"INFO vLLM API server version {plan.get('version', '0.32.0')} (fault-injection server)")
     st.log(f"INFO non-default args: {{'model': '{args.model}', 'port': {args.port}}}")
-    for line in plan.get("startup_log", []):
-        st.log(line)
-    if "exit_at_startup" in plan:
-        sys.stdout.flush()
-        os._exit(int(plan["exit_at_startup"]))
-    time.sleep(float(plan.get("startup_seconds", 0.2)))
+    start_up(st)
     if plan.get("never_healthy"):
         time.sleep(3600)
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(st))
-    server.daemon_threads = True
-    st.log(f"INFO:     Uvicorn running on http://{args.host}:{args.port} (fault-injection server)")
-    server.serve_forever()
+    serve(st, make_handler(st), "INFO:     ")
 
 
 if __name__ == "__main__":

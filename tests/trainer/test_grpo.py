@@ -60,7 +60,8 @@ def test_torchrun_root_cause_names_the_rank_and_signal():
 
 @needs_trainer
 def test_torch_side_checks_in_the_trainer_venv(tiny_gqa):
-    r = subprocess.run([TRAINER_PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+    # -o addopts=: the project's addopts ask for pytest-xdist, which the trainer venv does not have
+    r = subprocess.run([TRAINER_PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-o", "addopts=",
                         "tests/trainer/inside/check_math.py"], cwd=REPO, env={**trainer_env(), "SGTUI_TEST_MODEL":
                                                                                str(tiny_gqa)},
                        capture_output=True, text=True, timeout=300)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -42,16 +45,27 @@ class Collector:
                 self.cond.wait(left)
 
 
-def start_hub(**kw) -> tuple[Hub, Collector]:
+@contextmanager
+def running_hub(**kw) -> Iterator[tuple[Hub, Collector]]:
+    """A started hub feeding a Collector; stopped however the body ends, so a failed test leaves no thread."""
     c = Collector()
     hub = Hub(c, **kw)
     c.hub = hub
     hub.start()
-    return hub, c
+    try:
+        yield hub, c
+    finally:
+        hub.stop()
 
 
 def done(s: Snapshot) -> bool:
     return s.settled and (s.replay is None or (s.replay.at_end and not s.replay.playing))
+
+
+def replayed(*paths: Path) -> Snapshot:
+    """The last snapshot of these sessions replayed to the end side by side: what every number is checked on."""
+    with running_hub(mode="replay", paths=[str(p) for p in paths]) as (_hub, c):
+        return c.wait(done)
 
 
 @pytest.fixture
@@ -62,11 +76,7 @@ def session(tmp_path):
 
 def test_replay_numbers_equal_state(session):
     path, events = session
-    hub, c = start_hub(mode="replay", paths=[str(path)])
-    try:
-        snap = c.wait(done)
-    finally:
-        hub.stop()
+    snap = replayed(path)
     state = SessionState().apply_all(events)
     assert snap.events == len(events)
     assert [r.key for r in snap.runs] == [s.label for s in DEFAULT_RUNS]
@@ -84,11 +94,7 @@ def test_replay_numbers_equal_state(session):
 
 def test_lanes_match_phase_events(session):
     path, events = session
-    hub, c = start_hub(mode="replay", paths=[str(path)])
-    try:
-        snap = c.wait(done)
-    finally:
-        hub.stop()
+    snap = replayed(path)
     for rv in snap.runs:
         want: dict[int, list[tuple[str, float]]] = {}
         starts: dict[tuple[int, str], float] = {}
@@ -107,8 +113,7 @@ def test_lanes_match_phase_events(session):
 
 def test_seek_by_step_shows_exactly_the_events_before_it(session):
     path, events = session
-    hub, c = start_hub(mode="replay", paths=[str(path)], playing=False, speed="1x")
-    try:
+    with running_hub(mode="replay", paths=[str(path)], playing=False, speed="1x") as (hub, c):
         c.wait(lambda s: s.replay is not None and not s.replay.loading)
         t2 = first_phase_start(events, 2)
         hub.command("seek_step", 2)
@@ -122,14 +127,11 @@ def test_seek_by_step_shows_exactly_the_events_before_it(session):
         hub.command("seek_end")
         snap = c.wait(lambda s: s.replay.at_end and s.settled)
         assert snap.events == len(events)
-    finally:
-        hub.stop()
 
 
 def test_play_pause_and_speed(session):
     path, events = session
-    hub, c = start_hub(mode="replay", paths=[str(path)], playing=False, speed="10x")
-    try:
+    with running_hub(mode="replay", paths=[str(path)], playing=False, speed="10x") as (hub, c):
         c.wait(lambda s: s.replay is not None and not s.replay.loading)
         hub.command("play")
         snap = c.wait(lambda s: s.replay.position > 2.0, timeout=5)
@@ -142,18 +144,12 @@ def test_play_pause_and_speed(session):
         hub.command("play")
         snap = c.wait(lambda s: s.replay.at_end, timeout=5)
         assert snap.events == len(events)
-    finally:
-        hub.stop()
 
 
 def test_sessions_side_by_side_get_unique_columns(tmp_path):
     a = write_session(tmp_path / "a.jsonl", generate(seed=1))
     b = write_session(tmp_path / "b.jsonl", generate(seed=2, runs=(DEFAULT_RUNS[0],)))
-    hub, c = start_hub(mode="replay", paths=[str(a), str(b)])
-    try:
-        snap = c.wait(done)
-    finally:
-        hub.stop()
+    snap = replayed(a, b)
     assert [r.key for r in snap.runs] == ["a:vllm-sleep1", "sglang-release", "b:vllm-sleep1"]
     assert [r.session for r in snap.runs] == [0, 0, 1]
     assert len(snap.gpus) == 2 and snap.gpus[1].title == "b"
@@ -162,11 +158,7 @@ def test_sessions_side_by_side_get_unique_columns(tmp_path):
 
 def test_no_gpu_is_said_once_and_rest_works(tmp_path):
     path = write_session(tmp_path / "cpu.jsonl", generate(seed=4, gpu=False))
-    hub, c = start_hub(mode="replay", paths=[str(path)])
-    try:
-        snap = c.wait(done)
-    finally:
-        hub.stop()
+    snap = replayed(path)
     assert snap.gpus[0].error == "no NVIDIA driver" and not snap.gpus[0].devices
     assert all(r.summary is not None and r.summary.metrics.completed for r in snap.runs)
 
@@ -174,11 +166,7 @@ def test_no_gpu_is_said_once_and_rest_works(tmp_path):
 def test_failed_run_carries_its_error(tmp_path):
     runs = (DEFAULT_RUNS[0], RunSpec("sglang-oom", "sglang", "release", fail_step=2))
     path = write_session(tmp_path / "f.jsonl", generate(seed=5, runs=runs))
-    hub, c = start_hub(mode="replay", paths=[str(path)])
-    try:
-        snap = c.wait(done)
-    finally:
-        hub.stop()
+    snap = replayed(path)
     bad = snap.runs[1]
     assert bad.status == "failed" and bad.errors == 4
     assert [e.category for e in bad.error_events] == ["OOM"]
@@ -188,14 +176,11 @@ def test_failed_run_carries_its_error(tmp_path):
 def test_live_push_at_high_rate_snapshots_stay_bounded():
     """Events pushed from another thread as fast as it can: every event folds, snapshots stay <= refresh_hz."""
     events = generate(seed=6, runs=six_runs(), steps=4, rollouts=64)
-    hub, c = start_hub(mode="live", expected=[s.label for s in six_runs()], refresh_hz=10.0)
-    t0 = time.monotonic()
-    try:
+    with running_hub(mode="live", expected=[s.label for s in six_runs()], refresh_hz=10.0) as (hub, c):
+        t0 = time.monotonic()
         for e in events:
             hub.push(e)
         snap = c.wait(lambda s: s.applied == len(events) and s.settled, timeout=20)
-    finally:
-        hub.stop()
     elapsed = time.monotonic() - t0
     assert len(c.snaps) <= elapsed * 10 + 3
     state = SessionState().apply_all(events)
@@ -204,11 +189,8 @@ def test_live_push_at_high_rate_snapshots_stay_bounded():
 
 
 def test_expected_runs_show_as_pending_before_their_first_event():
-    hub, c = start_hub(mode="live", expected=["a", "b"])
-    try:
+    with running_hub(mode="live", expected=["a", "b"]) as (_hub, c):
         snap = c.wait(lambda s: True)
-    finally:
-        hub.stop()
     assert [(r.key, r.status) for r in snap.runs] == [("a", "pending"), ("b", "pending")]
 
 
@@ -217,8 +199,7 @@ def test_follow_tails_a_growing_file(tmp_path):
     path = tmp_path / "live.jsonl"
     half = len(events) // 2
     write_session(path, events[:half])
-    hub, c = start_hub(mode="follow", paths=[str(path)])
-    try:
+    with running_hub(mode="follow", paths=[str(path)]) as (hub, c):
         c.wait(lambda s: s.events == half)
         with path.open("ab") as f:
             from sgtui.events import encode
@@ -226,8 +207,6 @@ def test_follow_tails_a_growing_file(tmp_path):
             for e in events[half:]:
                 f.write(encode(e))
         snap = c.wait(lambda s: s.events == len(events) and s.settled)
-    finally:
-        hub.stop()
     assert all(r.status == "ok" for r in snap.runs)
 
 

@@ -8,6 +8,7 @@ handling: every run's groups are gone after a cancel or a quit.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 from textual.widgets import Button
@@ -27,16 +28,38 @@ from sgtui.tui.widgets.metrics_table import MetricsTable
 from tui_helpers import FAKE_RUNNER, fake_runs, group_alive, screen_text, wait_for
 
 
+def session_of(root: Path) -> Path:
+    """Where live_app records its session."""
+    return root / "sessions" / "s.jsonl"
+
+
 def live_app(root, runs, **kw):
     kw.setdefault("check_imports", False)
-    return make_app("launch", runs=runs, session_path=root / "sessions" / "s.jsonl", runner_prefix=FAKE_RUNNER,
+    return make_app("launch", runs=runs, session_path=session_of(root), runner_prefix=FAKE_RUNNER,
                     orchestrator_kwargs={"grace": 5.0, **kw.pop("orchestrator_kwargs", {})}, **kw)
+
+
+def hanging_app(root: Path, n: int = 2, **kw):
+    """The live app on `n` fake runs whose step-1 rollout never ends: only a stop (cancel, quit, signal) ends
+    them, which is what these tests exercise."""
+    return live_app(root, fake_runs(root, n=n, env={"FAKE_HANG": "1"}), **kw)
 
 
 def process_groups(session) -> list[int]:
     """Every process group the session says was started: runners and the groups they announced."""
     events = read_session(session).events
     return [e.pid for e in events if isinstance(e, RunStart)] + [e.pgid for e in events if isinstance(e, Proc)]
+
+
+def assert_no_group_left(session: Path) -> None:
+    """None of the process groups the session recorded is still alive: nothing was orphaned."""
+    assert not any(group_alive(g) for g in process_groups(session))
+
+
+async def in_rollout(pilot, app, timeout: float = 20.0) -> None:
+    """Wait until a run is in its rollout phase: from then on it has process groups that a stop must end."""
+    await wait_for(pilot, lambda: app.snapshot is not None and any(r.phase == "rollout" for r in app.snapshot.runs),
+                   timeout=timeout, what="the first rollout")
 
 
 async def start(pilot, app) -> None:
@@ -55,7 +78,7 @@ async def test_launch_run_verdict(in_tmp):
         await wait_for(pilot, lambda: app.snapshot.settled and app.snapshot.all_ended, what="the final snapshot")
         assert app.statuses == {"vllm-sleep1": "ok", "sglang-release": "ok"}
         text = screen_text(app)
-        session = in_tmp / "sessions" / "s.jsonl"
+        session = session_of(in_tmp)
         assert "sessions/s.jsonl" in text and "sessions/s.txt" in text
         assert all(p.exists() for p in app.export_paths) and len(app.export_paths) == 2
         headline = load_sessions([session])
@@ -74,17 +97,15 @@ async def test_launch_run_verdict(in_tmp):
             assert table.get_cell("status", r.label).plain == "ok"
         await pilot.press("q")
     assert app.return_code == 0
-    assert not any(group_alive(g) for g in process_groups(session))
+    assert_no_group_left(session)
 
 
 async def test_cancel_stops_every_process_group(in_tmp):
-    runs = fake_runs(in_tmp, env={"FAKE_HANG": "1"})
-    app = live_app(in_tmp, runs)
-    session = in_tmp / "sessions" / "s.jsonl"
+    app = hanging_app(in_tmp)
+    session = session_of(in_tmp)
     async with app.run_test(size=(120, 40)) as pilot:
         await start(pilot, app)
-        await wait_for(pilot, lambda: app.snapshot is not None and any(r.phase == "rollout" for r in app.snapshot.runs),
-                       what="the first rollout")
+        await in_rollout(pilot, app)
         groups = process_groups(session)
         assert groups and all(group_alive(g) for g in groups)
         await pilot.press("c")
@@ -98,16 +119,15 @@ async def test_cancel_stops_every_process_group(in_tmp):
         assert app.screen.query_one(MetricsTable).get_cell("status", "vllm-sleep1").plain == "cancelled"
         await pilot.press("q")
     assert app.return_code == 1
-    assert not any(group_alive(g) for g in process_groups(session))
+    assert_no_group_left(session)
 
 
 async def test_quit_while_running_asks_then_stops_cleanly(in_tmp):
-    runs = fake_runs(in_tmp, n=1, env={"FAKE_HANG": "1"})
-    app = live_app(in_tmp, runs)
-    session = in_tmp / "sessions" / "s.jsonl"
+    app = hanging_app(in_tmp, n=1)
+    session = session_of(in_tmp)
     async with app.run_test(size=(100, 30)) as pilot:
         await start(pilot, app)
-        await wait_for(pilot, lambda: app.snapshot is not None and any(r.phase == "rollout" for r in app.snapshot.runs))
+        await in_rollout(pilot, app)
         await pilot.press("q")
         assert isinstance(app.screen, Choice)
         await pilot.click("#stay")
@@ -116,7 +136,7 @@ async def test_quit_while_running_asks_then_stops_cleanly(in_tmp):
         await pilot.click("#stop")
         await wait_for(pilot, lambda: not app.is_running, timeout=30, what="the app to exit")
     assert app.return_code == 1
-    assert not any(group_alive(g) for g in process_groups(session))
+    assert_no_group_left(session)
 
 
 async def test_runner_error_is_shown(in_tmp):
@@ -169,15 +189,13 @@ async def test_preflight_blocks_start_with_the_reason(in_tmp):
 @pytest.mark.slow
 async def test_detached_runs_outlive_the_ui(in_tmp):
     """Start detached, quit leaving the runs going; a follow UI re-attaches; stopping it leaves nothing."""
-    runs = fake_runs(in_tmp, env={"FAKE_HANG": "1"})
-    app = live_app(in_tmp, runs, detach=True)
-    session = in_tmp / "sessions" / "s.jsonl"
+    app = hanging_app(in_tmp, detach=True)
+    session = session_of(in_tmp)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen) and app.screen.ready)
         assert app.screen.query_one("#f-detach").value is True
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: app.snapshot is not None and any(r.phase == "rollout" for r in app.snapshot.runs),
-                       timeout=30)
+        await in_rollout(pilot, app, timeout=30)
         pid = app.detached_pid
         await pilot.press("q")
         await pilot.click("#leave")
@@ -198,23 +216,22 @@ async def test_detached_runs_outlive_the_ui(in_tmp):
     while group_alive(pid) and time.monotonic() < end:
         time.sleep(0.1)
     assert not group_alive(pid)
-    assert not any(group_alive(g) for g in process_groups(session))
+    assert_no_group_left(session)
 
 
 async def test_hangup_stops_attached_runs_and_quits(in_tmp):
     """SIGHUP/SIGTERM (SSH drop, `sgtui stop`) go through the same clean cancel as the cancel key."""
     import signal
 
-    runs = fake_runs(in_tmp, env={"FAKE_HANG": "1"})
-    app = live_app(in_tmp, runs)
-    session = in_tmp / "sessions" / "s.jsonl"
+    app = hanging_app(in_tmp)
+    session = session_of(in_tmp)
     async with app.run_test(size=(100, 30)) as pilot:
         await start(pilot, app)
-        await wait_for(pilot, lambda: app.snapshot is not None and any(r.phase == "rollout" for r in app.snapshot.runs))
+        await in_rollout(pilot, app)
         app.on_terminate_signal(signal.SIGHUP)
         await wait_for(pilot, lambda: not app.is_running, timeout=30, what="the app to exit")
     assert app.statuses["vllm-sleep1"] == "cancelled"
-    assert not any(group_alive(g) for g in process_groups(session))
+    assert_no_group_left(session)
 
 
 async def test_launch_form_prefills_from_flags_and_last_session(in_tmp):

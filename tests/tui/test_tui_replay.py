@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
 import pytest
 from gen_session import DEFAULT_RUNS, RunSpec, generate, six_runs, write_session
 from sgtui import fmt
@@ -24,12 +28,23 @@ async def replay_to_end(pilot, app, n_events: int) -> None:
     await pilot.pause()
 
 
+def replay_app(session: Path, events: list, **kw):
+    """The replay app on `events`, written to the file `session` first, as a recording on disk would be."""
+    return make_app("replay", paths=[write_session(session, events)], **kw)
+
+
+@asynccontextmanager
+async def replayed(session: Path, events: list, size: tuple[int, int]) -> AsyncIterator[tuple]:
+    """(app, pilot) once the whole recording has played: what a user sees at the end of a replay."""
+    app = replay_app(session, events)
+    async with app.run_test(size=size) as pilot:
+        await replay_to_end(pilot, app, len(events))
+        yield app, pilot
+
+
 async def test_table_shows_the_states_numbers(tmp_path):
     events = generate(seed=11)
-    path = write_session(tmp_path / "a.jsonl", events)
-    app = make_app("replay", paths=[path])
-    async with app.run_test(size=(160, 45)) as pilot:
-        await replay_to_end(pilot, app, len(events))
+    async with replayed(tmp_path / "a.jsonl", events, (160, 45)) as (app, pilot):
         table = app.screen.query_one(MetricsTable)
         state = SessionState().apply_all(events)
         winners = {row.key: row.winner for row in app.snapshot.verdict.rows}
@@ -66,10 +81,7 @@ async def test_table_shows_the_states_numbers(tmp_path):
 
 async def test_timeline_lanes_match_the_phase_events(tmp_path):
     events = generate(seed=12)
-    path = write_session(tmp_path / "a.jsonl", events)
-    app = make_app("replay", paths=[path])
-    async with app.run_test(size=(200, 50)) as pilot:
-        await replay_to_end(pilot, app, len(events))
+    async with replayed(tmp_path / "a.jsonl", events, (200, 50)) as (app, pilot):
         timeline = app.screen.query_one(Timeline)
         state = SessionState().apply_all(events)
         for rv in timeline.runs:
@@ -86,9 +98,8 @@ async def test_timeline_lanes_match_the_phase_events(tmp_path):
 
 
 async def test_playback_keys(tmp_path):
-    events = generate(seed=13)
-    path = write_session(tmp_path / "a.jsonl", events)
-    app = make_app("replay", paths=[path], playing=False, speed="1x")
+    events = generate(seed=13, steps=8)  # ~100 s of session: 10x play lasts long enough to be seen on a busy box
+    app = replay_app(tmp_path / "a.jsonl", events, playing=False, speed="1x")
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.snapshot is not None and not app.snapshot.replay.loading)
         assert isinstance(app.screen, ReplayScreen)
@@ -101,8 +112,8 @@ async def test_playback_keys(tmp_path):
         await wait_for(pilot, lambda: app.snapshot.replay.step == 1 and app.snapshot.settled, what="seek back")
         await pilot.press("s")  # 1x -> 10x
         await pilot.press("space")
-        await wait_for(pilot, lambda: app.snapshot.replay.playing and app.snapshot.replay.speed == "10x")
-        assert "▶ 10x" in screen_text(app).splitlines()[0]
+        await wait_for(pilot, lambda: "▶ 10x" in screen_text(app).splitlines()[0], what="the header to show 10x play")
+        assert app.snapshot.replay.playing and app.snapshot.replay.speed == "10x"
         await pilot.press("space")
         await wait_for(pilot, lambda: not app.snapshot.replay.playing)
         await pilot.press("s")  # -> max
@@ -121,10 +132,7 @@ async def test_playback_keys(tmp_path):
 async def test_error_is_shown_with_its_category(tmp_path):
     runs = (DEFAULT_RUNS[0], RunSpec("sglang-oom", "sglang", "release", fail_step=2))
     events = generate(seed=14, runs=runs)
-    path = write_session(tmp_path / "f.jsonl", events)
-    app = make_app("replay", paths=[path])
-    async with app.run_test(size=(120, 40)) as pilot:
-        await replay_to_end(pilot, app, len(events))
+    async with replayed(tmp_path / "f.jsonl", events, (120, 40)) as (app, pilot):
         table = app.screen.query_one(MetricsTable)
         assert cell(table, "status", "sglang-oom") == "failed"
         assert cell(table, "requests", "sglang-oom") == "12/4"
@@ -145,10 +153,7 @@ async def test_error_is_shown_with_its_category(tmp_path):
 
 async def test_no_gpu_panel_says_so(tmp_path):
     events = generate(seed=15, gpu=False)
-    path = write_session(tmp_path / "cpu.jsonl", events)
-    app = make_app("replay", paths=[path])
-    async with app.run_test(size=(80, 24)) as pilot:
-        await replay_to_end(pilot, app, len(events))
+    async with replayed(tmp_path / "cpu.jsonl", events, (80, 24)) as (app, pilot):
         assert "GPU: no NVIDIA driver — memory is not measured; everything else works" in screen_text(app)
         assert cell(app.screen.query_one(MetricsTable), "status", "vllm-sleep1") == "ok"
 
@@ -157,10 +162,7 @@ async def test_no_gpu_panel_says_so(tmp_path):
 async def test_one_or_six_runs_and_resizes_keep_a_readable_layout(tmp_path, n, size):
     specs = six_runs() if n == 6 else DEFAULT_RUNS[:1]
     events = generate(seed=16, runs=specs, steps=2)
-    path = write_session(tmp_path / "runs.jsonl", events)
-    app = make_app("replay", paths=[path])
-    async with app.run_test(size=size) as pilot:
-        await replay_to_end(pilot, app, len(events))
+    async with replayed(tmp_path / "runs.jsonl", events, size) as (app, pilot):
         table = app.screen.query_one(MetricsTable)
         assert table.run_keys == [s.label for s in specs]
         for spec in specs:
@@ -226,10 +228,7 @@ def _shared_generator():
 async def test_shared_generator_sessions_show_the_states_numbers(tmp_path):
     generate_shared = _shared_generator()
     events = generate_shared(steps=4, requests=12, seed=5, noise=0.2, speed={"sglang-release": 0.8})
-    path = write_session(tmp_path / "shared.jsonl", events)
-    app = make_app("replay", paths=[path])
-    async with app.run_test(size=(120, 40)) as pilot:
-        await replay_to_end(pilot, app, len(events))
+    async with replayed(tmp_path / "shared.jsonl", events, (120, 40)) as (app, pilot):
         table = app.screen.query_one(MetricsTable)
         state = SessionState().apply_all(events)
         for label in ("vllm-sleep1", "sglang-release"):

@@ -1,0 +1,112 @@
+"""What vLLM and SGLang must do alike: restart strategy and sync, start-up and control-call timeouts, OOM
+when brought back, teardown of a server that ignores SIGTERM, a port already taken.
+
+Each test runs once per engine (engine_cases.CASES), the real engine class against its FAULT-INJECTION
+server; the names and texts that differ come from the case. The engine-specific cases are in
+test_vllm_engine.py and test_sglang_engine.py.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from sgtui.events import Proc
+from sgtui.runner.engines.base import EngineError
+from sgtui.runner.engines.sglang import SglangEngine
+from tests.engines import port_is_free
+from tests.runner.engine_cases import CASES, EngineCase
+from tests.runner.fault_harness import adapter_dir, assert_gone, assert_sigkilled_after_grace, stopped_after
+
+pytestmark = pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+
+
+async def test_restart_strategy_stops_and_starts_the_group_with_the_adapter(tmp_path, case: EngineCase):
+    eng, events = case.engine(tmp_path, strategy="restart", sync="restart")
+    a = adapter_dir(tmp_path)
+    async with stopped_after(eng):
+        await eng.start()
+        first = eng.child.pgid
+        assert await eng.offload() == "server stopped (process group)"
+        assert eng.child is None and port_is_free(eng.cfg.port)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(first, 0)
+        assert await eng.reload(a) == "warm restart (same machine, caches warm) with new adapter"
+        assert eng.last_argv[eng.last_argv.index(case.lora_flag) + 1] == f"{case.restarted_adapter}={a}"
+        assert eng.request_model() == case.restarted_model
+        assert await eng.sync_weights(a, 1) == "included in reload (server restarted with the new adapter)"
+        await case.assert_serves_adapter(eng)
+        assert eng.control_calls() == []
+    assert [p.action for p in events if isinstance(p, Proc)] == ["start", "exit", "start", "exit"]
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_restart_sync_under_the_offload_strategy(tmp_path, case: EngineCase):
+    """Sync by restart while the strategy offloads in place (sleep, release): the restart forgets the offload."""
+    eng, events = case.engine(tmp_path, sync="restart")
+    a = adapter_dir(tmp_path)
+    async with stopped_after(eng):
+        await eng.start()
+        await eng.offload()
+        await eng.reload(None)
+        assert await eng.sync_weights(a, 1) == "server restarted with the new adapter"
+        assert eng.request_model() == case.restarted_model and eng.starts == 2
+        if isinstance(eng, SglangEngine):
+            assert eng.released is None  # a second resume would kill SGLang
+        await case.assert_serves_adapter(eng)
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_startup_timeout_then_slow_control_call(tmp_path, case: EngineCase):
+    eng, events = case.engine(tmp_path, {"never_healthy": True}, startup_timeout=1.0)
+    async with stopped_after(eng):
+        with pytest.raises(EngineError) as ei:
+            await eng.start()
+        assert ei.value.category == "STARTUP_TIMEOUT" and "within 1 s" in ei.value.message
+        assert eng.child.alive()  # the caller stops it (the runner's cleanup)
+    assert_gone(events, eng.cfg.port)
+    eng, events = case.engine(tmp_path / "b", {"delays": {case.offload_path: 3.0}}, server_timeout=1.0)
+    async with stopped_after(eng):
+        await eng.start()
+        with pytest.raises(EngineError) as ei:
+            await eng.offload()
+        assert ei.value.category == "SERVER_TIMEOUT" and case.offload_path in ei.value.message
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_oom_when_brought_back_is_oom_with_the_log(tmp_path, case: EngineCase):
+    eng, events = case.engine(tmp_path, case.oom_plan, device="cuda")
+    async with stopped_after(eng):
+        await eng.start()
+        await eng.offload()
+        with pytest.raises(EngineError) as ei:
+            await eng.reload(None)
+        assert ei.value.category == "OOM" and case.oom_advice in ei.value.advice
+        if case.oom_message is not None:
+            assert case.oom_message in ei.value.message
+        assert any(case.oom_log in line for line in ei.value.log_tail)
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_sigterm_ignored_teardown_needs_sigkill(tmp_path, case: EngineCase):
+    eng, events = case.engine(tmp_path, {"ignore_sigterm": True})
+    async with stopped_after(eng):
+        await eng.start()
+        env = (Path("/proc") / str(eng.child.pid) / "environ").read_bytes().split(b"\0")
+        assert f"SGTUI_RUN={eng.cfg.label}".encode() in env and f"SGTUI_OWNER_PID={os.getpid()}".encode() in env
+        await assert_sigkilled_after_grace(eng, events)
+    assert_gone(events, eng.cfg.port)
+
+
+async def test_port_in_use_before_spawning(tmp_path, case: EngineCase):
+    eng, events = case.engine(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", eng.cfg.port))
+        s.listen()
+        with pytest.raises(EngineError) as ei:
+            await eng.start()
+    await eng.aclose()
+    assert ei.value.category == "PORT_IN_USE" and eng.child is None and not events
