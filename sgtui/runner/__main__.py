@@ -149,7 +149,7 @@ class Runner:
             async with self.phase("shutdown", 0):
                 await self.engine.stop()
         finally:
-            await client.aclose()
+            await client.close()
         return "ok"
 
     async def rollout(self, client, prompts: list[workload.Prompt], step: int) -> list[loadgen.RequestOutcome]:

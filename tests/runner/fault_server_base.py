@@ -126,14 +126,22 @@ class FaultHandler(BaseHTTPRequestHandler):
     def _stream_sse(self, events: Iterable[dict], ctype: str = "text/event-stream") -> int:
         """A streamed completion as both engines send it: chunked SSE, one compact `data:` JSON line per event
         (pydantic's model_dump_json is compact), then `data: [DONE]`. A client that hangs up mid-stream ends
-        it quietly, as a real server does."""
+        it quietly, as a real server does. The plan's `sse_split` cuts every event in two writes with a pause
+        between: the client must join a `data:` line that arrives in pieces."""
         self.send_response(200)
         self.send_header("Content-Type", ctype)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        split = self.state.plan.get("sse_split", False)  # each event in two writes, as TCP may deliver it
         try:
             for obj in events:
-                self._chunk(b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n")
+                event = b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+                if split:
+                    self._chunk(event[: len(event) // 2])
+                    time.sleep(0.002)
+                    self._chunk(event[len(event) // 2:])
+                else:
+                    self._chunk(event)
             self._chunk(b"data: [DONE]\n\n")
             self._chunk(b"")  # the chunked encoding's end
         except (BrokenPipeError, ConnectionResetError):

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from sgtui.events import Proc
+from sgtui.runner import loadgen
 from sgtui.runner.engines.base import EngineError
 from sgtui.runner.engines.sglang import SglangEngine
+from sgtui.runner.workload import Prompt
 from tests.engines import port_is_free
 from tests.runner.engine_cases import CASES, EngineCase
 from tests.runner.fault_harness import adapter_dir, assert_gone, assert_sigkilled_after_grace, stopped_after
@@ -110,3 +112,22 @@ async def test_port_in_use_before_spawning(tmp_path, case: EngineCase):
             await eng.start()
     await eng.aclose()
     assert ei.value.category == "PORT_IN_USE" and eng.child is None and not events
+
+
+async def test_streamed_events_cut_in_pieces_are_joined(tmp_path, case: EngineCase):
+    """The load generator splits SSE lines itself (whole blocks, no line-length limit): an event that arrives
+    in two reads must count as one token, with the text, usage and timings of an uncut stream."""
+    got = {}
+    for split in (False, True):
+        eng, _ = case.engine(tmp_path / str(split), {"sse_split": split})
+        async with stopped_after(eng):
+            await eng.start()
+            prompts = [Prompt(id=str(i), text=f"p{i}") for i in range(3)]
+            async with loadgen.make_client(3, 30.0) as client:
+                got[split] = await loadgen.run_batch(client, eng.base_url, "completions", eng.request_model(),
+                                                     prompts, concurrency=3, max_tokens=12, temperature=0.0, seed=0,
+                                                     run="r", step=1, emit=None)
+    for whole, cut in zip(got[False], got[True]):
+        assert not cut.error and (cut.text, cut.output_tokens, cut.served_model) == \
+            (whole.text, whole.output_tokens, whole.served_model) and cut.output_tokens == 12
+        assert cut.ttft > 0 and len(cut.itl) == len(whole.itl) == 11

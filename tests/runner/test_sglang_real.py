@@ -96,7 +96,7 @@ def test_streaming_generation_and_gauges(srv):
                                            concurrency=4, max_tokens=16, temperature=1.0, seed=1, run="r", step=1,
                                            emit=None)
         finally:
-            await client.aclose()
+            await client.close()
 
     outs = srv.run(go())
     assert all(not o.error for o in outs), [o.error for o in outs]
@@ -135,7 +135,7 @@ def test_release_waits_for_requests_running_in_the_server(srv):
             detail = await srv.eng.offload()
             outs = await batch
         finally:
-            await client.aclose()
+            await client.close()
         return detail, outs
 
     detail, outs = srv.run(go())
