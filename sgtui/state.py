@@ -579,6 +579,7 @@ class RunSummary:
     phase_samples: dict[str, tuple[float, ...]]  # per-step values: the noise the verdict uses
     memory: MemorySummary
     errors: tuple[Error, ...]
+    engine_cpu_in_train: float | None = None  # cores the engine's processes used while the trainer ran
 
     @property
     def completed_steps(self) -> tuple[StepSummary, ...]:
@@ -629,6 +630,7 @@ def run_summary(run: RunState, gpu: GpuState) -> RunSummary:
         phase_samples={k: tuple(v) for k, v in samples.items()},
         memory=memory_summary(run, gpu),
         errors=tuple(run.errors),
+        engine_cpu_in_train=stats.mean(cpu.v) if (cpu := run.engine.get("cpu_in_train")) and cpu.v else None,
     )
     run._cache["summary"] = (key, summary)
     return summary

@@ -58,6 +58,24 @@ class Verdict:
     rows: tuple[MetricRow, ...]
     breakdown: tuple[tuple[str, float], ...]  # (phase, seconds per step the runner-up loses there)
     runner_up: str | None
+    caveats: tuple[str, ...] = ()  # what the numbers above do not say by themselves
+
+
+#: Engines whose CPU use while the trainer ran differs by this many cores get a caveat on the train phase.
+ENGINE_CPU_CAVEAT_CORES = 0.5
+
+
+def train_caveat(a: RunSummary, b: RunSummary, train_diff: float) -> str:
+    """Training is the control variable (both runs run the same trainer), so a train-time difference needs
+    explaining: an engine that keeps a CPU core busy while it is offloaded (SGLang's scheduler polls) takes
+    that core from a trainer sharing the machine's CPUs. Empty when the engines' CPU use was alike."""
+    ca, cb = a.engine_cpu_in_train, b.engine_cpu_in_train
+    if ca is None or cb is None or abs(cb - ca) < ENGINE_CPU_CAVEAT_CORES or abs(train_diff) < 1e-3:
+        return ""
+    busy, other = (b, a) if cb > ca else (a, b)
+    return (f"train differs by {train_diff:+.2f}s/step with the same trainer: {busy.label}'s engine used "
+            f"{max(ca, cb):.2f} CPU cores meanwhile ({other.label}'s {min(ca, cb):.2f}); where the trainer "
+            "shares CPU cores with the engine, that is the engine's cost")
 
 
 def _compare_row(key: str, label: str, hib: bool, unit: str, runs: list[RunSummary]) -> MetricRow:
@@ -137,4 +155,8 @@ def verdict(summaries: list[RunSummary]) -> Verdict:
             confidence = f"95% interval of the difference vs {runner_up}: {lo:.1f}% to {hi:.1f}% (includes 0)"
         else:
             confidence = step.note
-    return Verdict(ranked, unranked, winner, headline, confidence, rows, tuple(breakdown), runner_up)
+    caveats = []
+    if len(ranked) >= 2 and dict(breakdown).get("train") is not None:
+        caveats.append(train_caveat(a, b, dict(breakdown)["train"]))
+    return Verdict(ranked, unranked, winner, headline, confidence, rows, tuple(breakdown), runner_up,
+                   tuple(c for c in caveats if c))

@@ -105,7 +105,7 @@ def test_headless_failed_run_exits_1(tmp_path, model):
     assert {e.status for e in read_session(session).events if isinstance(e, RunEnd)} == {"failed"}
 
 
-def _wait_for(pred, timeout=30):
+def _wait_for(pred, timeout=90):  # generous: the suite runs on two workers beside real engines
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = pred()

@@ -86,3 +86,20 @@ def test_simulated_trainer_shows_no_loss():
     assert loss_line.split()[2:] == ["simulated", "0.5000"], loss_line
     steps = [r for r in csv.DictReader(io.StringIO(render("csv", [st]))) if r["row_type"] == "step"]
     assert {r["loss"] for r in steps if r["run"] == "vllm-sleep1"} == {""}
+
+
+def test_engine_cpu_while_training_is_reported_per_run():
+    """An engine that spins a core while the trainer runs (SGLang's idle scheduler on CPU) slows the trainer on a
+    small box; the report puts the measured cores beside the train time, n/a where nothing was measured."""
+    from sgtui.events import EngineGauges
+
+    events = generate(labels=("vllm-sleep1", "sglang-release"), steps=2)
+    events += [EngineGauges(t=e.t, run=e.run, step=e.step, gauges={"cpu_in_train": 1.0 if e.step == 1 else 0.9})
+               for e in events if type(e).__name__ == "Train" and e.run == "sglang-release"]
+    st = load_state(sorted(events, key=lambda e: e.t))
+    st.source = "sessions/x.jsonl"
+    row = next(line for line in render("txt", [st]).splitlines() if line.startswith("Engine CPU meanwhile"))
+    assert row.split()[3:] == ["n/a", "0.95", "cores"], row
+    runs = {r["label"]: r for r in orjson.loads(render("json", [st]))["runs"]}
+    assert runs["sglang-release"]["engine_cpu_in_train_cores"] == 0.95
+    assert runs["vllm-sleep1"]["engine_cpu_in_train_cores"] is None

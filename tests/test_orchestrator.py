@@ -1,6 +1,7 @@
 """The orchestrator with real child processes: groups, cancel, crashes, garbage output."""
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -267,3 +268,24 @@ def test_concurrency_problems():
     assert any("port 8100" in p for p in problems) and any("GPU 1" in p for p in problems)
     b.port, b.gpus, b.train_gpus = 8200, [2], [3]
     assert concurrency_problems([a, b]) == []
+
+
+def test_group_cpu_seconds_counts_a_busy_group_not_a_sleeping_one():
+    """The runner's measure of an engine's CPU during training: every process of the group, live ones only."""
+    from sgtui.runner import procs
+
+    busy = subprocess.Popen([sys.executable, "-c", "import os, time\nos.fork()\nt = time.time()\n"
+                             "while time.time() - t < 1.5: pass"], start_new_session=True)
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"], start_new_session=True)
+    try:
+        time.sleep(0.3)  # interpreter start-up counts too: measure a window, as the runner does
+        b0, i0 = procs.group_cpu_seconds(busy.pid), procs.group_cpu_seconds(idle.pid)
+        time.sleep(1.0)
+        b1, i1 = procs.group_cpu_seconds(busy.pid), procs.group_cpu_seconds(idle.pid)
+        assert b1 - b0 >= 0.5  # two spinning processes (parent and forked child) for 1 s, on however many cores
+        assert i1 - i0 < 0.05
+        assert procs.group_cpu_seconds(2 ** 22 + 7) == 0.0  # no such group: nothing counted
+    finally:
+        for p in (busy, idle):
+            os.killpg(p.pid, 9)
+            p.wait()

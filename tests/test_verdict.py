@@ -58,3 +58,21 @@ def test_welch_interval_against_textbook_values():
     assert abs((c.ci_high - c.diff) - 2.447 * 0.912870929) < 1e-3
     assert not c.significant
     assert stats.percentile([1, 2, 3, 4], 90) == 3.7
+
+
+def test_train_difference_beside_a_busy_engine_gets_a_caveat():
+    """Both runs train with the same trainer: a train-time gap next to an engine that spun a core meanwhile is
+    explained in the verdict; engines that idled alike, or were not measured, get no note."""
+    from dataclasses import replace
+
+    a, b = summaries(generate(labels=("vllm-sleep1", "sglang-release"), steps=4, noise=0.05,
+                              speed={"sglang-release": 1.5}, seed=2))
+    a = replace(a, phase_means={**a.phase_means, "train": 5.0}, engine_cpu_in_train=0.1)
+    b = replace(b, phase_means={**b.phase_means, "train": 7.6}, engine_cpu_in_train=1.0)
+    v = verdict([a, b])
+    assert v.ranked == ("vllm-sleep1", "sglang-release")
+    assert v.caveats == ("train differs by +2.60s/step with the same trainer: sglang-release's engine used 1.00 CPU "
+                         "cores meanwhile (vllm-sleep1's 0.10); where the trainer shares CPU cores with the engine, "
+                         "that is the engine's cost",)
+    assert verdict([a, replace(b, engine_cpu_in_train=0.3)]).caveats == ()
+    assert verdict([replace(a, engine_cpu_in_train=None), b]).caveats == ()

@@ -25,6 +25,7 @@ def run_dict(s, run) -> dict:
         "phase_means_s": s.phase_means,
         "phase_samples": {k: list(v) for k, v in s.phase_samples.items()},
         "memory": dataclasses.asdict(s.memory),
+        "engine_cpu_in_train_cores": s.engine_cpu_in_train,
         "steps": [{**{k: v for k, v in dataclasses.asdict(st).items() if k != "metrics"},
                    "metrics": dataclasses.asdict(st.metrics)} for st in s.steps],
         "errors": [{"category": e.category, "message": e.message, "step": e.step, "advice": e.advice}
@@ -41,6 +42,7 @@ def render_json(c: Combined) -> str:
             "winner": v.winner,
             "headline": v.headline,
             "confidence": v.confidence,
+            "caveats": list(v.caveats),
             "ranked": list(v.ranked),
             "unranked": v.unranked,
             "breakdown_s_per_step": dict(v.breakdown),

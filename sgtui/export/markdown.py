@@ -32,6 +32,8 @@ def render_markdown(c: Combined) -> str:
     lines = ["## sgtui: " + ", ".join(f"`{s.label}`" for s in S), "", f"**{v.headline}**"]
     if v.confidence:
         lines.append(f"<br>{v.confidence}")
+    for caveat in v.caveats:
+        lines.append(f"<br>note: {caveat}")
     lines += ["", head, sep]
     lines += ["| " + name + " | " + " | ".join(get(s) for s in S) + " |" for name, get in rows]
     lines += ["", "| metric | best | difference (95% band) | note |", "|---|---|---|---|"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Callable
 
 from sgtui import fmt
@@ -114,6 +115,8 @@ def render_text(c: Combined) -> str:
     lines += _table(S, [
         ("Train time", _phase("train")),
         ("Last loss", _last_loss),
+        ("Engine CPU meanwhile", lambda s: "n/a" if s.engine_cpu_in_train is None
+         else f"{s.engine_cpu_in_train:.2f} cores"),
         ("Train tokens/step", lambda s: fmt.num(
             sum(x.train_tokens for x in s.steps) / len(s.steps) if s.steps else None, 0)),
     ])
@@ -144,6 +147,8 @@ def render_text(c: Combined) -> str:
     lines.append(v.headline[:WIDTH])
     if v.confidence:
         lines.append(v.confidence[:WIDTH])
+    for caveat in v.caveats:
+        lines += textwrap.wrap("note: " + caveat, WIDTH, subsequent_indent="  ")
     if v.breakdown and v.runner_up:
         lines.append(f"per-phase difference, {v.runner_up} minus {v.ranked[0]} (s/step):"[:WIDTH])
         for phase, d in v.breakdown:

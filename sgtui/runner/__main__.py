@@ -25,7 +25,7 @@ from typing import AsyncIterator, Callable
 
 from sgtui.config import ConfigError, RunConfig
 from sgtui.events import Error, EngineGauges, Event, Phase, RunEnd, RunStart
-from sgtui.runner import loadgen, rewards, workload
+from sgtui.runner import loadgen, procs, rewards, workload
 from sgtui.runner.emit import Emitter
 from sgtui.runner.engines.base import Engine, EngineError
 from sgtui.runner.trainer.base import Rollout, Trainer, TrainerError
@@ -88,6 +88,23 @@ class Runner:
             raise
         self.emit(Phase(t=time.time(), run=self.run, step=step, name=name, edge="end", ok=True, detail=info["detail"]))
 
+    def engine_cpu(self) -> tuple[float, float] | None:
+        """(wall clock, CPU seconds of the engine's process group) now; None without a live engine group."""
+        child = getattr(self.engine, "child", None)
+        cpu = procs.group_cpu_seconds(child.pgid) if child is not None else None
+        return (time.monotonic(), cpu) if cpu is not None else None
+
+    def engine_cpu_note(self, step: int, start: tuple[float, float] | None) -> str:
+        """The engine's CPU use while the trainer ran, as a gauge and a note for the train phase: training is
+        the control variable of a comparison, and an offloaded engine that still spins a core (SGLang's
+        scheduler does, on CPU) slows a trainer that shares the machine's cores."""
+        end = self.engine_cpu()
+        if start is None or end is None or end[0] <= start[0]:
+            return ""
+        cores = max(0.0, (end[1] - start[1]) / (end[0] - start[0]))
+        self.emit(EngineGauges(t=time.time(), run=self.run, step=step, gauges={"cpu_in_train": cores}))
+        return f"; engine used {cores:.2f} CPU cores meanwhile"
+
     async def scrape_loop(self, step: int) -> None:
         """Engine gauges during a rollout, every scrape_interval; logs pumped on the same clock."""
         while True:
@@ -134,8 +151,9 @@ class Runner:
                                         group=o.prompt.group, reward=rewards.reward(o.text, o.prompt.reference),
                                         reference=o.prompt.reference, output_tokens=o.output_tokens)
                                 for o in outcomes if not o.error]
+                    cpu0 = self.engine_cpu()
                     adapter = await self.trainer.train(step, rollouts)
-                    p["detail"] = cfg.trainer
+                    p["detail"] = cfg.trainer + self.engine_cpu_note(step, cpu0)
                 async with self.phase("reload", step) as p:
                     p["detail"] = await self.engine.reload(adapter or None)
                 async with self.phase("weight_sync", step) as p:

@@ -286,12 +286,17 @@ async def test_runner_attributes_each_call_to_its_phase(tmp_path):
     assert len(reqs) == 2 * cfg.num_rollouts and all(not r.error for r in reqs)
     assert {r.served_model for r in reqs} == {ADAPTER_NAME} and {r.model for r in reqs} == {ADAPTER_NAME}
     gauges = [e for e in events if isinstance(e, EngineGauges)]
-    assert gauges and all(e.step in (1, 2) and e.gauges.get("sleeping") == 0.0 for e in gauges)
+    scraped = [e for e in gauges if "cpu_in_train" not in e.gauges]
+    assert scraped and all(e.step in (1, 2) and e.gauges.get("sleeping") == 0.0 for e in scraped)
+    # the engine's CPU while the trainer ran: one gauge per step (a sleeping stand-in server uses next to none)
+    cpu = [e for e in gauges if "cpu_in_train" in e.gauges]
+    assert [e.step for e in cpu] == [1, 2] and all(0.0 <= e.gauges["cpu_in_train"] < 0.5 for e in cpu)
     details = {(k, e.edge): e.detail for e in events if isinstance(e, Phase) for k in [(e.step, e.name)]}
     assert details[((0, "startup"), "end")] == "cold start; vllm 0.32.0"
     assert details[((0, "weight_sync"), "end")] == f"initial adapter: load_lora_adapter {ADAPTER_NAME}"
     assert details[((2, "weight_sync"), "end")] == f"load_lora_adapter {ADAPTER_NAME} (in place)"
-    assert details[((1, "train"), "end")] == "simulated"
+    assert details[((1, "train"), "end")] == \
+        f"simulated; engine used {cpu[0].gauges['cpu_in_train']:.2f} CPU cores meanwhile"
     assert (Path(cfg.workdir) / "adapters" / "step-2" / "adapter_config.json").is_file()
 
 

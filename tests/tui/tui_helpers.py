@@ -22,7 +22,9 @@ def screen_text(app) -> str:
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
-async def wait_for(pilot, cond: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+async def wait_for(pilot, cond: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+    """Poll `cond` between UI pauses. The limit is generous (the suite runs on two workers beside real engines);
+    a passing test never waits for it."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if cond():

@@ -149,6 +149,8 @@ def verdict_renderable(snap: Snapshot | None, files: list[tuple[str, str]], widt
         parts.append(Text(v.headline, style=style))
         if v.confidence:
             parts.append(Text(v.confidence, style="dim"))
+        for caveat in v.caveats:
+            parts.append(Text("note: " + caveat, style="yellow"))
         for run, why in v.unranked.items():
             parts.append(Text.assemble(("not ranked: ", "#ff8787"), (run, "bold"), f" — {why}"))
     parts.extend(_files(files))
