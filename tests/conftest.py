@@ -8,9 +8,11 @@ import tempfile
 import pytest
 
 # sgtui holds one lock per engine port for a whole session (sgtui.portlock). Several people run the suite
-# on one machine at once, each with stand-in runs on the default ports: give every pytest process its own
-# lock directory so their sessions do not refuse each other's ports. (Subprocesses inherit it.)
-if "SGTUI_LOCK_DIR" not in os.environ:
+# on one machine at once, and the two xdist workers of one run are two such suites, each with stand-in
+# runs (no server) on the default ports: give every pytest process, each worker included, its own lock
+# directory so their sessions do not refuse each other's ports. (Subprocesses inherit it; a worker
+# inherits its controller's, hence the worker check.)
+if "SGTUI_LOCK_DIR" not in os.environ or os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["SGTUI_LOCK_DIR"] = tempfile.mkdtemp(prefix="sgtui-test-locks-")
     atexit.register(shutil.rmtree, os.environ["SGTUI_LOCK_DIR"], True)
 
