@@ -8,11 +8,13 @@ times in one run so that drift of a shared machine hits both alike:
       /metrics scraper; numbers read back from the saved session.
   (b) bare: the same engine class and load generator in one process of the same interpreter the runner
       uses (the vLLM venv's), no events kept, no scraping, no UI, no session.
+  (c) headless: (a) without the Textual app (`sgtui --no-ui`'s path: orchestrator, sampler, session
+      writer, runner and scraper), which tells the UI's share of (a)'s cost from the pipeline's.
 
 Each round starts its own server (start-up is not measured) and runs `--steps` rollouts of the same
-prompts; the first rollout of each round is dropped (a warm-up batch runs before it in both). Prints
-output throughput and mean TTFT per round and the paired ratios: throughput bare/full and TTFT
-full/bare (target: sgtui costs at most 1%, i.e. both ratios <= 1.01).
+prompts; the first rollout of each round is dropped (a warm-up batch runs before it in all). Prints
+output throughput and mean TTFT per round and the paired ratios against bare: throughput bare/x and
+TTFT x/bare for x = full and headless (target: sgtui costs at most 1%, i.e. ratios <= 1.01).
 
     .venv/bin/python benchmarks/observer_effect.py [--rounds 3 --steps 4 --prompts 32 --concurrency 8]
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -46,16 +50,23 @@ def make_cfg(args: argparse.Namespace, work: Path, label: str) -> RunConfig:
                      workdir=str(work / label))
 
 
-def full_round(args: argparse.Namespace, work: Path, i: int) -> list[tuple[float, float]]:
-    """(output tok/s, mean TTFT ms) of each measured step, read back from the session the app saved."""
-    from sgtui.tui.app import make_app  # here, not at the top: (b) runs in the vLLM venv, without textual
+def full_round(args: argparse.Namespace, work: Path, i: int, ui: bool = True) -> list[tuple[float, float]]:
+    """(output tok/s, mean TTFT ms) of each measured step, read back from the session sgtui saved."""
+    name = f"{'full' if ui else 'headless'}{i}"
+    cfg = make_cfg(args, work, name)
+    session = work / f"{name}.jsonl"
+    if ui:
+        from sgtui.tui.app import make_app  # here, not at the top: (b) runs in the vLLM venv, without textual
 
-    cfg = make_cfg(args, work, f"full{i}")
-    session = work / f"full{i}.jsonl"
-    app = make_app("live", runs=[cfg], session_path=session, exports=(), use_last_session=False)
-    app.quit_after_finish = True
-    asyncio.run(app.run_async(headless=True, size=(200, 50)))
-    app.shutdown()
+        app = make_app("live", runs=[cfg], session_path=session, exports=(), use_last_session=False)
+        app.quit_after_finish = True
+        asyncio.run(app.run_async(headless=True, size=(200, 50)))
+        app.shutdown()
+    else:
+        from sgtui.headless import run_headless
+
+        with contextlib.redirect_stdout(io.StringIO()):  # its progress lines and report: not this table's
+            run_headless([cfg], session, [])
     run = load_state(read_session(session).events).runs[cfg.label]
     if run.status != "ok":
         raise SystemExit(f"full pipeline run ended {run.status}; see {session}")
@@ -130,25 +141,34 @@ def main() -> None:
         return
     if not (Path(args.python).exists() and (Path(args.model) / "config.json").exists()):
         raise SystemExit(f"{args.python} or {args.model} is missing: run `bash setup/setup.sh`")
-    full, bare = [], []
+    got: dict[str, list[list[tuple[float, float]]]] = {"full": [], "headless": [], "bare": []}
+    measure = {"full": lambda w, i: full_round(args, w, i), "headless": lambda w, i: full_round(args, w, i, ui=False),
+               "bare": lambda w, i: bare_in_runner_python(args, w, i)}
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         for i in range(args.rounds):
-            order = (("full", full), ("bare", bare)) if i % 2 == 0 else (("bare", bare), ("full", full))
-            for name, acc in order:  # alternate which goes first: a trend over time hits both alike
-                got = full_round(args, work, i) if name == "full" else bare_in_runner_python(args, work, i)
-                acc.append(got)
-                tput = stats.mean([g[0] for g in got])
-                ttft = stats.mean([g[1] for g in got])
-                print(f"round {i + 1} {name:4}: {tput:8.1f} tok/s  TTFT {ttft:7.1f} ms", file=sys.stderr)
-    pairs_tput = [stats.mean([g[0] for g in b]) / stats.mean([g[0] for g in a]) for a, b in zip(full, bare)]
-    pairs_ttft = [stats.mean([g[1] for g in a]) / stats.mean([g[1] for g in b]) for a, b in zip(full, bare)]
-    print(f"{'':28}{'median':>8}  per round")
-    print(f"{'throughput bare / full':28}{stats.percentile(pairs_tput, 50):8.3f}  "
-          + " ".join(f"{x:.3f}" for x in pairs_tput))
-    print(f"{'mean TTFT full / bare':28}{stats.percentile(pairs_ttft, 50):8.3f}  "
-          + " ".join(f"{x:.3f}" for x in pairs_ttft))
-    print("target: both <= 1.01. On 2 cores the runner's scraper, the orchestrator and the UI take CPU from "
+            order = list(got) if i % 2 == 0 else list(reversed(got))  # a trend over time hits all alike
+            for name in order:
+                steps = measure[name](work, i)
+                got[name].append(steps)
+                tput = stats.mean([g[0] for g in steps])
+                ttft = stats.mean([g[1] for g in steps])
+                print(f"round {i + 1} {name:8}: {tput:8.1f} tok/s  TTFT {ttft:7.1f} ms", file=sys.stderr)
+
+    def paired(name: str, k: int) -> list[float]:
+        """Per round: `name`'s cost against bare (throughput bare/name, TTFT name/bare)."""
+        out = []
+        for a, b in zip(got[name], got["bare"]):
+            ma, mb = stats.mean([g[k] for g in a]), stats.mean([g[k] for g in b])
+            out.append(mb / ma if k == 0 else ma / mb)
+        return out
+
+    print(f"{'':32}{'median':>8}  per round")
+    for name in ("full", "headless"):
+        for label, k in (("throughput bare / " + name, 0), (f"mean TTFT {name} / bare", 1)):
+            xs = paired(name, k)
+            print(f"{label:32}{stats.percentile(xs, 50):8.3f}  " + " ".join(f"{x:.3f}" for x in xs))
+    print("target: all <= 1.01. On 2 cores the runner's scraper, the orchestrator and the UI take CPU from "
           "the server itself, and round-to-round spread on a shared machine is often larger than 1%.")
 
 

@@ -31,6 +31,11 @@ from sgtui.runner.engines.base import Engine, EngineError
 from sgtui.runner.trainer.base import Rollout, Trainer, TrainerError
 
 
+#: Shortest train phase whose engine CPU is reported: /proc counts CPU time in 10 ms clock ticks, so a shorter
+#: window reads as whole fractions of a core (a 20 ms phase showed "1.65 cores").
+ENGINE_CPU_MIN_S = 1.0
+
+
 class PhaseFailed(Exception):
     """A phase ended with ok=False for a reason already reported (requests failed, ...)."""
 
@@ -99,7 +104,7 @@ class Runner:
         the control variable of a comparison, and an offloaded engine that still spins a core (SGLang's
         scheduler does, on CPU) slows a trainer that shares the machine's cores."""
         end = self.engine_cpu()
-        if start is None or end is None or end[0] <= start[0]:
+        if start is None or end is None or end[0] - start[0] < ENGINE_CPU_MIN_S:
             return ""
         cores = max(0.0, (end[1] - start[1]) / (end[0] - start[0]))
         self.emit(EngineGauges(t=time.time(), run=self.run, step=step, gauges={"cpu_in_train": cores}))

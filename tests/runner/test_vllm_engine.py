@@ -267,7 +267,8 @@ async def test_exit_at_startup_is_categorised_from_the_log(tmp_path):
 async def test_runner_attributes_each_call_to_its_phase(tmp_path):
     """The real step loop with delays injected per endpoint: each delay lands in its own phase only."""
     delays = {"/sleep": 0.3, "/wake_up": 0.2, "/v1/load_lora_adapter": 0.25}
-    cfg = make_cfg(tmp_path, initial_adapter=adapter_dir(tmp_path, "initial"), scrape_interval=0.05)
+    cfg = make_cfg(tmp_path, initial_adapter=adapter_dir(tmp_path, "initial"), scrape_interval=0.05,
+                   sim_train_seconds=1.0)  # long enough for the engine's CPU over the train phase to be reported
     eng, events = await run_steps(FaultVllm, cfg, {"delays": delays, "token_delay": 0.02})
     phases = phase_spans(events)
     assert_calls_in_their_phase(eng.calls(), phases,
