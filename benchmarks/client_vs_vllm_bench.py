@@ -60,8 +60,8 @@ async def sgtui_round(client, cfg: RunConfig, prompts, base_url: str) -> tuple[f
 
 
 async def sgtui_rounds(cfg: RunConfig, prompts, base_url: str, rounds: list[int], between) -> list[tuple[float, float]]:
-    """The runner's way: one client for the whole run, its connections warmed by the uncounted warmup batch
-    (a fresh client per round would pay `concurrency` TCP handshakes inside every timed window)."""
+    """The runner's way: one client for the whole run, warmed by the uncounted warmup batch. (Between rounds
+    the server closes idle connections after its keep-alive timeout, as it does between a run's steps.)"""
     out = []
     async with loadgen.make_client(cfg.concurrency) as client:
         await loadgen.warmup(client, base_url, "completions", cfg.served_model_name, prompts[: cfg.concurrency],

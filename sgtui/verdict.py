@@ -155,8 +155,7 @@ def verdict(summaries: list[RunSummary]) -> Verdict:
             confidence = f"95% interval of the difference vs {runner_up}: {lo:.1f}% to {hi:.1f}% (includes 0)"
         else:
             confidence = step.note
-    caveats = []
-    if len(ranked) >= 2 and dict(breakdown).get("train") is not None:
-        caveats.append(train_caveat(a, b, dict(breakdown)["train"]))
+    train_diff = dict(breakdown).get("train")
+    caveat = train_caveat(a, b, train_diff) if train_diff is not None else ""  # breakdown implies a, b
     return Verdict(ranked, unranked, winner, headline, confidence, rows, tuple(breakdown), runner_up,
-                   tuple(c for c in caveats if c))
+                   (caveat,) if caveat else ())

@@ -95,7 +95,7 @@ class Runner:
 
     def engine_cpu(self) -> tuple[float, float] | None:
         """(wall clock, CPU seconds of the engine's process group) now; None without a live engine group."""
-        child = getattr(self.engine, "child", None)
+        child = self.engine.child  # None while a restart strategy has the server stopped
         cpu = procs.group_cpu_seconds(child.pgid) if child is not None else None
         return (time.monotonic(), cpu) if cpu is not None else None
 

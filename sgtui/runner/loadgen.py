@@ -84,7 +84,6 @@ _CHOICE_MARKER = b'"choices":[{'
 _JSON = {"Content-Type": "application/json"}
 
 
-
 async def send_request(client: aiohttp.ClientSession, url: str, body: dict, outcome: RequestOutcome) -> RequestOutcome:
     """Stream one request; fills `outcome` in place and never raises."""
     chunks: list[bytes] = []
