@@ -155,7 +155,7 @@ async def test_detached_orchestrator_killed_9_shows_dead(tmp_path, observed):
 
     # The leader thread shows Z while the kernel still tears down its other threads (NVML sampler, workers);
     # the lock goes with the last of them, so "dead" is when the lock is free, soon after
-    wait_for(lambda: portlock.holder(port) is None, 10, "the kernel to drop the dead sgtui's port lock")
+    wait_for(lambda: portlock.holder(port) is None, 30, "the kernel to drop the dead sgtui's port lock")
     try:
         ls = sgtui("ls", str(tmp_path / "sessions"))
         assert f"dead (sgtui pid {pid} gone, runs never ended)  [vllm-sleep1:dead]" in ls.stdout, ls.stdout
