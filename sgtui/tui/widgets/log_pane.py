@@ -119,21 +119,37 @@ class RunLog(Collapsible):
 
     def flush(self) -> None:
         """Write what arrived since the last flush (LogPanes calls this a few times a second: every
-        write that grows the log relayouts the screen, so lines are written in batches)."""
-        if self._pending and not self.collapsed:
+        write that grows the log relayouts the screen, so lines are written in batches).
+
+        Nothing is written before the Log is mounted (a pane opened as it appears composes it a moment
+        later): Log.write_lines starts a thread worker that looks the app up through the widget's
+        parents, and finding none, fails and takes the app down. The lines wait in `_pending`."""
+        if self.collapsed:
+            self._pending = []
+        elif self._pending and self.log_widget.is_mounted:
             lines = self._pending
             if len(lines) > FLUSH_MAX:  # more than anyone reads in a quarter second: keep the newest
                 lines = [f"{'…':<{SOURCE_W}}{len(lines) - FLUSH_MAX} lines skipped here (all are in the session file)"] \
                     + lines[-FLUSH_MAX:]
             self.log_widget.write_lines(lines)
-        self._pending = []
+            self._pending = []
 
     def _watch_collapsed(self, collapsed: bool) -> None:
         super()._watch_collapsed(collapsed)
         if not collapsed:
             self._pending = []
             self.log_widget.clear()
-            self.log_widget.write_lines(list(self.lines_buffer))
+            if self.log_widget.is_mounted:
+                self.log_widget.write_lines(list(self.lines_buffer))
+            else:  # on_mount writes them
+                self._pending = list(self.lines_buffer)
+
+    def on_mount(self) -> None:
+        """Lines that came while the pane was composing (the whole buffer when it was opened before);
+        if its Log is still not mounted here, the next flush writes them."""
+        if self._pending and not self.collapsed and self.log_widget.is_mounted:
+            self.log_widget.write_lines(self._pending)
+            self._pending = []
 
     def text(self) -> str:
         """Everything buffered, as plain text (tests)."""
