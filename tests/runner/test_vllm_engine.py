@@ -163,7 +163,9 @@ async def test_keep_makes_no_control_call(tmp_path):
         assert eng.child.alive()
 
 
-async def test_lora_sync_loads_then_loads_in_place(tmp_path):
+async def test_lora_sync_loads_then_unloads_and_loads(tmp_path):
+    """Never `load_inplace`: vLLM keeps that flag on the stored request and re-reads the adapter from disk
+    whenever it activates it (the module docstring of sgtui/runner/engines/vllm.py has the measurement)."""
     eng, _ = make_engine(tmp_path)
     a0, a1 = adapter_dir(tmp_path, "a0"), adapter_dir(tmp_path, "a1")
     async with stopped_after(eng):
@@ -171,19 +173,22 @@ async def test_lora_sync_loads_then_loads_in_place(tmp_path):
         assert eng.request_model() == "policy"
         assert await eng.sync_weights(a0, 0) == f"load_lora_adapter {ADAPTER_NAME}"
         assert eng.request_model() == ADAPTER_NAME
-        assert await eng.sync_weights(a1, 1) == f"load_lora_adapter {ADAPTER_NAME} (in place)"
+        assert await eng.sync_weights(a1, 1) == f"unload + load_lora_adapter {ADAPTER_NAME}"
         assert eng.control_calls() == [
             ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a0}),
-            ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a1, "load_inplace": True})]
+            ("/v1/unload_lora_adapter", {"lora_name": ADAPTER_NAME}),
+            ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a1})]
         code, doc = await complete(eng, ADAPTER_NAME)
         assert code == 200 and doc["model"] == ADAPTER_NAME and doc["choices"][0]["text"] == ADAPTER_TEXT[:8]
         with pytest.raises(EngineError) as ei:  # a bad path: vLLM answers 404 with its message
             await eng.sync_weights(str(tmp_path / "missing"), 2)
         assert "404" in ei.value.message and "No adapter found" in ei.value.message
+        assert not eng.lora_loaded  # unloaded, the load failed: nothing to unload next time
 
 
-async def test_fault_server_control_second_load_without_inplace_is_refused(tmp_path):
-    """Control: vLLM refuses to load a name twice unless load_inplace is set, which is why sync sets it."""
+async def test_fault_server_control_second_load_of_a_name_is_refused(tmp_path):
+    """Control: vLLM refuses to load a loaded name again (without `load_inplace`), which is why sync unloads
+    first."""
     eng, _ = make_engine(tmp_path)
     a = adapter_dir(tmp_path)
     async with stopped_after(eng):
@@ -194,30 +199,8 @@ async def test_fault_server_control_second_load_without_inplace_is_refused(tmp_p
         assert "400" in ei.value.message and "already been loaded" in ei.value.message
 
 
-async def test_lora_sync_without_load_inplace_unloads_first(tmp_path):
-    """A vLLM that predates load_inplace ignores the field and refuses the name: unload, load, and
-    from then on skip the in-place attempt."""
-    eng, _ = make_engine(tmp_path, {"no_inplace": True})
-    a0, a1, a2 = (adapter_dir(tmp_path, n) for n in ("a0", "a1", "a2"))
-    async with stopped_after(eng):
-        await eng.start()
-        await eng.sync_weights(a0, 0)
-        detail = await eng.sync_weights(a1, 1)
-        assert detail == f"unload + load_lora_adapter {ADAPTER_NAME} (no load_inplace in this vLLM)"
-        assert await eng.sync_weights(a2, 2) == f"unload + load_lora_adapter {ADAPTER_NAME}"
-        assert eng.control_calls() == [
-            ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a0}),
-            ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a1, "load_inplace": True}),
-            ("/v1/unload_lora_adapter", {"lora_name": ADAPTER_NAME}),
-            ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a1}),
-            ("/v1/unload_lora_adapter", {"lora_name": ADAPTER_NAME}),
-            ("/v1/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": a2})]
-        code, doc = await complete(eng, ADAPTER_NAME)
-        assert code == 200 and doc["model"] == ADAPTER_NAME
-
-
 async def test_restart_strategy_with_lora_sync_loads_after_restart(tmp_path):
-    """A restarted server has no adapter: the next sync is a plain load, not an in-place one."""
+    """A restarted server has no adapter: the next sync is a plain load, with nothing to unload."""
     eng, _ = make_engine(tmp_path, strategy="restart", sync="lora")
     a0, a1 = adapter_dir(tmp_path, "a0"), adapter_dir(tmp_path, "a1")
     async with stopped_after(eng):
@@ -295,7 +278,7 @@ async def test_runner_attributes_each_call_to_its_phase(tmp_path):
     details = {(k, e.edge): e.detail for e in events if isinstance(e, Phase) for k in [(e.step, e.name)]}
     assert details[((0, "startup"), "end")] == "cold start; vllm 0.32.0"
     assert details[((0, "weight_sync"), "end")] == f"initial adapter: load_lora_adapter {ADAPTER_NAME}"
-    assert details[((2, "weight_sync"), "end")] == f"load_lora_adapter {ADAPTER_NAME} (in place)"
+    assert details[((2, "weight_sync"), "end")] == f"unload + load_lora_adapter {ADAPTER_NAME}"
     assert details[((1, "train"), "end")] == \
         f"simulated; engine used {cpu[0].gauges['cpu_in_train']:.2f} CPU cores meanwhile"
     assert (Path(cfg.workdir) / "adapters" / "step-2" / "adapter_config.json").is_file()

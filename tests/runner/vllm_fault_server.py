@@ -137,8 +137,7 @@ def make_handler(st: State) -> type[FaultHandler]:
             if name == st.served:
                 return self._error(400, f"The lora adapter '{name}' conflicts with a served base model.",
                                    "InvalidUserInput")
-            inplace = body.get("load_inplace") and not st.plan.get("no_inplace")  # older vLLM: field ignored
-            if not inplace and name in st.loras:
+            if not body.get("load_inplace") and name in st.loras:
                 return self._error(400, f"The lora adapter '{name}' has already been loaded. If you want to load "
                                    "the adapter in place, set 'load_inplace' to True.", "InvalidUserInput")
             if not os.path.isfile(os.path.join(path, "adapter_config.json")):
