@@ -19,7 +19,10 @@ time (building events) is reported apart and not counted.
 Mixes: `logs` (a chatty engine: 70% log lines, 25% finished requests with 16
 ITL values each, the rest phases/gauges/GPU samples) and `requests` (95%
 requests with 32 ITL values: every percentile is over a fast-growing
-sample). Targets: p99 delay < 100 ms and UI CPU < 50% of a core at 10k/s.
+sample). Targets: p99 delay < 100 ms and UI CPU < 50% of a core at 10k/s. The delay target
+was set for 30 snapshots/s (`--hz 30`); the live dashboard runs at 10 (`sgtui.tui.hub.LIVE_HZ`: it
+shares the machine with the engine it measures), where a steady stream's p99 is ~120 ms by
+construction.
 """
 
 from __future__ import annotations
@@ -171,7 +174,7 @@ class BenchApp(SgtuiApp):
         self.probe_delays.append(time.perf_counter() - msg.sent)
 
 
-async def measure(rate: float, seconds: float, mix: str) -> dict:
+async def measure(rate: float, seconds: float, mix: str, hz: float = 0.0) -> dict:
     paints: list[tuple[int, float]] = []
     holder: dict = {}
 
@@ -185,7 +188,7 @@ async def measure(rate: float, seconds: float, mix: str) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="sgtui-bench-"))
     runs = [RunConfig(label=r, backend=r.split("-")[0], strategy=r.split("-")[1], num_steps=1000) for r in RUNS]
     app = BenchApp("live", runs=runs, session_path=tmp / "bench.jsonl", orchestrator_factory=factory,
-                   on_painted=on_painted, auto_verdict=False)
+                   on_painted=on_painted, auto_verdict=False, **({"refresh_hz": hz} if hz > 0 else {}))
     async with app.run_test(size=(200, 50)) as pilot:
         while "feeder" not in holder:
             await pilot.pause(0.01)
@@ -238,11 +241,12 @@ def main() -> None:
     p.add_argument("--rates", default="1000,10000")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--mix", default="logs,requests")
+    p.add_argument("--hz", type=float, default=0.0, help="snapshot rate cap (default: the live dashboard's)")
     args = p.parse_args()
     rows = []
     for mix in args.mix.split(","):
         for rate in (float(r) for r in args.rates.split(",")):
-            rows.append(asyncio.run(measure(rate, args.seconds, mix)))
+            rows.append(asyncio.run(measure(rate, args.seconds, mix, args.hz)))
             r = rows[-1]
             print(f"{r['mix']:>8} {r['rate']:>7.0f}/s: delay p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  "
                   f"max {r['max_ms']:6.0f} ms | UI CPU {100 * r['ui_cpu']:5.1f}% "

@@ -24,7 +24,8 @@ API for the CLI (each blocks until the UI quits and returns the process exit cod
         Extra hooks (tests, benchmarks): clock (session clock for durations), runner_argv /
         runner_prefix (a stand-in runner), orchestrator_factory (an Orchestrator stand-in),
         orchestrator_kwargs, preflight (a function (runs, output) -> PreflightResult),
-        check_imports, refresh_hz (snapshot rate cap, default 30), auto_verdict, on_painted
+        check_imports, refresh_hz (snapshot rate cap; default by mode: hub.LIVE_HZ for live and follow,
+        hub.REPLAY_HZ for replay), auto_verdict, on_painted
         (called with each snapshot once it is on screen).
 
 Threads: the hub (`sgtui.tui.hub`) folds events and builds snapshots; the orchestrator runs in a
@@ -50,7 +51,7 @@ from textual.binding import Binding
 from textual.message import Message
 
 from sgtui.config import BACKENDS, RunConfig
-from sgtui.tui.hub import Hub
+from sgtui.tui.hub import LIVE_HZ, REPLAY_HZ, Hub
 from sgtui.tui.launch_model import LaunchOptions, last_session
 from sgtui.tui.screens.dialogs import Choice
 from sgtui.tui.screens.launch import CheckLine, LaunchScreen, PreflightResult
@@ -156,7 +157,7 @@ class SgtuiApp(App[int]):
                  session_path: str | Path | None = None, output_dir: str | Path | None = None,
                  exports: Sequence[str] = ("txt", "json"), paths: Sequence[str | Path] = (), follow: bool = False,
                  launch_options: LaunchOptions | None = None, launch_note: str = "", detach: bool = False,
-                 concurrent: bool = False, speed: str = "max", playing: bool = True, refresh_hz: float = 30.0,
+                 concurrent: bool = False, speed: str = "max", playing: bool = True, refresh_hz: float | None = None,
                  clock: Callable[[], float] | None = None,
                  runner_argv: Callable[[RunConfig], list[str]] | None = None, runner_prefix: list[str] | None = None,
                  preflight: Callable[[list[RunConfig], str], PreflightResult] | None = None,
@@ -277,8 +278,9 @@ class SgtuiApp(App[int]):
 
     def _make_hub(self, mode: str, paths: list[str], expected: list[str] | None = None,
                   steps: dict[str, int] | None = None, label: str = "live") -> Hub:
+        hz = self.refresh_hz or (REPLAY_HZ if mode == "replay" else LIVE_HZ)
         return Hub(self._post_snapshot, mode=mode, paths=paths, expected=expected, expected_steps=steps,
-                   refresh_hz=self.refresh_hz, speed=self.speed, playing=self.playing, clock=self.clock,
+                   refresh_hz=hz, speed=self.speed, playing=self.playing, clock=self.clock,
                    on_error=self._post_hub_error, source_label=label)
 
     def start_replay(self) -> None:

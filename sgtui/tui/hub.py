@@ -15,10 +15,15 @@ reads a file and never computes a percentile. The hub
   snapshots; with no new event, only a running phase's growing bar asks for
   more (IDLE_HZ), and an idle dashboard costs nothing.
 
-Why 30 Hz and not 10: an event waits for the next snapshot (up to one
-period), then the build, the widgets and the paint (10-20 ms): at 10 Hz the
-99th percentile from arrival to screen is ~120 ms by construction, at 30 Hz
-~60-80 ms (benchmarks/ui_rate.py), for about 8 points of a core more.
+Rates (`LIVE_HZ`, `REPLAY_HZ`; the app picks by mode): an event waits for the
+next snapshot (up to one period; none after a calm moment), then the build,
+the widgets and the paint: at 10 Hz the 99th percentile from arrival to
+screen under a steady stream is ~120 ms by construction, at 30 Hz ~60-80 ms
+(benchmarks/ui_rate.py). Live and follow run at 10 Hz: there the UI shares
+the machine with the engine it measures, and each paint costs the event loop
+a few ms whatever changed, so 30 Hz took ~2x the UI's CPU for a latency
+nobody reads off a counter (benchmarks/ui_cpu.py). Replay (nothing is being
+measured) keeps 30 Hz.
 
 No Textual import: `post` is any callable (the app wraps `post_message`).
 """
@@ -44,6 +49,9 @@ FOLLOW_POLL_S = 0.2
 #: Follow mode: how often the hub asks /proc whether each session's sgtui is still alive. A session whose
 #: sgtui died (kill -9, OOM killer) never gets its run_end: without this it would look running forever.
 OWNER_CHECK_S = 1.0
+#: Snapshot rate caps: live and follow (an engine is being measured on this machine), replay.
+LIVE_HZ = 10.0
+REPLAY_HZ = 30.0
 #: Snapshots while nothing changes but a phase is running (its bar grows): a calmer rate.
 IDLE_HZ = 4.0
 ACK_TIMEOUT_S = 2.0
@@ -112,6 +120,7 @@ class Hub:
         self._posted_at = 0.0
         self._dirty = True
         self._needs_quiet = False
+        self._silent = True
         self._heavy_ready = False
         self._frozen_at = 0
         self._last_change = 0.0
@@ -203,16 +212,26 @@ class Hub:
         while recent and recent[0][0] < now - QUIET_S:
             base = recent.popleft()
             self._quiet_base = base[1]
+        self._silent = not recent
         if not recent:
             return True
         return self.applied - self._quiet_base <= QUIET_EVENTS
+
+    def _quiet_round_due(self, now: float) -> bool:
+        """A quiet stream waits for its summaries round (`SnapshotBuilder.quiet_due_at`); a silent one
+        does not. Snapshots with nothing new are not built before then."""
+        return self._silent or now >= self.builder.quiet_due_at
 
     def _sleep(self, now: float) -> None:
         waits = [0.5]
         if self._dirty or self._running_phase():
             waits.append(max(0.0, self._next_snap - now))
         if self._needs_quiet and not self.builder.busy:
-            waits.append(max(0.05, self._next_snap - now))
+            # the next summaries round of a quiet stream, or the stream falling silent
+            due = self.builder.quiet_due_at
+            if not self._silent:
+                due = min(due, self._last_change + QUIET_S + 0.01)
+            waits.append(max(0.05, self._next_snap - now, due - now))
         if self.mode == "follow":
             waits.append(max(0.0, self._next_poll - now))
         if self.mode == "replay" and self.playing and not self._at_end():
@@ -229,7 +248,7 @@ class Hub:
             return False
         if not self._ui_ready.is_set() and now - self._posted_at < ACK_TIMEOUT_S:
             return False
-        if self._dirty or (quiet and self._needs_quiet and not self.builder.busy):
+        if self._dirty or (quiet and self._needs_quiet and not self.builder.busy and self._quiet_round_due(now)):
             return True
         # nothing new, but a running phase grows on screen: a calmer rate
         return self._running_phase() and now - self._posted_at >= 1.0 / IDLE_HZ
@@ -244,7 +263,7 @@ class Hub:
         return False
 
     def _snapshot(self, quiet: bool) -> None:
-        snap = self.builder.build(self._nows(), spark_width=self.spark_width, quiet=quiet,
+        snap = self.builder.build(self._nows(), spark_width=self.spark_width, quiet=quiet, silent=self._silent,
                                   replay=self._replay_status(), applied=self.applied)
         self._dirty = False
         # after a burst, snapshots go on until one is settled (percentiles and verdict up to date)

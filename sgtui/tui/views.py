@@ -335,7 +335,12 @@ def _carry(values: tuple[float | None, ...]) -> tuple[float | None, ...]:
     return tuple(out)
 
 
-HEAVY_MIN_INTERVAL = 0.1
+#: Seconds between two summaries rounds while the runs change, however cheap a round is. Each round
+#: recomputes every percentile of the run (O(all requests), in `sgtui.state`); at the old 0.1 s a
+#: slow stream that counts as quiet (the CPU box: ~25 requests/s) had one round right after another,
+#: about a third of a core (benchmarks/ui_cpu.py), taken from the engine being measured. The live
+#: values (this step's tok/s, requests, phase) do not wait for it; only means and percentiles do.
+HEAVY_MIN_INTERVAL = 1.0
 #: A summary round slower than this holds the GIL in long stretches (pure-Python sorts of every ITL
 #: value of a run): during a stream such rounds are spaced much further apart, so the UI stays
 #: responsive and the percentiles say how old they are; a quiet stream brings them up to date.
@@ -350,7 +355,13 @@ def heavy_interval(cost: float, factor: float) -> float:
     if cost > HEAVY_SLOW_S:
         return max(10.0, 20.0 * cost)
     if cost > 0.05:
-        return max(1.0, 10.0 * cost)
+        return max(HEAVY_MIN_INTERVAL, 10.0 * cost)
+    return max(HEAVY_MIN_INTERVAL, factor * cost)
+
+
+def quiet_interval(cost: float, factor: float) -> float:
+    """Seconds until the next round while the stream is quiet but not silent (a few events a second:
+    a slow rollout, GPU samples during train): any round may run, spaced by its cost."""
     return max(HEAVY_MIN_INTERVAL, factor * cost)
 
 
@@ -458,6 +469,7 @@ class SnapshotBuilder:
         self._verdict: Verdict | None = None
         self._verdict_key: tuple = ()
         self._next_heavy = 0.0
+        self._next_quiet = 0.0
         self._heavy_at = mono()
         self._verdict_stale = False
         self.heavy_behind = False
@@ -481,13 +493,14 @@ class SnapshotBuilder:
         self._gpu.clear()
         self._run_views.clear()
         self._verdict, self._verdict_key = None, ()
-        self._next_heavy = self._next_gpu = 0.0
+        self._next_heavy = self._next_quiet = self._next_gpu = 0.0
 
-    def _heavy(self, cols: list[tuple[str, TrackedSession, str]], quiet: bool) -> None:
+    def _heavy(self, cols: list[tuple[str, TrackedSession, str]], quiet: bool, silent: bool) -> None:
         """Bring run summaries and the verdict up to date, always in the background worker on frozen
         copies: the hub keeps folding and snapshotting meanwhile. While events stream, rounds are
         spaced by their cost (`heavy_interval`); a round slower than HEAVY_QUIET_ONLY_S waits for a
-        quiet stream. `self.settled` says the numbers are up to date."""
+        quiet stream; a quiet stream spaces them by `quiet_interval`; a silent one (no event for a
+        moment: a burst ended) gets its round at once. `self.settled` says the numbers are up to date."""
         done = self._worker.take()
         if done is not None and done[2] == self._generation:
             results, cost, _ = done
@@ -495,8 +508,9 @@ class SnapshotBuilder:
                 self._summaries[key] = (k, s)
             self._verdict_stale = True
             self._last_cost = cost
-            self._next_heavy = self.mono() + heavy_interval(cost, self.heavy_factor)
             self._heavy_at = self.mono()
+            self._next_heavy = self._heavy_at + heavy_interval(cost, self.heavy_factor)
+            self._next_quiet = self._heavy_at + quiet_interval(cost, self.heavy_factor)
         stale = []
         for key, ts, label in cols:
             run = ts.state.runs.get(label)
@@ -506,7 +520,13 @@ class SnapshotBuilder:
             cached = self._summaries.get(key)
             if cached is None or cached[0] != k:
                 stale.append((key, ts, run, k))
-        due = quiet or (self.mono() >= self._next_heavy and self._last_cost <= HEAVY_QUIET_ONLY_S)
+        now = self.mono()
+        if silent:
+            due = True
+        elif quiet:
+            due = now >= self._next_quiet
+        else:
+            due = now >= self._next_heavy and self._last_cost <= HEAVY_QUIET_ONLY_S
         if stale and due and not self._worker.busy:
             frozen_gpu: dict[int, GpuState] = {}
             jobs = []
@@ -543,11 +563,17 @@ class SnapshotBuilder:
             self._next_gpu = self.mono() + max(GPU_MIN_INTERVAL, self.heavy_factor * cost)
         return tuple(out)
 
-    def build(self, nows: list[float], *, spark_width: int = 60, quiet: bool = False,
+    @property
+    def quiet_due_at(self) -> float:
+        """When (mono) a quiet, not silent, stream may have its next summaries round."""
+        return self._next_quiet
+
+    def build(self, nows: list[float], *, spark_width: int = 60, quiet: bool = False, silent: bool | None = None,
               replay: ReplayStatus | None = None, applied: int = 0) -> Snapshot:
-        """nows[i]: the session clock of session i (wall time live, replay position in replay)."""
+        """nows[i]: the session clock of session i (wall time live, replay position in replay).
+        quiet: few events lately; silent: none (None: same as quiet)."""
         cols = column_keys(self.sessions, self.expected)
-        self._heavy(cols, quiet)
+        self._heavy(cols, quiet, quiet if silent is None else silent)
         keys_by_session: list[dict[str, str]] = [{} for _ in self.sessions]
         for key, ts, label in cols:
             keys_by_session[ts.index][label] = key

@@ -9,11 +9,11 @@ panel says so in one line and the rest of the dashboard works as usual.
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widget import Widget
 
 from sgtui import fmt
 from sgtui.tui import theme
 from sgtui.tui.views import DeviceView, GpuView, RunView
+from sgtui.tui.widgets.lines import LinesWidget
 
 WIDE_PREFIX = 6  # " mem ▕"
 COMPACT_PREFIX = 22  # "0 41.20/79.65G 100% ▕"
@@ -23,7 +23,7 @@ def _gib(mib: float | None) -> str:
     return "—" if mib is None else f"{mib / 1024:.1f}"
 
 
-class GpuPanel(Widget):
+class GpuPanel(LinesWidget):
     """Renders `GpuView`s; `compact` (one line per device) for short terminals."""
 
     DEFAULT_CSS = """
@@ -45,7 +45,7 @@ class GpuPanel(Widget):
         if compact != self.compact:
             self.compact = compact
             self._relayout_if_needed()
-            self.refresh()
+            self.update_lines()
 
     def show(self, gpus: tuple[GpuView, ...], runs: tuple[RunView, ...]) -> None:
         same = len(gpus) == len(self.gpus) and all(a is b for a, b in zip(gpus, self.gpus))
@@ -54,7 +54,7 @@ class GpuPanel(Widget):
         self.gpus = gpus
         self.run_colors = {r.key: theme.run_color(r.index) for r in runs}
         self._relayout_if_needed()
-        self.refresh()
+        self.update_lines()
 
     def _count_lines(self) -> int:
         n = 0
@@ -77,9 +77,8 @@ class GpuPanel(Widget):
         return self._count_lines()
 
     # -- rendering -------------------------------------------------------------------------
-    def render(self) -> Text:
-        width = max(20, self.size.width - 2)
-        out = Text(no_wrap=True, overflow="crop")
+    def build_lines(self, width: int) -> list[Text]:
+        width = max(20, width - 2)
         lines: list[Text] = []
         if not self.gpus:
             lines.append(Text("GPU: waiting for the first sample", style="dim"))
@@ -96,11 +95,7 @@ class GpuPanel(Widget):
                     lines.append(self._compact_line(d, width))
                 else:
                     lines.extend(self._wide_lines(d, width))
-        for i, line in enumerate(lines):
-            if i:
-                out.append("\n")
-            out.append_text(line)
-        return out
+        return lines
 
     @staticmethod
     def _stretch(n: int, width: int) -> int:

@@ -7,10 +7,10 @@ difference excludes zero), so a lucky step never looks like a win.
 Why not Textual's DataTable: measured under a 1k events/s stream, every
 `update_cell` invalidated the table's whole render cache, and re-rendering it
 cost ~25 ms per tick at 200x50 — most of the UI's CPU. This table is a
-fixed grid (rows are metrics, known in advance) rendered as one `Text` from
-precomputed cell strings, rebuilt only when a cell or the width changed
-(~1 ms); the column cursor (left/right) selects the run the log and cancel
-keys act on.
+fixed grid (rows are metrics, known in advance) drawn line by line from
+precomputed cell strings (`LinesWidget`): a snapshot that changes two cells
+repaints those two rows, not the table; the column cursor (left/right)
+selects the run the log and cancel keys act on.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import Callable
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
-from textual.widget import Widget
 
 from sgtui import fmt
 from sgtui.state import RunSummary
 from sgtui.tui import theme
 from sgtui.tui.views import RunView
+from sgtui.tui.widgets.lines import LinesWidget
 from sgtui.verdict import Verdict
 
 
@@ -97,7 +97,7 @@ def cell_text(row_key: str, run: RunView) -> str:
     raise KeyError(row_key)
 
 
-class MetricsTable(Widget, can_focus=True):
+class MetricsTable(LinesWidget, can_focus=True):
     """Rows are metrics, columns are runs; left/right moves the selected run."""
 
     DEFAULT_CSS = """
@@ -120,8 +120,6 @@ class MetricsTable(Widget, can_focus=True):
         # row key -> run key -> (text, better)
         self.cells: dict[str, dict[str, tuple[str, bool]]] = {k: {} for k in ROW_KEYS}
         self.statuses: dict[str, str] = {}
-        self._cache: tuple[tuple, Text] | None = None
-        self._version = 0
 
     # -- data ---------------------------------------------------------------------------------
     def show(self, runs: tuple[RunView, ...], verdict: Verdict | None, force: bool = False) -> None:
@@ -146,8 +144,7 @@ class MetricsTable(Widget, can_focus=True):
                     col[r.key] = value
                     changed = True
         if changed:
-            self._version += 1
-            self.refresh()
+            self.update_lines()
 
     def get_cell(self, row_key: str, run_key: str) -> Text:
         """The cell as shown (with ' ▲' when better outside the noise)."""
@@ -161,8 +158,7 @@ class MetricsTable(Widget, can_focus=True):
     def select_run(self, key: str) -> None:
         if key in self.run_keys:
             self.selected = self.run_keys.index(key)
-            self._version += 1
-            self.refresh()
+            self.update_lines()
             self.post_message(self.RunSelected(key))
 
     def action_select(self, delta: int) -> None:
@@ -181,14 +177,11 @@ class MetricsTable(Widget, can_focus=True):
     def get_content_width(self, container, viewport) -> int:
         return LABEL_WIDTH + max(1, len(self.run_keys)) * (MAX_COL + 1)
 
-    def render(self) -> Text:
-        width = self.content_size.width
-        key = (self._version, width, self.has_focus)
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
+    def build_lines(self, width: int) -> list[Text]:
         cw = self.col_width(width)
         sel_bg = " on #1c3a5c" if self.has_focus else " on #262626"
         out = Text(no_wrap=True, overflow="crop")
+        lines = [out]
         out.append(f"{'metric':<{LABEL_WIDTH}}", style="bold dim")
         for i, k in enumerate(self.run_keys):
             label = theme.shorten(k, cw)
@@ -196,7 +189,8 @@ class MetricsTable(Widget, can_focus=True):
             out.append(" ")
             out.append(f"{label:>{cw}}", style=style)
         for n, (row_key, label, _, _) in enumerate(ROWS):
-            out.append("\n")
+            out = Text(no_wrap=True, overflow="crop")
+            lines.append(out)
             stripe = " on #1a1a1a" if n % 2 else ""
             out.append(f"{label:<{LABEL_WIDTH}}", style="bold" + stripe)
             for i, k in enumerate(self.run_keys):
@@ -213,13 +207,10 @@ class MetricsTable(Widget, can_focus=True):
                     style = ""
                 out.append(" ", style=stripe)
                 out.append(f"{shown:>{cw}}", style=(style + bg).strip())
-        self._cache = (key, out)
-        return out
+        return lines
 
     def on_focus(self) -> None:
-        self._version += 1
-        self.refresh()
+        self.update_lines()
 
     def on_blur(self) -> None:
-        self._version += 1
-        self.refresh()
+        self.update_lines()

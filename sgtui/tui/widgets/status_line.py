@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
-from textual.widget import Widget
 
 from sgtui.tui.views import Snapshot, fmt_clock
+from sgtui.tui.widgets.lines import LinesWidget
 
 
 def status_text(snap: Snapshot | None, *, view_paused: bool = False, selected: str | None = None,
@@ -76,7 +76,7 @@ def _fit(parts: list[tuple[str, str, int]], width: int) -> Text:
     return t
 
 
-class StatusLine(Widget):
+class StatusLine(LinesWidget):
     DEFAULT_CSS = """
     StatusLine { height: 1; width: 1fr; background: $panel; }
     """
@@ -90,8 +90,8 @@ class StatusLine(Widget):
 
     def show(self, snap: Snapshot | None, *, view_paused: bool = False, selected: str | None = None) -> None:
         self.snap_view, self.view_paused, self.selected = snap, view_paused, selected
-        self.refresh()
+        self.update_lines()  # repaints only when the line reads differently
 
-    def render(self) -> Text:
-        return status_text(self.snap_view, view_paused=self.view_paused, selected=self.selected,
-                           title=self.source_title, width=self.size.width)
+    def build_lines(self, width: int) -> list[Text]:
+        return [status_text(self.snap_view, view_paused=self.view_paused, selected=self.selected,
+                            title=self.source_title, width=width)]

@@ -10,11 +10,11 @@ screens runs are laid out side by side.
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widget import Widget
 
 from sgtui import fmt
 from sgtui.tui import theme
 from sgtui.tui.views import RunView, SpanView
+from sgtui.tui.widgets.lines import LinesWidget
 
 MIN_BLOCK = 48  # narrowest run block when laying runs side by side
 LANE_LABEL = 6  # "setup " / "s12   "
@@ -141,8 +141,9 @@ def legend() -> Text:
     return t
 
 
-class Timeline(Widget):
-    """Renders the phase lanes of every run from `RunView.spans`."""
+class Timeline(LinesWidget):
+    """Renders the phase lanes of every run from `RunView.spans`; a snapshot repaints only the lanes
+    that changed (the running phase's, mostly)."""
 
     DEFAULT_CSS = """
     Timeline { height: auto; width: 1fr; padding: 0 1; }
@@ -164,7 +165,7 @@ class Timeline(Widget):
         if h != self._height:
             self._height = h
             self.refresh(layout=True)
-        self.refresh()
+        self.update_lines()
 
     def _columns(self, width: int) -> int:
         return max(1, min(len(self.runs), width // MIN_BLOCK)) if self.runs else 1
@@ -204,14 +205,8 @@ class Timeline(Widget):
                 lines.append(line)
         return lines
 
-    def render(self) -> Text:
-        width = max(20, self.size.width - 2)
-        out = Text(no_wrap=True, overflow="crop")
-        for i, line in enumerate(self._render_lines(width)):
-            if i:
-                out.append("\n")
-            out.append_text(line)
-        return out
+    def build_lines(self, width: int) -> list[Text]:
+        return self._render_lines(max(20, width - 2))
 
 
 def lane_summary(run: RunView) -> dict[int, list[tuple[str, float]]]:
