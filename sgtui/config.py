@@ -73,7 +73,7 @@ class RunConfig:
     startup_timeout: float = 600.0
     server_timeout: float = 120.0  # one HTTP control call (sleep, release, load adapter)
     request_timeout: float = 600.0
-    warmup_requests: int = 4
+    warmup_requests: int = 0  # uncounted requests before step 1; 0: one batch at the rollout concurrency
     endpoint: str = "completions"  # completions | chat
     workload: str = "synthetic"
     dataset: str = ""  # JSONL path for workload=jsonl

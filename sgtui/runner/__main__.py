@@ -136,15 +136,19 @@ class Runner:
                     detail += " with the initial adapter"
                 version = await self.engine.version()
                 p["detail"] = f"{detail}; {cfg.backend} {version}" if version else detail
-            async with self.phase("warmup", 0):
-                await loadgen.warmup(client, self.engine.base_url, cfg.endpoint, self.engine.request_model(),
-                                     prompts[: max(1, cfg.warmup_requests)], concurrency=cfg.concurrency,
-                                     max_tokens=min(16, cfg.max_output_tokens), seed=cfg.seed)
-            if preload:
-                await self.verify_adapter(client, prompts[0])
-            if cfg.sync in ("lora",) and cfg.initial_adapter:
+            hot_initial = cfg.sync == "lora" and bool(cfg.initial_adapter)
+            if hot_initial:
                 async with self.phase("weight_sync", 0) as p:
                     p["detail"] = "initial adapter: " + await self.engine.sync_weights(cfg.initial_adapter, 0)
+            # The warmup runs on what step 1 serves (the adapter once loaded), a full batch at the rollout's
+            # concurrency: LoRA kernels are compiled per batch shape on first use (on an H200, vLLM's first
+            # adapter batch waited 4.8 s for its first token when the warmup had only seen the base model).
+            n_warm = max(1, min(cfg.warmup_requests or cfg.concurrency, len(prompts)))
+            async with self.phase("warmup", 0):
+                await loadgen.warmup(client, self.engine.base_url, cfg.endpoint, self.engine.request_model(),
+                                     prompts[:n_warm], concurrency=cfg.concurrency,
+                                     max_tokens=min(16, cfg.max_output_tokens), seed=cfg.seed)
+            if preload or hot_initial:
                 await self.verify_adapter(client, prompts[0])
             for step in range(1, cfg.num_steps + 1):
                 self.step = step
