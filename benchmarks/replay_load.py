@@ -1,12 +1,13 @@
 """Replay load: how long from `sgtui replay big.jsonl` to a dashboard that shows the whole session?
 
 Builds a session of about `--events` events (two runs, 64 requests a step with 64 ITL values each, the
-shape of a long real session), then, alternating three times and keeping the best of each (the machine
+shape of a long real session), then, alternating `--rounds` times (3) and keeping the best of each (the machine
 is shared and noisy):
   bare:   a plain `orjson.loads` loop over the file's lines (the floor for any JSONL reader);
   replay: the app the CLI runs (`make_app("replay", ...)`, headless driver, 200x50, speed max) from
           start until the first painted frame that holds every event with settled numbers
-          (percentiles and verdict computed, nothing lagging).
+          (percentiles and verdict computed, nothing lagging); also when every event was first on
+          screen, so the fold's share and the summary round's share of the time read apart.
 Prints both times and the ratio bare / replay (1.0 would be "as fast as parsing alone").
 
     .venv/bin/python benchmarks/replay_load.py [--events 1000000]
@@ -39,15 +40,20 @@ def bare(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-async def replay(path: Path, n: int, timeout: float = 600.0) -> float:
+async def replay(path: Path, n: int, timeout: float = 600.0) -> tuple[float, float]:
+    """Seconds from start to the first frame with all n events, and to the first such frame settled."""
     app = make_app("replay", paths=[path], speed="max", playing=True)
     t0 = time.perf_counter()
+    shown = None
     async with app.run_test(size=(200, 50)) as pilot:
         while time.perf_counter() - t0 < timeout:
             snap = app.snapshot
-            if snap is not None and snap.events >= n and snap.settled and not snap.heavy_behind:
-                await pilot.pause()  # let the compositor paint that snapshot
-                return time.perf_counter() - t0
+            if snap is not None and snap.events >= n:
+                if shown is None:
+                    shown = time.perf_counter() - t0
+                if snap.settled and not snap.heavy_behind:
+                    await pilot.pause()  # let the compositor paint that snapshot
+                    return shown, time.perf_counter() - t0
             await asyncio.sleep(0.01)
     raise SystemExit(f"no settled frame with all {n} events within {timeout:.0f} s")
 
@@ -55,6 +61,7 @@ async def replay(path: Path, n: int, timeout: float = 600.0) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of bare and replay; best of each kept")
     args = ap.parse_args()
     evs = big_session(args.events)
     n = len(evs)
@@ -64,14 +71,16 @@ def main() -> None:
             f.writelines(encode(e) for e in evs)
         del evs
         print(f"session: {n:,} events, {path.stat().st_size / 2**20:.0f} MiB", file=sys.stderr)
-        best_bare = best_replay = float("inf")
-        for i in range(3):
+        best_bare = best_shown = best_replay = float("inf")
+        for i in range(args.rounds):
             best_bare = min(best_bare, bare(path))
-            best_replay = min(best_replay, asyncio.run(replay(path, n)))
-            print(f"round {i + 1}: bare {best_bare:.2f} s, replay to first full frame {best_replay:.2f} s",
-                  file=sys.stderr)
+            shown, settled = asyncio.run(replay(path, n))
+            best_shown, best_replay = min(best_shown, shown), min(best_replay, settled)
+            print(f"round {i + 1}: bare {best_bare:.2f} s, replay: all events shown {best_shown:.2f} s, "
+                  f"settled {best_replay:.2f} s", file=sys.stderr)
     print(f"bare orjson.loads      : {best_bare:8.2f} s ({n / best_bare:,.0f} events/s)")
-    print(f"replay, first frame    : {best_replay:8.2f} s ({n / best_replay:,.0f} events/s)")
+    print(f"replay, all shown      : {best_shown:8.2f} s (numbers may still be computing)")
+    print(f"replay, settled frame  : {best_replay:8.2f} s ({n / best_replay:,.0f} events/s)")
     print(f"ratio bare / replay    : {best_bare / best_replay:8.2f}")
 
 

@@ -7,6 +7,11 @@ runs for every event of a million-event replay); aggregates are computed on
 demand by pure functions (`calculate_metrics`, `step_summary`,
 `run_summary`, `memory_summary`) and cached per run until the run changes.
 
+A step's requests are reduced once (`step_request_stats`: counts, exact sums,
+sorted distributions) and kept on the step until a request is added to it; a
+run's metrics pool its steps' reductions (`pooled_metrics`) instead of
+pooling and sorting every ITL value of the run again on each summary.
+
 Request metrics follow `vllm bench serve` exactly (benchmarks/serve.py,
 `calculate_metrics`): failed requests count only as errors; TTFT, TPOT and
 E2E are per successful request; ITL is pooled over every chunk gap of every
@@ -18,9 +23,13 @@ wall time (the `rollout` phase), and percentiles are numpy's linear ones.
 from __future__ import annotations
 
 import bisect
+import math
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable
+from itertools import chain, repeat
+from operator import mul
+from typing import Iterable, Sequence
 
 from sgtui import stats
 from sgtui.events import (
@@ -72,6 +81,9 @@ class StepState:
     requests: list[Request] = field(default_factory=list)
     train: Train | None = None
     engine_gauges: int = 0
+    #: derived numbers, each with the key it was computed for (the request count: requests are only ever
+    #: appended, so a step's numbers stay valid until its next request)
+    _cache: dict = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -362,54 +374,106 @@ class RequestMetrics:
     p99_e2el_ms: float = 0.0
 
 
-def _dist(prefix: str, xs_s: list[float]) -> dict[str, float]:
-    ms = [x * 1000.0 for x in xs_s]
-    s = sorted(ms)
-    p50, p90, p99 = (stats.percentile(s, q, presorted=True) for q in PERCENTILES)
+@dataclass(frozen=True, slots=True)
+class Dist:
+    """One metric's values over a set of requests, in ms, reduced once: what its mean, std and
+    percentiles need, alone or pooled with other sets (a run pools its steps')."""
+
+    values: array  # ascending
+    total: tuple[float, ...]  # exact sum of the values (`stats.exact_sum`)
+    std: float  # population std of this set alone
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+
+def dist_ms(seconds: Iterable[float]) -> Dist:
+    """Reduce one metric's values (seconds) to a `Dist` in ms. Each value becomes `x * 1000.0` first, so
+    mean, std and percentiles are over the same ms floats as when all values were converted at once."""
+    ms = list(map(mul, seconds, repeat(1000.0)))
+    total = stats.exact_sum(ms)
+    std = stats.pooled_stdev((ms,), len(ms), math.fsum(total) / len(ms)) if ms else 0.0
+    ms.sort()
+    return Dist(array("d", ms), total, std)
+
+
+def _dist_fields(prefix: str, dists: Sequence[Dist]) -> dict[str, float]:
+    """The mean/median/std/p50/p90/p99 fields of one metric over the union of `dists`."""
+    n = sum(d.n for d in dists)
+    mean = math.fsum(chain.from_iterable(d.total for d in dists)) / n if n else 0.0
+    if len(dists) == 1:
+        std = dists[0].std
+    else:
+        std = stats.pooled_stdev((d.values for d in dists), n, mean)
+    p50, p90, p99 = stats.pooled_percentiles([d.values for d in dists], PERCENTILES)
     return {
-        f"mean_{prefix}_ms": stats.mean(ms),
+        f"mean_{prefix}_ms": mean,
         f"median_{prefix}_ms": p50,
-        f"std_{prefix}_ms": stats.stdev(ms),
+        f"std_{prefix}_ms": std,
         f"p50_{prefix}_ms": p50,
         f"p90_{prefix}_ms": p90,
         f"p99_{prefix}_ms": p99,
     }
 
 
-def calculate_metrics(requests: Iterable[Request], duration_s: float) -> RequestMetrics:
-    """One pure function from request records to metrics, as vLLM's benchmark does it."""
-    ttfts: list[float] = []
-    tpots: list[float] = []
-    itls: list[float] = []
-    e2els: list[float] = []
-    completed = errors = total_in = total_out = 0
-    for r in requests:
-        if r.error:
-            errors += 1
-            continue
-        completed += 1
-        total_in += r.prompt_tokens
-        total_out += r.output_tokens
-        ttfts.append(r.ttft)
-        e2els.append(r.latency)
-        itls.extend(r.itl)
-        if r.output_tokens > 1:
-            tpots.append((r.latency - r.ttft) / (r.output_tokens - 1))
+@dataclass(frozen=True, slots=True)
+class RequestStats:
+    """A set of requests reduced once (counts, token sums, one `Dist` per latency metric): enough to
+    give its `RequestMetrics` for any duration, alone or pooled with other sets."""
+
+    completed: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    ttft: Dist
+    tpot: Dist
+    itl: Dist
+    e2el: Dist
+
+
+def request_stats(requests: Sequence[Request]) -> RequestStats:
+    """Failed requests count only as errors; TPOT only for requests with more than one output token."""
+    ok = [r for r in requests if not r.error]
+    multi = [r for r in ok if r.output_tokens > 1]
+    return RequestStats(
+        completed=len(ok),
+        errors=len(requests) - len(ok),
+        input_tokens=sum(r.prompt_tokens for r in ok),
+        output_tokens=sum(r.output_tokens for r in ok),
+        ttft=dist_ms(r.ttft for r in ok),
+        tpot=dist_ms((r.latency - r.ttft) / (r.output_tokens - 1) for r in multi),
+        itl=dist_ms(chain.from_iterable(r.itl for r in ok)),
+        e2el=dist_ms(r.latency for r in ok),
+    )
+
+
+def pooled_metrics(sets: Sequence[RequestStats], duration_s: float) -> RequestMetrics:
+    """Metrics of the union of request sets over `duration_s`: exactly what `calculate_metrics` gives for
+    all their requests at once (counts add, exact sums add, percentiles select from the sorted sets)."""
+    completed = sum(s.completed for s in sets)
+    total_in = sum(s.input_tokens for s in sets)
+    total_out = sum(s.output_tokens for s in sets)
     dur = duration_s if duration_s > 0 else 0.0
     return RequestMetrics(
         completed=completed,
-        errors=errors,
+        errors=sum(s.errors for s in sets),
         total_input_tokens=total_in,
         total_output_tokens=total_out,
         duration_s=dur,
         request_throughput=completed / dur if dur else 0.0,
         output_throughput=total_out / dur if dur else 0.0,
         total_token_throughput=(total_in + total_out) / dur if dur else 0.0,
-        **_dist("ttft", ttfts),
-        **_dist("tpot", tpots),
-        **_dist("itl", itls),
-        **_dist("e2el", e2els),
+        **_dist_fields("ttft", [s.ttft for s in sets]),
+        **_dist_fields("tpot", [s.tpot for s in sets]),
+        **_dist_fields("itl", [s.itl for s in sets]),
+        **_dist_fields("e2el", [s.e2el for s in sets]),
     )
+
+
+def calculate_metrics(requests: Iterable[Request], duration_s: float) -> RequestMetrics:
+    """One pure function from request records to metrics, as vLLM's benchmark does it."""
+    return pooled_metrics([request_stats(list(requests))], duration_s)
 
 
 # ---- per step / per run ---------------------------------------------------------------------
@@ -440,6 +504,25 @@ def rollout_duration(step: StepState) -> float:
     return 0.0
 
 
+def step_request_stats(step: StepState) -> RequestStats:
+    """The step's requests reduced, computed once per request count: a finished step's are final, so
+    every later summary of the run pools them instead of going over their values again."""
+    n = len(step.requests)
+    cached = step._cache.get("requests")
+    if cached is None or cached[0] != n:
+        cached = step._cache["requests"] = (n, request_stats(step.requests))
+    return cached[1]
+
+
+def step_metrics(step: StepState) -> RequestMetrics:
+    """The step's request metrics over its rollout time, kept while neither the requests nor the time change."""
+    key = (len(step.requests), rollout_duration(step))
+    cached = step._cache.get("metrics")
+    if cached is None or cached[0] != key:
+        cached = step._cache["metrics"] = (key, pooled_metrics([step_request_stats(step)], key[1]))
+    return cached[1]
+
+
 def step_summary(step: StepState) -> StepSummary:
     phases: dict[str, float] = {}
     failed = []
@@ -461,7 +544,7 @@ def step_summary(step: StepState) -> StepSummary:
     total = (max(ends) - min(starts)) if (ends and complete and starts) else None
     return StepSummary(
         step=step.step,
-        metrics=calculate_metrics(step.requests, rollout_duration(step)),
+        metrics=step_metrics(step),
         phases=phases,
         failed_phases=tuple(failed),
         transition_s=sum(transition) if transition else None,
@@ -593,7 +676,7 @@ def run_summary(run: RunState, gpu: GpuState) -> RunSummary:
     if cached is not None and cached[0] == key:
         return cached[1]
     steps = tuple(step_summary(run.steps[n]) for n in run.rl_steps)
-    all_requests = [r for n in run.rl_steps for r in run.steps[n].requests]
+    request_sets = [step_request_stats(run.steps[n]) for n in run.rl_steps]
     rollout_total = sum(rollout_duration(run.steps[n]) for n in run.rl_steps)
     samples: dict[str, list[float]] = {}
     for s in steps:
@@ -623,7 +706,7 @@ def run_summary(run: RunState, gpu: GpuState) -> RunSummary:
         strategy=info.strategy if info else "",
         status=run.status,
         steps=steps,
-        metrics=calculate_metrics(all_requests, rollout_total),
+        metrics=pooled_metrics(request_sets, rollout_total),
         startup_s=startup.duration if startup else None,
         warmup_s=warmup.duration if warmup else None,
         phase_means={k: stats.mean(v) for k, v in samples.items()},

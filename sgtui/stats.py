@@ -1,14 +1,21 @@
 """Small pure statistics: percentiles as numpy computes them, means, spreads, intervals.
 
-No numpy at import: the core must start fast and stay light; these run on
-lists of a few thousand values at most (per-step aggregates, request samples).
+No numpy at import: the core must start fast and stay light. Most of these run
+on a few thousand values (per-step aggregates); the pooled ones (`exact_sum`,
+`pooled_percentiles`, `pooled_stdev`) serve a run's millions of ITL values
+from per-step sorted sets, so nothing is ever sorted twice, and give exactly
+the numbers the plain functions give over all the values at once.
 """
 
 from __future__ import annotations
 
 import math
+import struct
+from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Sequence
+from itertools import chain, repeat
+from operator import sub
+from typing import Callable, Iterable, Sequence
 
 
 def mean(xs: Sequence[float]) -> float:
@@ -17,11 +24,32 @@ def mean(xs: Sequence[float]) -> float:
 
 def stdev(xs: Sequence[float]) -> float:
     """Population standard deviation (numpy's default ddof=0, as `vllm bench serve` reports std)."""
-    n = len(xs)
+    return pooled_stdev((xs,), len(xs), mean(xs))
+
+
+def pooled_stdev(sets: Iterable[Iterable[float]], n: int, m: float) -> float:
+    """`stdev` of the union of `sets` (n values, mean m), term for term: sqrt(fsum((x - m) ** 2) / n).
+
+    The same rounding per value as one list gives (`** 2` is libm's pow, which is not always x * x),
+    in one C-level pass: fsum's sum is exact, so the order of the values does not matter.
+    """
     if n < 2:
         return 0.0
-    m = math.fsum(xs) / n
-    return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / n)
+    return math.sqrt(math.fsum(map(pow, map(sub, chain.from_iterable(sets), repeat(m)), repeat(2))) / n)
+
+
+def exact_sum(xs: Sequence[float]) -> tuple[float, ...]:
+    """The exact sum of xs as a few floats (usually 2 or 3): `math.fsum` over the parts of several sets
+    is then exactly `math.fsum` over all their values (both are the correctly rounded exact sum), so a
+    set's sum is kept once instead of its values being summed again in every pooled mean."""
+    parts: list[float] = []
+    r = math.fsum(xs)
+    while r:  # each part is the rounded rest, so the rest shrinks by 2**-53 a round down to exactly 0
+        parts.append(r)
+        if not math.isfinite(r):  # inf/nan: the pooled fsum is inf/nan (or fails) as over the values
+            break
+        r = math.fsum(chain(xs, [-p for p in parts]))
+    return tuple(parts)
 
 
 def sample_stdev(xs: Sequence[float]) -> float:
@@ -38,19 +66,91 @@ def percentile(xs: Sequence[float], q: float, *, presorted: bool = False) -> flo
     if not xs:
         return 0.0
     s = xs if presorted else sorted(xs)
-    n = len(s)
+    return _interpolate(len(s), q, s.__getitem__)
+
+
+def _interpolate(n: int, q: float, kth: Callable[[int], float]) -> float:
+    """numpy's linear percentile of n > 0 values, `kth(i)` giving the i-th smallest (0-based)."""
     if n == 1:
-        return float(s[0])
+        return float(kth(0))
     pos = (n - 1) * q / 100.0
     lo = math.floor(pos)
     hi = min(lo + 1, n - 1)
     frac = pos - lo
-    return float(s[lo] + (s[hi] - s[lo]) * frac)
+    return float(kth(lo) + (kth(hi) - kth(lo)) * frac)
 
 
 def percentiles(xs: Sequence[float], qs: Sequence[float]) -> list[float]:
     s = sorted(xs)
     return [percentile(s, q, presorted=True) for q in qs]
+
+
+#: Pooled sets averaging at most this many values are merged by one sort (timsort merges sorted runs);
+#: longer ones are searched (`kth_smallest`), whose cost grows with the number of sets, not of values.
+MERGE_BELOW_MEAN_LEN = 256
+
+
+def pooled_percentiles(sets: Sequence[Sequence[float]], qs: Sequence[float]) -> list[float]:
+    """`percentiles` of the union of ascending `sets`, equal to them value for value, without the sort of
+    the whole: a run's millions of ITL values are its steps' sets, each sorted once."""
+    sets = [s for s in sets if len(s)]
+    n = sum(map(len, sets))
+    if not n:
+        return [0.0 for _ in qs]
+    if len(sets) == 1:
+        kth = sets[0].__getitem__
+    elif n <= MERGE_BELOW_MEAN_LEN * len(sets):
+        kth = sorted(chain.from_iterable(sets)).__getitem__
+    else:
+        found: dict[int, float] = {}
+
+        def kth(i: int) -> float:
+            if i not in found:
+                # percentiles interpolate between neighbours: the second is the first's successor
+                found[i] = _successor(sets, i - 1, found[i - 1]) if i - 1 in found else kth_smallest(sets, i)
+            return found[i]
+    return [_interpolate(n, q, kth) for q in qs]
+
+
+_DOUBLE = struct.Struct("<d")
+_INT64 = struct.Struct("<q")
+_MAGNITUDE = (1 << 63) - 1
+
+
+def _order_key(x: float) -> int:
+    """An int that orders like the float (every double between two keys lies between their floats)."""
+    b = _INT64.unpack(_DOUBLE.pack(x))[0]
+    return b if b >= 0 else -1 - (b & _MAGNITUDE)
+
+
+def _from_order_key(k: int) -> float:
+    return _DOUBLE.unpack(_INT64.pack(k if k >= 0 else (-1 - k) - (1 << 63)))[0]
+
+
+def _successor(sets: Sequence[Sequence[float]], k: int, v: float) -> float:
+    """The (k+1)-th smallest value of the union, v being the k-th: v again when it is tied, else the
+    least value above it. One bisect per set instead of a new search."""
+    if sum(map(bisect_right, sets, repeat(v))) > k + 1:
+        return v
+    return min(s[i] for s in sets if (i := bisect_right(s, v)) < len(s))
+
+
+def kth_smallest(sets: Sequence[Sequence[float]], k: int) -> float:
+    """The k-th smallest value (0-based) of the union of non-empty ascending sets, without merging them.
+
+    A bisection over the doubles' order (at most 64 rounds) for the least value v with more than k
+    values <= v, counting those with one bisect per set; that v is a value of the sets, the one a
+    sort of the union would put at k.
+    """
+    lo = _order_key(min(s[0] for s in sets))
+    hi = _order_key(max(s[-1] for s in sets))
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if sum(map(bisect_right, sets, repeat(_from_order_key(mid)))) > k:
+            hi = mid
+        else:
+            lo = mid + 1
+    return _from_order_key(lo)
 
 
 # Two-sided 95% Student t critical values by degrees of freedom (df > 30: normal approximation).

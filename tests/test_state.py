@@ -1,10 +1,14 @@
 """Every derived number against an independent computation (numpy, written from vLLM's definitions)."""
 
+import dataclasses
+import math
+
 import numpy as np
 import pytest
 
 from sgtui import events as E
-from sgtui.state import SessionState, calculate_metrics, load_state, run_summary
+from sgtui import stats
+from sgtui.state import SessionState, calculate_metrics, load_state, rollout_duration, run_summary, step_summary
 from tests.gen import generate
 
 
@@ -132,3 +136,81 @@ def test_held_memory_counts_engine_processes_not_the_trainer():
     mem = run_summary(load_state(evs).runs["a"], load_state(evs).gpu).memory
     assert mem.source == "engine processes"
     assert mem.steps[0].held_mib == 800 and mem.steps[0].freed_mib == 39200
+
+
+def naive_metrics(reqs):
+    """Every value pooled and sorted at once, as before steps were reduced and cached: pooled and cached
+    numbers must equal these bit for bit (not approximately), whatever the order of summaries."""
+    ok = [r for r in reqs if not r.error]
+
+    def dist(name, xs):
+        ms = sorted(x * 1000.0 for x in xs)
+        n = len(ms)
+        m = math.fsum(ms) / n if n else 0.0
+        std = math.sqrt(math.fsum((x - m) ** 2 for x in ms) / n) if n > 1 else 0.0
+        p50, p90, p99 = (stats.percentile(ms, q, presorted=True) for q in (50, 90, 99))
+        return {f"mean_{name}_ms": m, f"std_{name}_ms": std, f"median_{name}_ms": p50,
+                f"p50_{name}_ms": p50, f"p90_{name}_ms": p90, f"p99_{name}_ms": p99}
+
+    out = {"completed": len(ok), "errors": len(reqs) - len(ok),
+           "total_output_tokens": sum(r.output_tokens for r in ok)}
+    out.update(dist("ttft", [r.ttft for r in ok]))
+    out.update(dist("e2el", [r.latency for r in ok]))
+    out.update(dist("itl", [g for r in ok for g in r.itl]))
+    out.update(dist("tpot", [(r.latency - r.ttft) / (r.output_tokens - 1) for r in ok if r.output_tokens > 1]))
+    return out
+
+
+def assert_metrics_are(m, want):
+    got = {k: getattr(m, k) for k in want}
+    assert got == want
+
+
+@pytest.mark.parametrize("itl_len,requests", [(64, 40), (3, 9)])  # ITL searched across steps / merged
+def test_run_metrics_pooled_from_steps_equal_all_values_at_once(itl_len, requests):
+    evs = generate(steps=6, requests=requests, itl_len=itl_len, seed=4)
+    st = load_state(evs)
+    for label, run in st.runs.items():
+        s = run_summary(run, st.gpu)
+        reqs = [r for n in run.rl_steps for r in run.steps[n].requests]
+        assert_metrics_are(s.metrics, naive_metrics(reqs))
+        for x in s.steps:
+            assert_metrics_are(x.metrics, naive_metrics(run.steps[x.step].requests))
+        assert s.metrics.duration_s == sum(rollout_duration(run.steps[n]) for n in run.rl_steps)
+
+
+def summary_numbers(st):
+    """Every number of every run summary, to compare two states exactly."""
+    return {label: (dataclasses.asdict(s.metrics), [dataclasses.asdict(x) for x in s.steps], s.phase_samples)
+            for label in st.runs if label != "session" for s in [st.summary(label)]}
+
+
+@pytest.mark.parametrize("pieces", [7, 61, 400])
+def test_summaries_asked_between_pieces_equal_the_summary_of_the_whole(pieces):
+    """The cached step reductions must follow the steps: pieces cut anywhere (mid-rollout, between a
+    step's requests), a summary after each, and the last equals a fold of everything at once."""
+    evs = generate(steps=4, requests=30, itl_len=40, seed=8)
+    whole = load_state(evs)
+    st = SessionState()
+    cuts = sorted(set(np.linspace(0, len(evs), pieces + 1, dtype=int).tolist()))
+    for a, b in zip(cuts, cuts[1:]):
+        st.apply_all(evs[a:b])
+        for label in st.runs:
+            if label != "session":
+                run_summary(st.runs[label], st.gpu)
+    assert summary_numbers(st) == summary_numbers(whole)
+
+
+def test_a_late_request_changes_its_finished_steps_numbers():
+    evs = generate(labels=("vllm-sleep1",), steps=2, requests=10, seed=2)
+    st = load_state(evs)
+    run = st.runs["vllm-sleep1"]
+    before = step_summary(run.steps[1]).metrics
+    late = E.Request(t=evs[-1].t, run="vllm-sleep1", step=1, start=evs[-1].t - 1, ttft=0.9, latency=1.0,
+                     itl=[0.5, 0.5], prompt_tokens=3, output_tokens=3)
+    st.apply(late)
+    after = step_summary(run.steps[1]).metrics
+    assert after.completed == before.completed + 1 and after.p99_itl_ms != before.p99_itl_ms
+    assert_metrics_are(after, naive_metrics(run.steps[1].requests))
+    pooled = naive_metrics(run.steps[1].requests + run.steps[2].requests)
+    assert_metrics_are(st.summary("vllm-sleep1").metrics, pooled)
