@@ -648,6 +648,12 @@ def memory_summary(run: RunState, gpu: GpuState) -> MemorySummary:
     )
 
 
+#: How sgtui's vLLM engine described an in-place adapter load in the weight_sync phase until 2026-11-29.
+#: vLLM re-reads such an adapter from disk whenever it activates it, so those runs decode slower after
+#: their first sync than the engine does (sgtui/runner/engines/vllm.py); reports say so for old sessions.
+INPLACE_SYNC_DETAIL = "(in place)"
+
+
 @dataclass(frozen=True)
 class RunSummary:
     label: str
@@ -663,6 +669,7 @@ class RunSummary:
     memory: MemorySummary
     errors: tuple[Error, ...]
     engine_cpu_in_train: float | None = None  # cores the engine's processes used while the trainer ran
+    inplace_lora_sync: bool = False  # vLLM adapters hot-loaded with load_inplace (sessions before 2026-11-29)
 
     @property
     def completed_steps(self) -> tuple[StepSummary, ...]:
@@ -714,6 +721,8 @@ def run_summary(run: RunState, gpu: GpuState) -> RunSummary:
         memory=memory_summary(run, gpu),
         errors=tuple(run.errors),
         engine_cpu_in_train=stats.mean(cpu.v) if (cpu := run.engine.get("cpu_in_train")) and cpu.v else None,
+        inplace_lora_sync=any(INPLACE_SYNC_DETAIL in (sp.detail or "") for st in run.steps.values()
+                              if (sp := st.phases.get("weight_sync")) is not None),
     )
     run._cache["summary"] = (key, summary)
     return summary

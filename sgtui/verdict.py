@@ -78,6 +78,17 @@ def train_caveat(a: RunSummary, b: RunSummary, train_diff: float) -> str:
             "shares CPU cores with the engine, that is the engine's cost")
 
 
+def inplace_caveat(runs: list[RunSummary]) -> str:
+    """Sessions recorded before sgtui stopped using vLLM's `load_inplace` measured a vLLM bug along with
+    the engine: say which runs, since nothing else in the numbers shows it."""
+    hit = [r.label for r in runs if r.inplace_lora_sync]
+    if not hit:
+        return ""
+    return (f"{', '.join(hit)} hot-loaded adapters with vLLM's load_inplace (sgtui before 2026-11-29): vLLM then "
+            "re-reads the adapter from disk whenever it activates it, so rollouts after the first sync decode "
+            "slower than the engine does (2.7x the ITL on an H100); record again to compare")
+
+
 def _compare_row(key: str, label: str, hib: bool, unit: str, runs: list[RunSummary]) -> MetricRow:
     samples = {r.label: list(r.phase_samples.get(key, ())) for r in runs}
     means = {k: (stats.mean(v) if v else None) for k, v in samples.items()}
@@ -156,6 +167,7 @@ def verdict(summaries: list[RunSummary]) -> Verdict:
         else:
             confidence = step.note
     train_diff = dict(breakdown).get("train")
-    caveat = train_caveat(a, b, train_diff) if train_diff is not None else ""  # breakdown implies a, b
+    caveats = (train_caveat(a, b, train_diff) if train_diff is not None else "",  # breakdown implies a, b
+               inplace_caveat(summaries))
     return Verdict(ranked, unranked, winner, headline, confidence, rows, tuple(breakdown), runner_up,
-                   (caveat,) if caveat else ())
+                   tuple(c for c in caveats if c))

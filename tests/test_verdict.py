@@ -1,7 +1,18 @@
+from pathlib import Path
+
+import orjson
+
 from sgtui import stats
-from sgtui.state import load_state
+from sgtui.export import combined, load_sessions
+from sgtui.export.jsonout import render_json
+from sgtui.session import read_session
+from sgtui.state import load_state, run_summary
 from sgtui.verdict import verdict
 from tests.gen import generate
+
+SESSIONS = Path(__file__).resolve().parents[1] / "sessions"
+OLD_H100 = SESSIONS / ("20261123T215853Z-vllm-sleep1_vs_vllm-sleep2_vs_vllm-restart_vs_sglang-release_vs_"
+                       "sglang-restart.jsonl")
 
 
 def summaries(evs):
@@ -76,3 +87,28 @@ def test_train_difference_beside_a_busy_engine_gets_a_caveat():
                          "that is the engine's cost",)
     assert verdict([a, replace(b, engine_cpu_in_train=0.3)]).caveats == ()
     assert verdict([replace(a, engine_cpu_in_train=None), b]).caveats == ()
+
+
+def test_runs_recorded_with_inplace_lora_sync_get_a_caveat():
+    """The bundled sessions before 2026-11-29 hot-loaded vLLM adapters in place (a vLLM bug slows those
+    rollouts): the verdict names the runs; sessions recorded since get no note."""
+    from dataclasses import replace
+
+    a, b = summaries(generate(labels=("vllm-sleep1", "sglang-release"), steps=3, noise=0.05, seed=3))
+    assert not a.inplace_lora_sync and verdict([a, b]).caveats == ()
+    v = verdict([replace(a, inplace_lora_sync=True), b])
+    assert len(v.caveats) == 1 and v.caveats[0].startswith("vllm-sleep1 hot-loaded adapters with vLLM's load_inplace")
+    assert verdict([replace(a, inplace_lora_sync=True)]).caveats == v.caveats  # one run: still said
+
+
+def test_inplace_sync_is_read_from_the_weight_sync_details_of_a_real_old_session():
+    """The H100 session of 2026-11-23 synced in place (its phase details say so); the H200 one of 11-29 did not."""
+    old = load_state(read_session(OLD_H100).events)
+    flags = {label: run_summary(run, old.gpu).inplace_lora_sync for label, run in old.runs.items()}
+    assert flags == {"vllm-sleep1": True, "vllm-sleep2": False, "vllm-restart": False, "sglang-release": False,
+                     "sglang-restart": False}
+    new = load_state(read_session(SESSIONS / "20261129T091216Z-vllm-sleep1-h200.jsonl").events)
+    assert not run_summary(new.runs["vllm-sleep1"], new.gpu).inplace_lora_sync
+    report = orjson.loads(render_json(combined(load_sessions([OLD_H100]))))
+    assert {r["label"]: r["inplace_lora_sync"] for r in report["runs"]} == flags
+    assert any("load_inplace" in c for c in report["verdict"]["caveats"])

@@ -26,6 +26,7 @@ def run_dict(s, run) -> dict:
         "phase_samples": {k: list(v) for k, v in s.phase_samples.items()},
         "memory": dataclasses.asdict(s.memory),
         "engine_cpu_in_train_cores": s.engine_cpu_in_train,
+        "inplace_lora_sync": s.inplace_lora_sync,
         "steps": [{**{k: v for k, v in dataclasses.asdict(st).items() if k != "metrics"},
                    "metrics": dataclasses.asdict(st.metrics)} for st in s.steps],
         "errors": [{"category": e.category, "message": e.message, "step": e.step, "advice": e.advice}
