@@ -118,7 +118,7 @@ class RunLog(Collapsible):
                 del self._pending[:-BUFFER]
 
     def flush(self) -> None:
-        """Write what arrived since the last flush (LogPanes calls this a few times a second: every
+        """Write what arrived since the last flush (LogPanes calls this twice a second: every
         write that grows the log relayouts the screen, so lines are written in batches).
 
         Nothing is written before the Log is mounted (a pane opened as it appears composes it a moment
@@ -128,7 +128,7 @@ class RunLog(Collapsible):
             self._pending = []
         elif self._pending and self.log_widget.is_mounted:
             lines = self._pending
-            if len(lines) > FLUSH_MAX:  # more than anyone reads in a quarter second: keep the newest
+            if len(lines) > FLUSH_MAX:  # more than anyone reads in half a second: keep the newest
                 lines = [f"{'…':<{SOURCE_W}}{len(lines) - FLUSH_MAX} lines skipped here (all are in the session file)"] \
                     + lines[-FLUSH_MAX:]
             self.log_widget.write_lines(lines)
@@ -167,7 +167,9 @@ class LogPanes(Vertical):
     LogPanes RunLog.-has-errors CollapsibleTitle { color: #ff5f5f; }
     """
 
-    FLUSH_S = 0.25
+    #: Each flush that grows a Log relayouts the screen (~13% of the event loop at 50 lines/s when this was
+    #: 0.25 s, benchmarks/ui_cpu.py's busy profile); twice a second is as often as anyone reads a log.
+    FLUSH_S = 0.5
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
