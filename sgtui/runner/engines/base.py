@@ -221,7 +221,7 @@ class Engine(ABC):
             self.emit(Log(t=t, run=self.cfg.label, source="engine", line=line[:2000]))
 
     async def post(self, path: str, json: dict | None = None, params: dict | None = None,
-                   timeout: float | None = None, ok: tuple[int, ...] = (200,)) -> httpx.Response:
+                   timeout: float | None = None) -> httpx.Response:
         """POST a control endpoint; failures become categorized EngineErrors."""
         try:
             r = await self.client.post(path, json=json, params=params, timeout=timeout or self.cfg.server_timeout)
@@ -232,7 +232,7 @@ class Engine(ABC):
         except httpx.HTTPError as e:
             self.check_alive()
             raise EngineError("SERVER_CRASH", f"{self.backend} {path}: {type(e).__name__}: {e}", self.tail()) from None
-        if r.status_code not in ok:
+        if r.status_code != 200:
             tail = self.tail()
             cat, advice = categorize([r.text] + tail, "OTHER")
             raise EngineError(cat, f"{self.backend} {path} answered {r.status_code}: {r.text[:300]}", tail, advice)
