@@ -173,6 +173,9 @@ class Train(Event):
     peak_mib: list = field(default_factory=list)  # per rank
     reward_mean: float = 0.0
     simulated: bool = False
+    #: seconds of the step by part (megatron: launch = torchrun and imports, load = model and state,
+    #: update = the optimizer steps, export = state and PEFT adapter written); absent in older sessions
+    parts: dict = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -492,6 +492,7 @@ class StepSummary:
     loss: float | None = None  # None for the simulated trainer: it computes no loss, and 0.0 would read as one
     train_tokens: int = 0
     simulated_train: bool = False
+    train_parts: dict[str, float] = field(default_factory=dict)  # the train phase by part (Train.parts)
 
 
 def rollout_duration(step: StepState) -> float:
@@ -554,6 +555,7 @@ def step_summary(step: StepState) -> StepSummary:
         loss=step.train.loss if step.train and not step.train.simulated else None,
         train_tokens=step.train.tokens if step.train else 0,
         simulated_train=bool(step.train and step.train.simulated),
+        train_parts=dict(step.train.parts) if step.train else {},
     )
 
 
@@ -670,10 +672,17 @@ class RunSummary:
     errors: tuple[Error, ...]
     engine_cpu_in_train: float | None = None  # cores the engine's processes used while the trainer ran
     inplace_lora_sync: bool = False  # vLLM adapters hot-loaded with load_inplace (sessions before 2026-11-29)
+    train_parts: dict[str, float] = field(default_factory=dict)  # mean seconds per part of train (Train.parts)
 
     @property
     def completed_steps(self) -> tuple[StepSummary, ...]:
         return tuple(s for s in self.steps if s.complete and s.total_s is not None)
+
+
+def mean_parts(parts: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each part over the steps that report it, in the order the parts first appear."""
+    keys = list(dict.fromkeys(k for p in parts for k in p))
+    return {k: stats.mean([p[k] for p in parts if k in p]) for k in keys}
 
 
 def run_summary(run: RunState, gpu: GpuState) -> RunSummary:
@@ -721,6 +730,7 @@ def run_summary(run: RunState, gpu: GpuState) -> RunSummary:
         memory=memory_summary(run, gpu),
         errors=tuple(run.errors),
         engine_cpu_in_train=stats.mean(cpu.v) if (cpu := run.engine.get("cpu_in_train")) and cpu.v else None,
+        train_parts=mean_parts([s.train_parts for s in steps if s.complete and s.train_parts]),
         inplace_lora_sync=any(INPLACE_SYNC_DETAIL in (sp.detail or "") for st in run.steps.values()
                               if (sp := st.phases.get("weight_sync")) is not None),
     )

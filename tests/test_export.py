@@ -103,3 +103,23 @@ def test_engine_cpu_while_training_is_reported_per_run():
     runs = {r["label"]: r for r in orjson.loads(render("json", [st]))["runs"]}
     assert runs["sglang-release"]["engine_cpu_in_train_cores"] == 0.95
     assert runs["vllm-sleep1"]["engine_cpu_in_train_cores"] is None
+
+
+def test_megatron_train_time_is_split_into_launch_and_update():
+    """A one-launch-per-step trainer spends most of a short step starting up: the reports say how much, from
+    the parts each Train event carries (mean over the steps); runs without parts (simulated, older sessions)
+    show no split, and a session where no run has one gets no extra rows."""
+    events = generate(labels=("vllm-sleep1", "sglang-release"), steps=2)
+    assert "launch (torchrun)" not in render("txt", [load_state(events)])
+    for e in events:
+        if type(e).__name__ == "Train" and e.run == "sglang-release":
+            e.parts = {"launch": 20.0 + e.step, "load": 1.0, "update": 3.0 * e.step, "export": 0.5}
+    st = load_state(events)
+    st.source = "sessions/x.jsonl"
+    assert st.summary("sglang-release").train_parts == {"launch": 21.5, "load": 1.0, "update": 4.5, "export": 0.5}
+    lines = render("txt", [st]).splitlines()
+    assert next(x for x in lines if x.startswith("  launch (torchrun)")).split()[2:] == ["—", "21.50s"]
+    assert next(x for x in lines if x.startswith("  update")).split()[1:] == ["—", "4.50s"]
+    runs = {r["label"]: r for r in orjson.loads(render("json", [st]))["runs"]}
+    assert runs["sglang-release"]["train_parts_s"]["launch"] == 21.5 and runs["vllm-sleep1"]["train_parts_s"] == {}
+    assert "(launch 21.50s, update 4.50s)" in render("md", [st])

@@ -27,6 +27,7 @@ def run_dict(s, run) -> dict:
         "memory": dataclasses.asdict(s.memory),
         "engine_cpu_in_train_cores": s.engine_cpu_in_train,
         "inplace_lora_sync": s.inplace_lora_sync,
+        "train_parts_s": s.train_parts,
         "steps": [{**{k: v for k, v in dataclasses.asdict(st).items() if k != "metrics"},
                    "metrics": dataclasses.asdict(st.metrics)} for st in s.steps],
         "errors": [{"category": e.category, "message": e.message, "step": e.step, "advice": e.advice}

@@ -20,7 +20,9 @@ def render_markdown(c: Combined) -> str:
         ("p99 E2E", lambda s: fmt.ms(s.metrics.p99_e2el_ms)),
         ("requests ok/errors", lambda s: f"{s.metrics.completed}/{s.metrics.errors}"),
         ("offload", lambda s: fmt.secs(s.phase_means.get("offload"))),
-        ("train", lambda s: fmt.secs(s.phase_means.get("train"))),
+        ("train", lambda s: fmt.secs(s.phase_means.get("train"))
+         + (f" (launch {fmt.secs(s.train_parts['launch'])}, update {fmt.secs(s.train_parts['update'])})"
+            if {"launch", "update"} <= s.train_parts.keys() else "")),
         ("reload", lambda s: fmt.secs(s.phase_means.get("reload"))),
         ("weight sync", lambda s: fmt.secs(s.phase_means.get("weight_sync"))),
         ("step total", lambda s: fmt.secs(s.phase_means.get("step_total"))),

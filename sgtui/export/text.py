@@ -112,8 +112,10 @@ def render_text(c: Combined) -> str:
         ("Startup (first)", lambda s: fmt.secs(s.startup_s)),
     ])
     lines += _title("Training")
+    parts = [("  launch (torchrun)", "launch"), ("  update", "update")] if any(s.train_parts for s in S) else []
     lines += _table(S, [
         ("Train time", _phase("train")),
+        *((label, lambda s, k=key: fmt.secs(s.train_parts.get(k))) for label, key in parts),
         ("Last loss", _last_loss),
         ("Engine CPU meanwhile", lambda s: "n/a" if s.engine_cpu_in_train is None
          else f"{s.engine_cpu_in_train:.2f} cores"),

@@ -114,6 +114,9 @@ def test_two_real_train_steps_and_the_trained_adapter_serves(runs):
     assert all(math.isfinite(t.loss) and t.tokens > 0 and t.peak_mib for t in trains)
     for t in trains:
         assert (Path(t.adapter_path) / "adapter_model.safetensors").exists()
+        # where the step's train time went: the ranks' own timings, and the launch as the rest
+        assert list(t.parts) == ["launch", "load", "update", "export"] and min(t.parts.values()) > 0
+        assert abs(sum(t.parts.values()) - t.seconds) < 1e-6
     ends = {(e.step, e.name): e for e in of(events, Phase, edge="end")}
     assert ends[(1, "train")].detail.startswith("megatron; engine used ") and ends[(2, "train")].ok
     # vLLM asleep idles while the ranks train (an engine that spun a core would slow them on 2 cores)

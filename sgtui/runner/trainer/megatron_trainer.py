@@ -74,6 +74,16 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+def train_parts(seconds: float, result: dict) -> dict[str, float]:
+    """Where a step's train time went: the ranks time their load, update and export; the rest of the runner's
+    wall time is the launch (torchrun, interpreter and megatron imports, process group setup), which a
+    one-launch-per-step trainer pays every step."""
+    ph = result.get("phases", {})
+    load, update, export = (float(ph.get(k, 0.0)) for k in ("load", "train", "save_export"))
+    return {"launch": max(0.0, seconds - float(result.get("seconds", load + update + export))),
+            "load": load, "update": update, "export": export}
+
+
 class MegatronTrainer(Trainer):
     def __init__(self, cfg, emit, workdir: Path, job_extra: dict | None = None) -> None:
         super().__init__(cfg, emit, workdir)
@@ -152,7 +162,8 @@ class MegatronTrainer(Trainer):
         rewards = [r.reward for r in rollouts]
         self.emit(Train(t=time.time(), run=self.cfg.label, step=step, loss=float(result["loss"]),
                         tokens=int(result["tokens"]), seconds=seconds, adapter_path=result["adapter"],
-                        peak_mib=list(result["peak_mib"]), reward_mean=sum(rewards) / len(rewards), simulated=False))
+                        peak_mib=list(result["peak_mib"]), reward_mean=sum(rewards) / len(rewards), simulated=False,
+                        parts=train_parts(seconds, result)))
         return result["adapter"]
 
     async def _launch(self, argv: list[str], step_dir: Path, step: int) -> tuple[dict | None, dict | None]:
