@@ -45,6 +45,9 @@ class State(FaultState):
         self.released: set[str] = set()
         self.inflight = 0
         self.busy_polls = int(plan.get("busy_polls", 0))  # server-side requests our client never sent
+        # the scheduler's last batch, still there after /v1/loads counts no request (it goes with the next loop
+        # iteration, or with a flush): while it lingers, `is_fully_idle` is false; each flush try uses one up
+        self.lingering = int(plan.get("lingering_batch", 0))
         self.scheduler_dead = False
 
     def log(self, *lines: str) -> None:
@@ -115,7 +118,7 @@ def make_handler(st: State) -> type[FaultHandler]:
         def release(self, body, query):
             # SGLang asserts in its scheduler; the assertion ends the whole server (seen on 0.5.23, CPU).
             with st.lock:
-                busy = st.inflight > 0 or st.busy_polls > 0
+                busy = st.inflight > 0 or st.busy_polls > 0 or st.lingering > 0
             if busy:
                 st.die("Scheduler hit an exception: Traceback (most recent call last):",
                        '  File "sglang/srt/managers/scheduler_components/weight_updater.py", line 339, '
@@ -158,6 +161,12 @@ def make_handler(st: State) -> type[FaultHandler]:
             self._send(200, {"success": True, "error_message": None, "loaded_adapters": dict(st.loaded)})
 
         def flush(self, body, query):
+            # scheduler.flush_cache: only when `is_fully_idle`, which clears the last batch; else 400
+            with st.lock:
+                idle = st.inflight == 0 and st.busy_polls == 0 and st.lingering == 0
+                st.lingering = max(0, st.lingering - 1)
+            if not idle:
+                return self._send(400, "Flush cache failed.\n", "text/plain")
             self._send(200, "Cache flushed.\nPlease check backend logs for more details.\n", "text/plain")
 
         def completions(self, body, query):

@@ -98,7 +98,8 @@ async def test_release_cpu_sequence_and_idle_guard(tmp_path):
         assert await eng.offload() == "already released"  # never twice
         detail = await eng.reload(None)
         assert detail.startswith("resume weights") and "update_weights_from_disk" not in detail  # CPU keeps them
-        assert eng.control_calls() == [("/release_memory_occupation", ["kv_cache", "weights", "cuda_graph"]),
+        assert eng.control_calls() == [("/flush_cache", {}),
+                                       ("/release_memory_occupation", ["kv_cache", "weights", "cuda_graph"]),
                                        ("/resume_memory_occupation", ["weights"]),
                                        ("/resume_memory_occupation", ["kv_cache", "cuda_graph"])]
         assert await eng.reload(None) == "nothing released"  # a second resume would kill SGLang
@@ -114,7 +115,7 @@ async def test_release_gpu_reloads_base_weights_between_resumes(tmp_path):
         assert "cpu:" not in await eng.offload()
         detail = await eng.reload(None)
         assert [p for p, _ in eng.control_calls()] == [
-            "/release_memory_occupation", "/resume_memory_occupation", "/update_weights_from_disk",
+            "/flush_cache", "/release_memory_occupation", "/resume_memory_occupation", "/update_weights_from_disk",
             "/resume_memory_occupation"]
         upd = [c for c in eng.calls() if c["path"] == "/update_weights_from_disk"][0]
         assert upd["body"] == {"model_path": eng.cfg.model}
@@ -138,9 +139,35 @@ async def test_old_server_untagged_release_and_legacy_load(tmp_path):
         await eng.start()
         await eng.offload()
         await eng.reload(None)
-        assert eng.control_calls() == [("/get_load", {}), ("/get_load", {}), ("/get_load", {}),
+        assert eng.control_calls() == [("/get_load", {}), ("/get_load", {}), ("/get_load", {}), ("/flush_cache", {}),
                                        ("/release_memory_occupation", {}), ("/resume_memory_occupation", {}),
                                        ("/update_weights_from_disk", {"model_path": eng.cfg.model})]
+
+
+async def test_release_waits_for_the_schedulers_last_batch(tmp_path):
+    """/v1/loads counts no request while the scheduler's last batch still lingers (a loop iteration on a loaded
+    box; CI saw SGLang kill itself on the release then): the guard waits for /flush_cache to succeed, which
+    SGLang does only when fully idle, and releases after it."""
+    eng, _ = make_engine(tmp_path, {"lingering_batch": 3})
+    async with stopped_after(eng):
+        await eng.start()
+        await eng.offload()
+        calls = [c for c in eng.calls() if c["path"] in ("/flush_cache", "/release_memory_occupation")]
+        assert [(c["path"], c["code"]) for c in calls] == [("/flush_cache", 400)] * 3 + [
+            ("/flush_cache", 200), ("/release_memory_occupation", 200)]
+        assert eng.child.alive()
+
+
+async def test_fault_server_control_release_with_a_lingering_batch_kills_it(tmp_path):
+    """Control for the test above: releasing as soon as /v1/loads says idle, with the last batch still there,
+    ends the server (SGLang's `is_fully_idle` assertion)."""
+    eng, _ = make_engine(tmp_path, {"lingering_batch": 3})
+    async with stopped_after(eng):
+        await eng.start()
+        assert await eng.server_load() == (0.0, 0.0)
+        with pytest.raises(EngineError) as ei:
+            await eng.control("/release_memory_occupation", json={})
+        assert ei.value.category == "SERVER_CRASH" and not eng.child.alive()
 
 
 async def test_fault_server_dies_like_sglang_when_released_busy(tmp_path):

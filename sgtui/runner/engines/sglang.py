@@ -6,7 +6,9 @@ Strategies map onto SGLang's own endpoints:
   releasing, and a failed assertion kills the whole server, so offload first
   waits until the server itself (its scheduler, via /v1/loads) reports no
   running or queued request: our own client being done is not enough (a
-  request the client gave up on can still run there). Released weights are
+  request the client gave up on can still run there); then until its
+  /flush_cache succeeds, which the scheduler does only when fully idle (its
+  last batch lingers a moment after the last request: `wait_idle`). Released weights are
   discarded, not backed up (unless `--enable-weights-cpu-backup` is among the
   extra flags), so on a GPU the reload puts them back from disk. From 0.5 on,
   the calls carry tags and the resume is staged as RL frameworks do it:
@@ -375,19 +377,31 @@ class SglangEngine(Engine):
         return g.get("running", 0.0), g.get("waiting", 0.0)
 
     async def wait_idle(self, timeout: float | None = None) -> float:
-        """Wait until the server reports no running or queued request; returns the seconds waited."""
+        """Wait until the scheduler is fully idle; returns the seconds waited.
+
+        No running or queued request (/v1/loads) is not enough: the release asserts the scheduler's
+        `is_fully_idle`, which also wants its last batch gone, and that batch lingers for a loop iteration
+        after the last request ended (seen in CI on a loaded box: the assertion killed the server). The
+        scheduler's /flush_cache runs only when `is_fully_idle` holds, clears that batch itself, and
+        answers 400 otherwise: its 200 is the go-ahead (what it drops, the prefix cache, the release drops
+        anyway)."""
         limit = timeout or self.cfg.server_timeout
         deadline = time.monotonic() + limit
         t0 = time.monotonic()
         while True:
             try:
                 running, waiting = await self.server_load()
+                if running == 0 and waiting == 0:
+                    r = await self.client.post("/flush_cache", timeout=self.cfg.server_timeout)
+                    if r.status_code == 200:
+                        return time.monotonic() - t0
+                    if r.status_code != 400:
+                        raise EngineError("SERVER_CRASH", f"sglang /flush_cache answered {r.status_code}: "
+                                          f"{r.text[:200]}", self.tail())
             except httpx.HTTPError as e:
                 await self.check_crashed(timeout=5.0)
                 raise EngineError("SERVER_CRASH", f"sglang load query failed: {type(e).__name__}: {e}",
                                   self.tail()) from None
-            if running == 0 and waiting == 0:
-                return time.monotonic() - t0
             if time.monotonic() > deadline:
                 raise EngineError("SERVER_TIMEOUT", f"sglang still has {running:.0f} running and {waiting:.0f} "
                                   f"queued requests after {limit:.0f} s; memory cannot be released while they run",
