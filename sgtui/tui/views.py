@@ -356,7 +356,7 @@ def heavy_interval(cost: float, factor: float) -> float:
         return max(10.0, 20.0 * cost)
     if cost > 0.05:
         return max(HEAVY_MIN_INTERVAL, 10.0 * cost)
-    return max(HEAVY_MIN_INTERVAL, factor * cost)
+    return quiet_interval(cost, factor)
 
 
 def quiet_interval(cost: float, factor: float) -> float:

@@ -158,6 +158,16 @@ async def test_release_waits_for_the_schedulers_last_batch(tmp_path):
         assert eng.child.alive()
 
 
+async def test_batch_that_never_goes_times_out_saying_so(tmp_path):
+    eng, _ = make_engine(tmp_path, {"lingering_batch": 10_000}, server_timeout=0.5)
+    async with stopped_after(eng):
+        await eng.start()
+        with pytest.raises(EngineError) as ei:
+            await eng.offload()
+        assert ei.value.category == "SERVER_TIMEOUT" and "not fully idle (/flush_cache refused)" in ei.value.message
+        assert "/release_memory_occupation" not in [p for p, _ in eng.control_calls()] and eng.child.alive()
+
+
 async def test_fault_server_control_release_with_a_lingering_batch_kills_it(tmp_path):
     """Control for the test above: releasing as soon as /v1/loads says idle, with the last batch still there,
     ends the server (SGLang's `is_fully_idle` assertion)."""

@@ -24,6 +24,7 @@ import pytest
 
 from sgtui.config import RunConfig
 from sgtui.events import EngineGauges, Log, Phase, Proc, Request, RunEnd, RunStart, Train, decode
+from sgtui.runner.engines.vllm import ADAPTER_NAME, VllmEngine
 from tests.engines import TINY, VLLM_PY, free_port, marked_processes, needs_vllm, port_is_free
 from tests.trainer.conftest import TRAINER_PY, needs_trainer
 
@@ -167,8 +168,6 @@ async def test_synced_adapter_is_held_in_memory_not_reread_from_disk(tmp_path):
     that used it would measure that. Deleting the files after our sync must not matter; the control at the
     end shows that after an in-place load it does (if a vLLM release fixes that, the control fails: then
     in-place loading can come back)."""
-    from sgtui.runner.engines.vllm import ADAPTER_NAME, VllmEngine
-
     cfg = RunConfig(label="t-vllm-adapter-files", backend="vllm", strategy="keep", sync="lora")
     cfg.python, cfg.model, cfg.port, cfg.workdir = str(VLLM_PY), str(TINY), free_port(), str(tmp_path)
     cfg.startup_timeout = 300.0

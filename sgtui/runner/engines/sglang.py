@@ -403,9 +403,10 @@ class SglangEngine(Engine):
                 raise EngineError("SERVER_CRASH", f"sglang load query failed: {type(e).__name__}: {e}",
                                   self.tail()) from None
             if time.monotonic() > deadline:
-                raise EngineError("SERVER_TIMEOUT", f"sglang still has {running:.0f} running and {waiting:.0f} "
-                                  f"queued requests after {limit:.0f} s; memory cannot be released while they run",
-                                  self.tail(), "raise --server-timeout, or lower --max-output-tokens")
+                busy = (f"still has {running:.0f} running and {waiting:.0f} queued requests" if running or waiting
+                        else "reports no request, but its scheduler is not fully idle (/flush_cache refused)")
+                raise EngineError("SERVER_TIMEOUT", f"sglang {busy} after {limit:.0f} s; memory cannot be released "
+                                  "while it works", self.tail(), "raise --server-timeout, or lower --max-output-tokens")
             await asyncio.sleep(0.02)
 
     # -- strategies --------------------------------------------------------------------------------

@@ -100,7 +100,8 @@ class LinesWidget(Widget):
         return strip
 
     def render(self) -> Text:
-        """All lines as one Text (what the line API draws; for anything that asks for the whole)."""
+        """All lines as one Text: painting goes through `render_line`, but Textual's text selection
+        (`Widget.get_selection`, mouse copy of table numbers) reads the whole widget from here."""
         out = Text(no_wrap=True, overflow="crop")
         for i, line in enumerate(self.build_lines(max(1, self.size.width))):
             if i:
