@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from sgtui import gpu, portlock
+from sgtui import gpu, pkgpath, portlock
 from sgtui.config import RunConfig
 from sgtui.runner.procs import MARKER_OWNER, MARKER_RUN, group_alive, port_free
 
@@ -48,10 +48,9 @@ def engine_version(python: str, backend: str, device: str = "cuda", timeout: flo
     """Import the engine in its venv (as the runner will); (ok, version or the last error line)."""
     mod = IMPORT_NAME[backend]
     code = f"import importlib.metadata as m, {mod}; print(getattr({mod}, '__version__', '') or m.version('{mod}'))"
-    repo = Path(__file__).resolve().parent.parent
-    path = str(repo)
+    path = pkgpath.child_pythonpath(os.environ.get("PYTHONPATH", ""))  # as the orchestrator starts the runner
     if backend == "sglang" and device == "cpu":  # as the engine launches it: with the CPU compat layer
-        path = str(repo / "setup" / "cpu_compat") + os.pathsep + path
+        path = str(pkgpath.package_dir().parent / "setup" / "cpu_compat") + os.pathsep + path
     try:
         r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=timeout,
                            env={**os.environ, "PYTHONPATH": path})
@@ -242,10 +241,8 @@ def run_checks(runs: list[RunConfig], sessions_dir: Path, check_imports: bool = 
             ok, what = engine_version(r.python, r.backend, r.device)
             checks.append(Check(f"{r.backend} venv", ok, f"{r.backend} {what}" if ok else f"cannot import {r.backend}: {what}",
                                 "" if ok else "re-run `bash setup/setup.sh` (the venv is incomplete)"))
-    for model in sorted({Path(r.model) for r in runs if r.model}):
-        if not (model.is_absolute() or model.exists() or str(model).startswith((".", "~"))):
-            continue  # a hub id (org/name): the engine resolves it
-        checks.append(_check_model(model))
+    for ref in sorted({r.model for r in runs if r.model}):
+        checks.append(_check_hub_model(ref) if _is_unresolved_hub_id(ref) else _check_model(Path(ref)))
     try:
         sessions_dir.mkdir(parents=True, exist_ok=True)
         probe = sessions_dir / f".sgtui-preflight-{os.getpid()}"
@@ -292,6 +289,30 @@ def _check_gpus(runs: list[RunConfig]) -> list[Check]:
                          "" if ok else f"{label} needs ~{mib:.0f} MiB: free the GPU (`nvidia-smi`) or lower "
                                        "--gpu-memory-utilization"))
     return out
+
+
+def _is_unresolved_hub_id(ref: str) -> bool:
+    from sgtui.models import is_hub_id
+
+    return not Path(ref).expanduser().exists() and is_hub_id(ref)
+
+
+def _check_hub_model(ref: str) -> Check:
+    """A hub id the runs have not resolved yet (the launch form's): is it in the local Hugging Face cache?
+    Never downloads; resolved (and if need be downloaded) once when the runs start (sgtui.models)."""
+    from sgtui.config import ConfigError
+    from sgtui.models import ModelNotCached, hub_cache_dir, hub_offline, resolve_model
+
+    try:
+        return Check("model", True, f"{ref}: cached at {resolve_model(ref, local_only=True).path}")
+    except ModelNotCached:
+        if not hub_offline():
+            return Check("model", True, f"{ref}: not in the Hugging Face cache yet, downloaded when the runs start")
+        return Check("model", False, f"{ref}: not in the Hugging Face cache {hub_cache_dir()} and HF_HUB_OFFLINE "
+                     "is set", f"`huggingface-cli download {ref}` (same HF_HOME), unset HF_HUB_OFFLINE, or pass "
+                     "--model DIR")
+    except ConfigError as e:
+        return Check("model", False, str(e), "pass --model DIR with a Hugging Face model directory, or a hub id")
 
 
 def _check_model(model: Path) -> Check:

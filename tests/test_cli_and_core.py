@@ -56,7 +56,7 @@ def test_core_imports_no_engine_or_torch():
     """Harlequin-style contract: the core never imports torch, vllm, sglang, megatron or transformers."""
     code = ("import sys, sgtui.cli, sgtui.orchestrator, sgtui.state, sgtui.export, sgtui.export.text, "
             "sgtui.export.trace, sgtui.verdict, sgtui.gpu, sgtui.preflight, sgtui.headless, sgtui.sessions_index, "
-            "sgtui.tui.app; "
+            "sgtui.tui.app, sgtui.models, sgtui.pkgpath; "
             "bad = [m for m in ('torch', 'vllm', 'sglang', 'megatron', 'transformers') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

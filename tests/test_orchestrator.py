@@ -234,14 +234,20 @@ def test_second_cancel_skips_the_grace(tmp_path):
     assert time.monotonic() - t0 < 10  # not the 30 s grace
 
 
-def test_runner_env_has_repo_on_pythonpath_and_the_marker(tmp_path):
+def test_runner_env_has_the_sgtui_package_alone_on_pythonpath_and_the_marker(tmp_path, monkeypatch):
+    """The runner's PYTHONPATH starts with a directory holding only `sgtui` (this package), never the
+    directory above the package (site-packages after a pip install: tests/test_pkgpath.py)."""
     from sgtui.runner.procs import MARKER_OWNER, MARKER_RUN
 
+    monkeypatch.setenv("SGTUI_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHONPATH", "/opt/engine-site")
     orch = make(tmp_path, ["ok"])
     cfg = orch.handles[0].cfg
     cfg.env = {"MY_VAR": "1"}
     env = orch._env_for(cfg)
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO_ROOT)
+    first, *rest = env["PYTHONPATH"].split(os.pathsep)
+    assert os.listdir(first) == ["sgtui"] and Path(first, "sgtui").resolve() == REPO_ROOT / "sgtui"
+    assert str(REPO_ROOT) not in env["PYTHONPATH"].split(os.pathsep) and rest == ["/opt/engine-site"]
     assert env["MY_VAR"] == "1" and env[MARKER_RUN] == cfg.label and env[MARKER_OWNER] == str(os.getpid())
 
 

@@ -59,7 +59,24 @@ def _synthetic_text(rnd: random.Random, tok, n_tokens: int) -> str:
             continue
         ids = tok.encode(text, add_special_tokens=False).ids
         if len(ids) >= n_tokens:
-            return tok.decode(ids[:n_tokens])
+            return _exact_cut(tok, ids, n_tokens)
+
+
+def _exact_cut(tok, ids: list[int], n_tokens: int) -> str:
+    """Text of the first ~n_tokens ids that the tokenizer encodes back to exactly n_tokens tokens.
+
+    Decoding a cut and encoding it again is not always the identity (a cut inside a word can merge into
+    other tokens), and the server counts the re-encoded text: the cut moves a few tokens either way until
+    the round trip gives the length asked for (the first try does, almost always)."""
+    first = tok.decode(ids[:n_tokens])
+    for delta in (0, -1, 1, -2, 2, -3, 3, -4, 4, -5, 5, -6, 6, -7, 7, -8, 8):
+        cut = n_tokens + delta
+        if not 1 <= cut <= len(ids):
+            continue
+        text = first if delta == 0 else tok.decode(ids[:cut])
+        if len(tok.encode(text, add_special_tokens=False).ids) == n_tokens:
+            return text
+    return first
 
 
 def _read_jsonl(path: str) -> list[Prompt]:

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import orjson
 
+from sgtui import pkgpath
 from sgtui.config import RunConfig
 from sgtui.sessions_index import SESSION_MARKER
-
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def log_path(session_path: Path) -> Path:
@@ -52,7 +51,7 @@ def spawn(runs: list[RunConfig], session_path: Path, exports: list[str], *, conc
     if runner_prefix:
         argv += ["--runner-prefix", orjson.dumps(runner_prefix).decode()]
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    pkgpath.child_env(env)  # this very sgtui, also when started from a checkout that is not installed
     env[SESSION_MARKER] = str(session_path)
     log = open(log_path(session_path), "ab")
     try:

@@ -61,7 +61,8 @@ class FieldSpec:
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("mode", "mode", "choice", MODES, "mode", "inference: simulated trainer; training: megatron-core"),
     FieldSpec("trainer", "trainer", "choice", TRAINERS, "trainer"),
-    FieldSpec("model", "model path", "str", cli="model", help="HF model directory (config.json, tokenizer, weights)"),
+    FieldSpec("model", "model path", "str", cli="model",
+              help="HF model directory (config.json, tokenizer, weights) or hub id (org/name)"),
     FieldSpec("num_steps", "RL steps", "int", cli="num_steps"),
     FieldSpec("num_rollouts", "rollouts / step", "int", cli="num_rollouts"),
     FieldSpec("concurrency", "concurrency", "int", cli="concurrency"),
@@ -146,6 +147,7 @@ class LaunchOptions:
             first = runs[0]
             for name in RUN_FIELDS:
                 setattr(opts, name, getattr(first, name))
+            opts.model = first.model_id or first.model  # the hub id the user gave, not its snapshot directory
             opts.gpus = ",".join(str(g) for g in first.gpus)
             opts.train_gpus = ",".join(str(g) for g in first.train_gpus) if first.train_gpus != first.gpus else ""
             opts.device = first.device
@@ -161,7 +163,9 @@ class LaunchOptions:
         for spec in FIELDS:
             if (spec.cli and spec.cli in explicit) or spec.name in missing:
                 continue
-            if spec.name in RUN_FIELDS:
+            if spec.name == "model":
+                self.model = first.model_id or first.model
+            elif spec.name in RUN_FIELDS:
                 setattr(self, spec.name, getattr(first, spec.name))
             elif spec.name == "gpus" and self.device == first.device:
                 self.gpus = ",".join(str(g) for g in first.gpus)
@@ -223,7 +227,7 @@ class LaunchOptions:
         if not specs:
             raise ConfigError("backends: none selected, tick vLLM and/or SGLang")
         if not self.model.strip():
-            raise ConfigError("model path: empty, expected a model directory")
+            raise ConfigError("model path: empty, expected a model directory or a hub id (org/name)")
         gpus = self._ints(self.gpus, "engine GPUs")
         train_gpus = self._ints(self.train_gpus, "trainer GPUs")
         if self.device == "cuda" and not gpus:
@@ -247,6 +251,7 @@ class LaunchOptions:
             cfg.workdir = ""
             if d.get("model") != self.model:
                 cfg.initial_adapter = ""  # belonged to the other model; `resolve_initial_adapter` looks again
+                cfg.model_id = ""  # likewise; `resolve_models` sets it again for a hub id
             cfg.validate()
             runs.append(cfg)
         return runs
@@ -258,6 +263,15 @@ _RUNCONFIG_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
 def _label(backend: str, strategy: str, sync: str) -> str:
     default_sync = "restart" if strategy == "restart" else "lora"
     return f"{backend}-{strategy}" + ("" if sync == default_sync else f"-{sync}")
+
+
+def resolve_models(runs: list[RunConfig]) -> None:
+    """As the CLI does, once before the runs start: a hub id becomes its snapshot directory in the Hugging
+    Face cache (downloaded if needed and allowed; network and file IO: call from a worker). ConfigError
+    (one line) when it cannot be resolved."""
+    from sgtui.models import resolve_runs
+
+    resolve_runs(runs)
 
 
 def resolve_initial_adapter(runs: list[RunConfig]) -> None:
@@ -312,4 +326,4 @@ def last_session(directory: str | Path) -> tuple[list[RunConfig], Path | None, s
 
 
 __all__ = ["BackendRow", "FIELDS", "LaunchOptions", "STRATEGIES", "SYNCS", "last_session_runs",
-           "resolve_initial_adapter"]
+           "resolve_initial_adapter", "resolve_models"]

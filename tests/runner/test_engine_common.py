@@ -26,6 +26,43 @@ from tests.runner.fault_harness import adapter_dir, assert_gone, assert_sigkille
 pytestmark = pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 
 
+#: How each server logs a CUDA-graph capture (vLLM: gpu_model_runner.py; SGLang 0.5.23: cuda_graph_setup.py).
+GRAPH_LOG = {
+    "vllm": ("INFO 12-03 10:00:00 [gpu_model_runner.py:6581] Graph capturing finished in 12 secs, took 0.52 GiB",
+             "CUDA graphs captured in 12 s, 0.52 GiB"),
+    "sglang": ("[2026-12-03 10:00:00] Capture target decode CUDA graph end. bs=[1, 2, 4, 8], elapsed=9.81 s, "
+               "mem usage=0.41 GB, avail mem=60.12 GB.", "target decode CUDA graph captured in 9.81 s, 0.41 GB"),
+}
+
+
+def test_gpu_argv_runs_the_engine_as_users_do(tmp_path, case: EngineCase):
+    """On a GPU no eager mode and no CUDA-graph switch-off unless the user passes one (then it is theirs, last)."""
+    real = case.cls.__mro__[2]  # FaultX -> FaultServer -> the real engine class
+    assert real.__module__.startswith("sgtui.runner.engines.")
+    argv = real(case.make_cfg(tmp_path, device="cuda"), lambda e: None, tmp_path).server_argv()
+    assert argv[2] in ("vllm.entrypoints.openai.api_server", "sglang.launch_server")
+    assert not [a for a in argv if a == "--enforce-eager" or "cuda-graph" in a or "cuda_graph" in a], argv
+    argv = real(case.make_cfg(tmp_path, device="cuda", extra_args=["--enforce-eager"]), lambda e: None,
+                tmp_path).server_argv()
+    assert argv[-1] == "--enforce-eager"
+    cpu = real(case.make_cfg(tmp_path), lambda e: None, tmp_path).server_argv()  # CPU: what its server needs
+    assert ("--enforce-eager" in cpu) == (case.name == "vllm")
+
+
+async def test_start_records_the_argv_and_the_graph_capture(tmp_path, case: EngineCase):
+    line, note = GRAPH_LOG[case.name]
+    eng, events = case.engine(tmp_path, {"startup_log": ["loading weights", line]})
+    assert eng.argv == []
+    async with stopped_after(eng):
+        detail = await eng.start()
+        assert detail == f"cold start; {note}"
+        spawned = [p.argv for p in events if isinstance(p, Proc) and p.action == "start"]
+        assert spawned == [eng.argv] and eng.argv[-4] == "--sgtui-plan"  # exactly what was spawned
+    eng, _ = case.engine(tmp_path / "plain")
+    async with stopped_after(eng):
+        assert await eng.start() == "cold start"  # no capture logged: nothing claimed
+
+
 async def test_restart_strategy_stops_and_starts_the_group_with_the_adapter(tmp_path, case: EngineCase):
     eng, events = case.engine(tmp_path, strategy="restart", sync="restart")
     a = adapter_dir(tmp_path)

@@ -6,8 +6,9 @@ Skipped cleanly without an NVIDIA GPU or without an SGLang GPU interpreter. Wher
   on an air-gapped host, the wrapper that setup/gpu/install_offline.sh writes);
 - SGTUI_GPU_MODEL: a model directory with real safetensors (default: a small Llama with random weights
   built on the fly by sgtui.runner.tinymodel; `--load-format dummy` would not do, the reload reads disk);
-- SGTUI_SGLANG_GPU_ARGS: extra server flags (default: no CUDA graphs, pytorch sampling, as measured on
-  an H100 with 0.5.17: FACTS.md).
+- SGTUI_SGLANG_GPU_ARGS: extra server flags (default: none, CUDA graphs on, as users run it; they capture
+  fine on the H200 with 0.5.17, FACTS.md. The H100 measurements used `--sampling-backend pytorch
+  --cuda-graph-backend-decode=disabled --cuda-graph-backend-prefill=disabled`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ from tests.engines import CACHE, free_port, port_is_free
 
 REPO = Path(__file__).resolve().parents[2]
 PY = Path(os.environ.get("SGTUI_SGLANG_PYTHON", str(CACHE / "venvs" / "sglang" / "bin" / "python")))
-ARGS = shlex.split(os.environ.get("SGTUI_SGLANG_GPU_ARGS", "--sampling-backend pytorch "
-                                  "--cuda-graph-backend-decode=disabled --cuda-graph-backend-prefill=disabled"))
+ARGS = shlex.split(os.environ.get("SGTUI_SGLANG_GPU_ARGS", ""))
 GIB = 1024**3
 
 

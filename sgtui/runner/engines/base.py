@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -42,6 +43,28 @@ class EngineError(Exception):
                      log_tail=self.log_tail[-40:], step=step, advice=self.advice)
 
 
+#: CUDA-graph capture as the servers log it at startup (vLLM 0.2x-0.3x: gpu_model_runner.py; SGLang 0.5.23:
+#: cuda_graph_setup.py, one line per captured graph kind; SGLang before that: one "Capture cuda graph end").
+_GRAPH_CAPTURE = (
+    re.compile(r"Graph capturing finished in (?P<s>[\d.]+) secs?, took (?P<gb>[\d.]+) GiB"),
+    re.compile(r"Capture (?P<what>[\w ]*?graph) end\. .*?elapsed=(?P<s>[\d.]+) s, mem usage=(?P<gb>[\d.]+) GB"),
+    re.compile(r"Capture (?P<what>cuda graph) end\. Time elapsed: (?P<s>[\d.]+) s\. mem usage=(?P<gb>[\d.]+) GB"),
+)
+
+
+def graph_capture_note(line: str) -> str:
+    """"" or a short note of a CUDA-graph capture the server logged (e.g. "CUDA graphs captured in 12 s, 0.52
+    GiB"): the startup phase's detail says whether (and at what cost) graphs were captured, which decides
+    decode speed, without anyone reading the log."""
+    for rx in _GRAPH_CAPTURE:
+        m = rx.search(line)
+        if m:
+            what = m.groupdict().get("what") or "CUDA graphs"
+            unit = "GiB" if rx is _GRAPH_CAPTURE[0] else "GB"
+            return f"{what} captured in {float(m['s']):.3g} s, {m['gb']} {unit}"
+    return ""
+
+
 def parse_prometheus(text: str, wanted: set[str]) -> dict[str, float]:
     """Sum samples of the wanted metric names over their label sets (cheap: no full parser)."""
     out: dict[str, float] = {}
@@ -71,6 +94,11 @@ class Engine(ABC):
         self.base_url = f"http://{cfg.host}:{cfg.port}"
         self.client = httpx.AsyncClient(base_url=self.base_url, timeout=cfg.server_timeout)
         self.starts = 0
+        #: The server's full command line as last started (empty before the first start); `server_argv()`
+        #: gives the same list before a start. The run records it (run_start / the startup phase).
+        self.argv: list[str] = []
+        self.graph_notes: list[str] = []  # CUDA-graph captures logged during the current start
+        self._starting = False
         self.adapter_name = ""  # set once an adapter is loaded; requests then ask for it
         self._follower: procs.LogFollower | None = None
         self._counters: dict[str, float] = {}
@@ -128,17 +156,26 @@ class Engine(ABC):
             raise EngineError("PORT_IN_USE", f"port {self.cfg.port} on {self.cfg.host} is already in use",
                               advice="pick another port (--vllm-port/--sglang-port) or stop what listens there")
         argv = self.server_argv(adapter_dir)
+        self.argv = list(argv)
         # The runner itself is pinned to the trainer's devices (split placement): the server gets the engine's.
         placement = cuda_env(self.cfg.gpus) if self.cfg.device == "cuda" else {}
         env = {**os.environ, **placement, **self.server_env(), **self.cfg.env}
+        self.pump_logs()  # what an earlier server instance left unread is not this start's
+        self.graph_notes = []
         self.child = procs.spawn("engine", argv, self.log_path, env=env, run_label=self.cfg.label)
         if self._follower is None:
             self._follower = procs.LogFollower(self.log_path)
         self.starts += 1
         self.emit(Proc(t=time.time(), run=self.cfg.label, role="engine", pid=self.child.pid,
                        pgid=self.child.pgid, action="start", argv=argv))
-        await self.wait_healthy(self.cfg.startup_timeout)
-        return "cold start" if self.starts == 1 else "warm restart (same machine, caches warm)"
+        self._starting = True
+        try:
+            await self.wait_healthy(self.cfg.startup_timeout)
+            self.pump_logs()  # lines written just before /health answered
+        finally:
+            self._starting = False
+        detail = "cold start" if self.starts == 1 else "warm restart (same machine, caches warm)"
+        return detail + "".join(f"; {n}" for n in self.graph_notes)
 
     async def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -219,6 +256,8 @@ class Engine(ABC):
         t = time.time()
         for line in self._follower.read_new():
             self.emit(Log(t=t, run=self.cfg.label, source="engine", line=line[:2000]))
+            if self._starting and (note := graph_capture_note(line)):
+                self.graph_notes.append(note)
 
     async def post(self, path: str, json: dict | None = None, params: dict | None = None,
                    timeout: float | None = None) -> httpx.Response:

@@ -355,10 +355,11 @@ class LaunchScreen(Screen):
 
     @work(thread=True, exclusive=True, group="start", exit_on_error=False)
     def _start(self, opts: LaunchOptions) -> None:
-        from sgtui.tui.launch_model import resolve_initial_adapter
+        from sgtui.tui.launch_model import resolve_initial_adapter, resolve_models
 
         try:
             runs = opts.to_runs()
+            resolve_models(runs)  # a hub id -> its snapshot directory, before the adapter is looked for there
             resolve_initial_adapter(runs)
             path = self.sgtui.session_path_for(runs, opts.output)
             self.post_message(StartRequested(runs, opts, path))
