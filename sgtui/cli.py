@@ -59,10 +59,10 @@ def ensure_tiny_model(python: str) -> Path:
         return TINY_MODEL
     import subprocess
 
-    from sgtui.orchestrator import REPO_ROOT
+    from sgtui import pkgpath
 
     typer.echo(f"sgtui: building the tiny built-in model in {TINY_MODEL} ...", err=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = pkgpath.child_env(dict(os.environ))
     r = subprocess.run([python, "-m", "sgtui.runner.tinymodel", "--out", str(TINY_MODEL)], env=env,
                        capture_output=True, text=True)
     if r.returncode != 0:
@@ -90,10 +90,11 @@ def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, o
         else:
             first = specs[0]
             model = str(ensure_tiny_model(first.python or pythons[first.backend] or default_python(first.backend, False)))
-    elif not Path(model).exists() and "/" in model and on_gpu is False:
-        raise ConfigError(f"--model {model}: no such directory (this machine cannot download models)")
-    elif Path(model).is_dir() and not (Path(model) / "config.json").is_file():
-        raise ConfigError(f"--model {model}: no config.json in that directory")
+    from sgtui.models import resolve_model
+
+    # Once, here: a hub id becomes its snapshot directory, the one every run's prompts, engine and trainer read.
+    resolved = resolve_model(model, on_download=lambda msg: typer.echo(f"sgtui: {msg}", err=True))
+    model, model_id = resolved.path, resolved.model_id
     initial = Path(model) / "adapters" / "initial"
     if initial.is_dir() and "lora_rank" not in overrides:
         import json
@@ -108,7 +109,7 @@ def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, o
         cfg = RunConfig(
             label=label, backend=spec.backend, strategy=spec.strategy, sync=spec.sync,
             python=spec.python or pythons[spec.backend] or default_python(spec.backend, on_gpu),
-            model=model, mode=mode, device="cuda" if on_gpu else "cpu",
+            model=model, model_id=model_id, mode=mode, device="cuda" if on_gpu else "cpu",
             port=vllm_port if spec.backend == "vllm" else sglang_port,
             gpus=list(gpus), train_gpus=list(train_gpus or gpus), placement=placement,
             initial_adapter=str(initial) if initial.is_dir() else "",
@@ -187,7 +188,9 @@ def main_command(
     run: Optional[List[str]] = typer.Option(None, "--run", help="BACKEND:STRATEGY[+SYNC][@PYTHON], repeatable "
                                             "(vllm: sleep1 sleep2 restart keep; sglang: release restart keep)."),
     mode: str = typer.Option("inference", help="inference (simulated trainer) or training (megatron-core)."),
-    model: Optional[str] = typer.Option(None, help="Model directory (default: tiny built-in on CPU, Qwen2.5-7B on GPU)."),
+    model: Optional[str] = typer.Option(None, help="Model directory or Hugging Face hub id, resolved once through the "
+                                        "HF cache (HF_HOME, HF_HUB_OFFLINE) (default: tiny built-in on CPU, "
+                                        f"{GPU_DEFAULT_MODEL} on GPU)."),
     num_steps: Optional[int] = typer.Option(None, help="RL steps per run [3; CPU 2]."),
     num_rollouts: Optional[int] = typer.Option(None, help="Rollouts per step [16; CPU 8]."),
     concurrency: Optional[int] = typer.Option(None, help="Requests in flight [32; CPU 8]."),
@@ -207,6 +210,10 @@ def main_command(
     trainer: str = typer.Option("", help="simulated | megatron; default: megatron in training mode, else simulated."),
     trainer_python: str = typer.Option("", help="Python for the megatron trainer (torch, megatron-core, transformers; "
                                        "default: the CPU trainer venv of setup/, or the runner's Python on GPU)."),
+    trainer_launch: str = typer.Option("persistent", help="Megatron trainer: persistent (one torchrun per run, "
+                                       "offloaded between steps, as RL stacks run it) or per-step (one torchrun "
+                                       "per step: measures what persistence saves)."),
+    train_tp: int = typer.Option(0, help="Megatron trainer ranks (tensor parallel); 0: the engine's --tp."),
     sim_train_seconds: float = typer.Option(2.0, help="Simulated trainer: seconds per step."),
     sim_train_mib: int = typer.Option(0, help="Simulated trainer: MiB held on the train GPUs."),
     seed: int = typer.Option(0),
@@ -237,7 +244,8 @@ def main_command(
     overrides = {k: (v if v is not None else defaults[k]) for k, v in given.items()}
     trainer = trainer or ("megatron" if mode == "training" else "simulated")
     overrides.update(tp=tp, gpu_memory_utilization=gpu_memory_utilization, workload=workload, dataset=dataset,
-                     trainer=trainer, trainer_python=trainer_python, sim_train_seconds=sim_train_seconds,
+                     trainer=trainer, trainer_python=trainer_python, trainer_launch=trainer_launch, train_tp=train_tp,
+                     sim_train_seconds=sim_train_seconds,
                      sim_train_mib=sim_train_mib, seed=seed,
                      host=host, startup_timeout=startup_timeout)
     if trainer not in ("simulated", "megatron"):

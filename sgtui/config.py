@@ -28,6 +28,7 @@ DEFAULT_STRATEGY = {"vllm": "sleep1", "sglang": "release"}
 MODES = ("inference", "training")
 PLACEMENTS = ("shared", "split")
 WORKLOADS = ("synthetic", "jsonl", "multiturn")
+TRAINER_LAUNCHES = ("persistent", "per-step")
 
 
 def cuda_env(devices: list[int]) -> dict[str, str]:
@@ -52,7 +53,8 @@ class RunConfig:
     strategy: str
     sync: str = "lora"
     python: str = ""  # interpreter of the backend's venv (runner runs there)
-    model: str = ""  # HF-style model directory (config.json, tokenizer, safetensors)
+    model: str = ""  # HF-style model directory (config.json, tokenizer, safetensors); a hub id resolved to its snapshot
+    model_id: str = ""  # the hub id the user gave for `model` ("" when they gave a directory); sgtui.models
     served_model_name: str = "policy"
     mode: str = "inference"
     device: str = "cpu"  # cuda | cpu (resolved by the CLI, never "auto" here)
@@ -86,6 +88,8 @@ class RunConfig:
     initial_adapter: str = ""  # PEFT adapter dir loaded at step 0 / used by the simulated trainer
     trainer: str = "simulated"  # simulated | megatron
     trainer_python: str = ""  # megatron trainer interpreter; "": the CPU trainer venv of setup/, or the runner's on GPU
+    trainer_launch: str = "persistent"  # persistent (one torchrun per run) | per-step (one per step)
+    train_tp: int = 0  # trainer ranks (TP degree); 0: the engine's tp
     train_micro_batch: int = 8  # sequences per forward/backward of the megatron trainer (gradients accumulate)
     sim_train_seconds: float = 2.0
     sim_train_mib: int = 0  # memory the simulated trainer holds on the train GPUs
@@ -139,6 +143,10 @@ class RunConfig:
         if (self.mode == "training") != (self.trainer == "megatron"):
             raise ConfigError(f"--mode {self.mode} with --trainer {self.trainer}: training mode trains with megatron, "
                               "inference mode holds memory with the simulated trainer")
+        if self.train_tp < 0:
+            raise ConfigError(f"--train-tp must be 0 (the engine's --tp) or more, got {self.train_tp}")
+        if self.trainer_launch not in TRAINER_LAUNCHES:
+            raise ConfigError(f"--trainer-launch {self.trainer_launch!r}: expected {' or '.join(TRAINER_LAUNCHES)}")
         if self.placement not in PLACEMENTS:
             raise ConfigError(f"--placement {self.placement!r}: expected shared or split")
         for name in ("num_steps", "num_rollouts", "concurrency", "max_output_tokens", "tp", "train_micro_batch"):

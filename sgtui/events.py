@@ -26,6 +26,7 @@ import orjson
 SCHEMA = 1
 
 PHASES = (
+    "trainer_start",
     "startup",
     "warmup",
     "rollout",
@@ -109,6 +110,7 @@ class RunStart(Event):
     device: str = ""  # cuda | cpu
     config: dict = field(default_factory=dict)  # the full run config as given to the runner
     pid: int = 0  # runner pid (its process group owns the engine and trainer)
+    engine_argv: list = field(default_factory=list)  # the engine server's full command line, as the run starts it
 
 
 @dataclass(slots=True)
@@ -173,9 +175,14 @@ class Train(Event):
     peak_mib: list = field(default_factory=list)  # per rank
     reward_mean: float = 0.0
     simulated: bool = False
-    #: seconds of the step by part (megatron: launch = torchrun and imports, load = model and state,
-    #: update = the optimizer steps, export = state and PEFT adapter written); absent in older sessions
+    #: seconds of the step by part (megatron, persistent: onload = state back onto the GPU, update = the
+    #: optimizer steps, export = PEFT adapter written, offload = state out to pinned host memory, other = the
+    #: rest of the phase; a per-step launch adds launch = torchrun, imports, model build and load; sessions
+    #: before 2026-12-03 have launch, load, update, export); absent in older sessions
     parts: dict = field(default_factory=dict)
+    #: train/rollout logprob mismatch over the step's sampled tokens (mean_abs, max_abs, k3, tokens): the
+    #: trainer's logprob of each token the engine sampled against the engine's; {} when not measured
+    mismatch: dict = field(default_factory=dict)
 
 
 @dataclass(slots=True)

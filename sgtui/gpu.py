@@ -80,8 +80,9 @@ def list_devices() -> list[DeviceInfo]:
     return out
 
 
-def sample(owner_of: Callable[[int], str] = lambda pid: "") -> GpuSample:
-    """One sample of every device and its compute processes."""
+def sample(owner_of: Callable[[int], str] = lambda pid: "", role_of: Callable[[int], str] = lambda pid: "") -> GpuSample:
+    """One sample of every device and its compute processes (each with the run that owns it and, where known,
+    its role in that run: engine or trainer)."""
     t = time.time()
     nv = _nvml()
     if nv is None:
@@ -108,8 +109,12 @@ def sample(owner_of: Callable[[int], str] = lambda pid: "") -> GpuSample:
         for p in _safe(nv.nvmlDeviceGetComputeRunningProcesses, h) or []:
             used = getattr(p, "usedGpuMemory", None)  # None (or NVML's N/A value) when not reported
             known = isinstance(used, int) and 0 <= used < _NVML_NA
-            processes.append({"pid": p.pid, "device": i, "used_mib": round(used / _MIB, 1) if known else None,
-                              "run": owner_of(p.pid) or "other"})
+            proc = {"pid": p.pid, "device": i, "used_mib": round(used / _MIB, 1) if known else None,
+                    "run": owner_of(p.pid) or "other"}
+            role = role_of(p.pid)
+            if role:
+                proc["role"] = role
+            processes.append(proc)
     return GpuSample(t=t, devices=devices, processes=processes)
 
 

@@ -26,6 +26,7 @@ orchestrator except `cancel()`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sys
@@ -36,16 +37,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sgtui import gpu, portlock
+from sgtui import gpu, pkgpath, portlock
 from sgtui.config import RunConfig, cuda_env
 from sgtui.events import Error, Event, EventError, Log, Proc, RunEnd, RunStart, SessionHeader, decode
 from sgtui.runner.procs import MARKER_OWNER, MARKER_RUN
 from sgtui.runner.procs import group_alive as _group_alive
 from sgtui.session import SessionWriter, make_header
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent  # a checkout's root (tests, setup/); never a child's PYTHONPATH
 STDOUT_LIMIT = 64 * 1024 * 1024  # one request event with a long ITL list can be large
 DRAIN_TIMEOUT = 5.0  # after the runner exited: seconds to read what is left in its stdout pipe
+
+
+def runner_env(cfg: RunConfig, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the run's runner process (from `base`, default this process's environment).
+
+    Engine venvs do not have sgtui installed: the runner is this sgtui's own package, put on the runner's
+    PYTHONPATH alone (`sgtui.pkgpath`), never the directory above it, which after a `pip install` is sgtui's
+    whole site-packages and would shadow the engine venv's own packages."""
+    env = dict(os.environ if base is None else base)
+    env.update(cfg.env)
+    pkgpath.child_env(env)
+    env["PYTHONUNBUFFERED"] = "1"
+    # The marker lets preflight find a runner whose sgtui died (the runner overwrites it for its children).
+    env[MARKER_RUN] = cfg.label
+    env[MARKER_OWNER] = str(os.getpid())
+    if cfg.device == "cuda":
+        env.update(cuda_env(cfg.train_gpus or cfg.gpus))  # the runner hosts the simulated trainer
+    return env
 
 
 def _load_prctl():
@@ -162,6 +181,7 @@ class Orchestrator:
         self._cancel_event: asyncio.Event | None = None
         self._force_event: asyncio.Event | None = None
         self._pgid_owner: dict[int, str] = {}
+        self._pgid_role: dict[int, str] = {}
 
     # -- recording ------------------------------------------------------------------------
     def record(self, event: Event) -> None:
@@ -187,6 +207,12 @@ class Orchestrator:
         """Run label owning a process (through its process group), or "" (shown as "other")."""
         pgid = gpu.pgid_of(pid)
         return self._pgid_owner.get(pgid, "") if pgid is not None else ""
+
+    def role_of(self, pid: int) -> str:
+        """What a process is in its run: the group a runner announced (engine, trainer), runner for the runner's
+        own group (it hosts the simulated trainer), "" when unknown."""
+        pgid = gpu.pgid_of(pid)
+        return self._pgid_role.get(pgid, "") if pgid is not None else ""
 
     @property
     def statuses(self) -> dict[str, str]:
@@ -246,7 +272,8 @@ class Orchestrator:
         installed = self._install_signal_handlers()
         sampler = None
         if self.sample_gpus:
-            sampler = gpu.GpuSampler(self.record, self.gpu_interval, owner_of=self.owner_of)
+            sampler = gpu.GpuSampler(self.record, self.gpu_interval, owner_of=self.owner_of,
+                                     sampler=functools.partial(gpu.sample, role_of=self.role_of))
             sampler.start()
         try:
             if self.concurrent:
@@ -278,17 +305,7 @@ class Orchestrator:
         return sigs
 
     def _env_for(self, cfg: RunConfig) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(cfg.env)
-        # Engine venvs do not have sgtui installed: the runner is always this checkout's code.
-        env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["PYTHONUNBUFFERED"] = "1"
-        # The marker lets preflight find a runner whose sgtui died (the runner overwrites it for its children).
-        env[MARKER_RUN] = cfg.label
-        env[MARKER_OWNER] = str(os.getpid())
-        if cfg.device == "cuda":
-            env.update(cuda_env(cfg.train_gpus or cfg.gpus))  # the runner hosts the simulated trainer
-        return env
+        return runner_env(cfg)
 
     async def _run_one(self, h: RunHandle) -> None:
         cfg = h.cfg
@@ -319,6 +336,7 @@ class Orchestrator:
                 return
         proc = h.proc
         self._pgid_owner[proc.pid] = cfg.label
+        self._pgid_role[proc.pid] = "runner"
         reader = asyncio.create_task(self._read(h))
         exited = asyncio.create_task(_wait_exit(proc))
         cancel_wait = asyncio.create_task(self._cancel_event.wait())  # type: ignore[union-attr]
@@ -423,6 +441,7 @@ class Orchestrator:
                 if event.action == "start":
                     h.groups[event.pgid] = event.role
                     self._pgid_owner[event.pgid] = label
+                    self._pgid_role[event.pgid] = event.role
                 else:
                     h.groups.pop(event.pgid, None)
             elif isinstance(event, RunStart):

@@ -147,6 +147,7 @@ class RunState:
     #: GPU memory of the run's processes other than the runner itself (the engine's), from NVML per-process
     #: samples; empty where NVML cannot map processes (e.g. another PID namespace).
     engine_mem: Series = field(default_factory=Series)
+    trainer_mem: Series = field(default_factory=Series)  # the megatron trainer's processes (NVML, by role)
     end: RunEnd | None = None
     first_t: float | None = None
     last_t: float = 0.0
@@ -274,15 +275,25 @@ class SessionState:
                 dev.util.append(t, util)
         g.processes = e.processes
         if e.processes:
-            # The engine's share: the run's processes minus the runner (which hosts the simulated trainer).
+            # The engine's share: its own process groups (`role` engine, sessions from 2026-12-03 on); in older
+            # sessions the run's processes minus the runner (which hosts the simulated trainer). The
+            # megatron trainer's processes (`role` trainer) are a share of their own.
             per_run: dict[str, float] = {}
+            per_trainer: dict[str, float] = {}
             for p in e.processes:
                 run = self.runs.get(p.get("run", ""))
-                if run is not None and run.info is not None and p.get("pid") != run.info.pid:
-                    per_run[run.label] = per_run.get(run.label, 0.0) + (p.get("used_mib") or 0.0)
+                if run is None or run.info is None:
+                    continue
+                role, used = p.get("role"), p.get("used_mib") or 0.0
+                if role == "trainer":
+                    per_trainer[run.label] = per_trainer.get(run.label, 0.0) + used
+                elif role == "engine" or (role is None and p.get("pid") != run.info.pid):
+                    per_run[run.label] = per_run.get(run.label, 0.0) + used
             for run in self.runs.values():
                 if run.info is not None and run.end is None:
                     run.engine_mem.append(t, per_run.get(run.label, 0.0))
+                    if run.label in per_trainer or run.trainer_mem.v:
+                        run.trainer_mem.append(t, per_trainer.get(run.label, 0.0))
 
     def _on_engine(self, e: EngineGauges) -> None:
         r = self.run(e.run)
@@ -493,6 +504,7 @@ class StepSummary:
     train_tokens: int = 0
     simulated_train: bool = False
     train_parts: dict[str, float] = field(default_factory=dict)  # the train phase by part (Train.parts)
+    mismatch: dict[str, float] = field(default_factory=dict)  # train/rollout logprob mismatch (Train.mismatch)
 
 
 def rollout_duration(step: StepState) -> float:
@@ -556,6 +568,7 @@ def step_summary(step: StepState) -> StepSummary:
         train_tokens=step.train.tokens if step.train else 0,
         simulated_train=bool(step.train and step.train.simulated),
         train_parts=dict(step.train.parts) if step.train else {},
+        mismatch=dict(step.train.mismatch) if step.train else {},
     )
 
 
@@ -568,6 +581,10 @@ class MemoryStep:
     held_mib: float | None  # still used after offload, above the idle floor before the run
     train_floor_mib: float | None  # lowest used memory during train
     train_peak_mib: float | None
+    #: the megatron trainer's own processes (NVML, by role): most held during the step's rollout (what it
+    #: keeps on the GPU while offloaded) and during its train phase; None without per-process samples
+    trainer_rollout_mib: float | None = None
+    trainer_train_mib: float | None = None
 
 
 @dataclass(frozen=True)
@@ -629,12 +646,17 @@ def memory_summary(run: RunState, gpu: GpuState) -> MemorySummary:
                     freed = before - after
                 if after is not None and idle is not None:
                     held = after - idle
+        t_roll = t_train = None
         if train is not None and train.end is not None:
             per_dev = [d.used.window(train.start, train.end) for d in devs]
             if all(per_dev):
                 floor = float(sum(min(v) for v in per_dev))
                 tpeak = float(sum(max(v) for v in per_dev))
-        mem_steps.append(MemoryStep(n, before, after, freed, held, floor, tpeak))
+            t_train = max(run.trainer_mem.window(train.start, train.end), default=None)
+        roll = st.phases.get("rollout")
+        if roll is not None and roll.end is not None:
+            t_roll = max(run.trainer_mem.window(roll.start, roll.end), default=None)
+        mem_steps.append(MemoryStep(n, before, after, freed, held, floor, tpeak, t_roll, t_train))
     freed_vals = [m.freed_mib for m in mem_steps if m.freed_mib is not None]
     held_vals = [m.held_mib for m in mem_steps if m.held_mib is not None]
     return MemorySummary(
@@ -673,6 +695,19 @@ class RunSummary:
     engine_cpu_in_train: float | None = None  # cores the engine's processes used while the trainer ran
     inplace_lora_sync: bool = False  # vLLM adapters hot-loaded with load_inplace (sessions before 2026-11-29)
     train_parts: dict[str, float] = field(default_factory=dict)  # mean seconds per part of train (Train.parts)
+    trainer_start_s: float | None = None  # the persistent trainer's one launch (torchrun to ready)
+    #: logprob mismatch per step as measured (mean_abs, max_abs, k3): each step scores the adapter its
+    #: rollout was served with, so step 1 shows the engine's numerics alone and later steps the sync too
+    mismatch_steps: tuple[tuple[int, dict[str, float]], ...] = ()
+
+    @property
+    def mismatch(self) -> dict[str, float]:
+        """Mean over steps of mean_abs and k3, max over steps of max_abs; {} when not measured."""
+        ms = [m for _, m in self.mismatch_steps]
+        if not ms:
+            return {}
+        return {"mean_abs": stats.mean([m["mean_abs"] for m in ms]), "max_abs": max(m["max_abs"] for m in ms),
+                "k3": stats.mean([m["k3"] for m in ms]), "tokens": sum(m.get("tokens", 0) for m in ms)}
 
     @property
     def completed_steps(self) -> tuple[StepSummary, ...]:
@@ -715,6 +750,7 @@ def run_summary(run: RunState, gpu: GpuState) -> RunSummary:
     step0 = run.steps.get(0)
     startup = step0.phases.get("startup") if step0 else None
     warmup = step0.phases.get("warmup") if step0 else None
+    trainer_start = step0.phases.get("trainer_start") if step0 else None
     info = run.info
     summary = RunSummary(
         label=run.label,
@@ -731,6 +767,8 @@ def run_summary(run: RunState, gpu: GpuState) -> RunSummary:
         errors=tuple(run.errors),
         engine_cpu_in_train=stats.mean(cpu.v) if (cpu := run.engine.get("cpu_in_train")) and cpu.v else None,
         train_parts=mean_parts([s.train_parts for s in steps if s.complete and s.train_parts]),
+        trainer_start_s=trainer_start.duration if trainer_start else None,
+        mismatch_steps=tuple((s.step, s.mismatch) for s in steps if s.mismatch.get("tokens")),
         inplace_lora_sync=any(INPLACE_SYNC_DETAIL in (sp.detail or "") for st in run.steps.values()
                               if (sp := st.phases.get("weight_sync")) is not None),
     )

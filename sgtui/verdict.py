@@ -89,6 +89,27 @@ def inplace_caveat(runs: list[RunSummary]) -> str:
             "slower than the engine does (2.7x the ITL on an H100); record again to compare")
 
 
+#: A run's logprob mismatch is called out when its mean |delta| is this many times another run's and above
+#: MISMATCH_FLOOR (fp32 on CPU measures ~1e-6 either way; bf16 on a GPU ~1e-2 from kernel differences alone).
+MISMATCH_RATIO = 3.0
+MISMATCH_FLOOR = 1e-3
+
+
+def mismatch_caveat(runs: list[RunSummary]) -> str:
+    """An engine whose rollouts disagree with the trainer biases the policy gradient (or its weight sync did
+    not take effect): a speed win means little then. Compares each run's mean |delta logprob| to the lowest."""
+    have = [(r.mismatch["mean_abs"], r.label) for r in runs if r.mismatch]
+    if len(have) < 2:
+        return ""
+    low, low_label = min(have)
+    high = [(m, lbl) for m, lbl in have if m > MISMATCH_FLOOR and m > MISMATCH_RATIO * max(low, 1e-12)]
+    if not high:
+        return ""
+    return ("logprob mismatch: " + ", ".join(f"{lbl} mean |d| {m:.2g}" for m, lbl in sorted(high, reverse=True))
+            + f" against {low:.2g} for {low_label}: its rollouts disagree with the trainer's logprobs of the same "
+            "tokens (numerics, or a weight sync that did not take effect), which biases the policy gradient")
+
+
 def _compare_row(key: str, label: str, hib: bool, unit: str, runs: list[RunSummary]) -> MetricRow:
     samples = {r.label: list(r.phase_samples.get(key, ())) for r in runs}
     means = {k: (stats.mean(v) if v else None) for k, v in samples.items()}
@@ -168,6 +189,6 @@ def verdict(summaries: list[RunSummary]) -> Verdict:
             confidence = step.note
     train_diff = dict(breakdown).get("train")
     caveats = (train_caveat(a, b, train_diff) if train_diff is not None else "",  # breakdown implies a, b
-               inplace_caveat(summaries))
+               inplace_caveat(summaries), mismatch_caveat(summaries))
     return Verdict(ranked, unranked, winner, headline, confidence, rows, tuple(breakdown), runner_up,
                    tuple(c for c in caveats if c))

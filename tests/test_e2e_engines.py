@@ -1,4 +1,5 @@
-"""`sgtui --no-ui` end to end on the real vLLM and SGLang CPU servers (one session, two runs side by side).
+"""`sgtui --no-ui --mode training` end to end on the real vLLM and SGLang CPU servers (one session, two runs
+side by side), each with its persistent megatron-core trainer (one torchrun per run, gloo).
 
 vLLM restart (three server starts, restart sync) against SGLang release with LoRA sync; vLLM's sleep
 strategies with LoRA sync run on the real server in tests/runner/test_vllm_real.py."""
@@ -11,12 +12,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sgtui.events import Phase, Proc, Request, RunEnd
+from sgtui.events import Phase, Proc, Request, RunEnd, Train
 from sgtui.session import read_session
 from tests.engines import free_port, needs_sglang, needs_vllm, port_is_free
 from tests.faults.harness import session_processes
+from tests.trainer.conftest import needs_trainer
 
-pytestmark = [pytest.mark.engine, needs_vllm, needs_sglang]
+pytestmark = [pytest.mark.engine, needs_vllm, needs_sglang, needs_trainer]
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -26,7 +28,7 @@ def session(tmp_path_factory):
     vport, sport = free_port(), free_port()
     cmd = [sys.executable, "-m", "sgtui.cli", "--no-ui", "--run", "vllm:restart",
            "--run", "sglang:release", "--num-steps", "2", "--num-rollouts", "6", "--concurrency", "4",
-           "--max-output-tokens", "24", "--max-input-tokens", "48", "--sim-train-seconds", "0.3",
+           "--max-output-tokens", "24", "--max-input-tokens", "48", "--mode", "training",
            "--vllm-port", str(vport), "--sglang-port", str(sport), "-o", str(out), "--export", "txt,json",
            "--concurrent"]  # side by side (each on its own port): the suite stays well under 15 min on 2 cores
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
@@ -58,6 +60,23 @@ def test_every_phase_of_every_step_and_one_request_per_rollout(session):
     assert ends == {"vllm-restart": "ok", "sglang-release": "ok"}
 
 
+def test_one_persistent_trainer_per_run_trains_every_step_and_scores_the_rollouts(session):
+    _, path, _ = session
+    res = read_session(path)
+    for run in ("vllm-restart", "sglang-release"):
+        ev = [e for e in res.events if getattr(e, "run", "") == run]
+        launches = [e for e in ev if isinstance(e, Phase) and e.name == "trainer_start" and e.edge == "end"]
+        assert len(launches) == 1 and launches[0].ok and launches[0].detail.startswith("torchrun TP=1 ready")
+        trains = [e for e in ev if isinstance(e, Train)]
+        assert [t.step for t in trains] == [1, 2] and not any(t.simulated for t in trains)
+        assert all(t.parts["update"] > 0 and "launch" not in t.parts for t in trains)
+        # the engine's sampled tokens scored by the trainer: engine and trainer serve the same adapter (fp32)
+        assert all(t.mismatch["tokens"] == 6 * 24 and t.mismatch["mean_abs"] < 1e-3 for t in trains), run
+        torchruns = [e for e in ev if isinstance(e, Proc) and e.role == "trainer" and e.action == "start"
+                     and e.argv and "torch.distributed.run" in e.argv]
+        assert len(torchruns) == 1
+
+
 def test_lora_adapter_answers(session):
     _, path, _ = session
     res = read_session(path)
@@ -75,7 +94,7 @@ def test_restart_starts_each_server_with_the_step_adapter(session):
     _, path, _ = session
     events = [e for e in read_session(path).events if getattr(e, "run", "") == "vllm-restart"]
     assert {e.served_model for e in events if isinstance(e, Request)} == {"policy-lora"}
-    argvs = [e.argv for e in events if isinstance(e, Proc) and e.action == "start"]
+    argvs = [e.argv for e in events if isinstance(e, Proc) and e.action == "start" and e.role == "engine"]
     assert [a[a.index("--lora-modules") + 1].split("/")[-1] for a in argvs] == ["initial", "step-1", "step-2"]
     detail = {(e.step, e.name): e.detail for e in events if isinstance(e, Phase) and e.edge == "end"}
     assert detail[(0, "startup")].startswith("cold start with the initial adapter; vllm ")

@@ -2,6 +2,7 @@ import csv
 import io
 
 import orjson
+import pytest
 
 from sgtui.export import render
 from sgtui.state import load_state
@@ -122,4 +123,37 @@ def test_megatron_train_time_is_split_into_launch_and_update():
     assert next(x for x in lines if x.startswith("  update")).split()[1:] == ["—", "4.50s"]
     runs = {r["label"]: r for r in orjson.loads(render("json", [st]))["runs"]}
     assert runs["sglang-release"]["train_parts_s"]["launch"] == 21.5 and runs["vllm-sleep1"]["train_parts_s"] == {}
-    assert "(launch 21.50s, update 4.50s)" in render("md", [st])
+    assert "(launch (torchrun) 21.50s, load 1.00s, update 4.50s, export 0.50s)" in render("md", [st])
+
+
+def test_persistent_trainer_parts_launch_and_logprob_mismatch_in_every_report():
+    """A persistent trainer's step splits into onload, update, export, offload; its one launch is a phase of
+    step 0; the logprob mismatch is shown per run, and the verdict calls out a run far above the other."""
+    from sgtui import events as E
+
+    events = generate(labels=("vllm-sleep1", "sglang-release"), steps=2)
+    mm = {"vllm-sleep1": 0.002, "sglang-release": 0.05}
+    for e in events:
+        if isinstance(e, E.Train):
+            e.parts = {"onload": 0.4, "update": 1.5 + e.step, "export": 0.1, "offload": 0.3, "other": 0.05}
+            e.mismatch = {"mean_abs": mm[e.run] * e.step, "max_abs": 1.0, "k3": mm[e.run] / 10, "tokens": 100}
+    first = next(i for i, e in enumerate(events) if isinstance(e, E.RunStart) and e.run == "vllm-sleep1")
+    t = events[first].t
+    events[first + 1:first + 1] = [E.Phase(t=t, run="vllm-sleep1", step=0, name="trainer_start", edge="start"),
+                                   E.Phase(t=t + 12.5, run="vllm-sleep1", step=0, name="trainer_start", edge="end")]
+    st = load_state(events)
+    st.source = "sessions/x.jsonl"
+    s = st.summary("sglang-release")
+    assert s.mismatch == {"mean_abs": pytest.approx(0.075), "max_abs": 1.0, "k3": pytest.approx(0.005), "tokens": 200}
+    assert [n for n, _ in s.mismatch_steps] == [1, 2] and st.summary("vllm-sleep1").trainer_start_s == 12.5
+    lines = render("txt", [st]).splitlines()
+    assert next(x for x in lines if x.startswith("Trainer launch (once)")).split()[3:] == ["12.50s", "—"]
+    assert next(x for x in lines if x.startswith("  onload")).split()[1:] == ["0.40s", "0.40s"]
+    assert next(x for x in lines if x.startswith("Logprob mismatch |d|")).split()[3:] == ["0.003", "0.075"]
+    text = "\n".join(lines)
+    assert "launch (torchrun)" not in text and "logprob mismatch: sglang-release mean |d| 0.075" in text
+    runs = {r["label"]: r for r in orjson.loads(render("json", [st]))["runs"]}
+    assert runs["sglang-release"]["logprob_mismatch"]["mean_abs"] == pytest.approx(0.075)
+    assert runs["vllm-sleep1"]["steps"][1]["mismatch"]["mean_abs"] == 0.004
+    md = render("md", [st])
+    assert "onload 0.40s, update 3.00s, export 0.10s, offload 0.30s" in md and "0.075 / 1, 0.005" in md

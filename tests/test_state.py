@@ -214,3 +214,29 @@ def test_a_late_request_changes_its_finished_steps_numbers():
     assert_metrics_are(after, naive_metrics(run.steps[1].requests))
     pooled = naive_metrics(run.steps[1].requests + run.steps[2].requests)
     assert_metrics_are(st.summary("vllm-sleep1").metrics, pooled)
+
+
+def test_megatron_trainer_processes_are_their_own_share_by_role():
+    """Sessions from 2026-12-03 tag each GPU process with its role: the persistent trainer's ranks (their own
+    process groups, not the runner's pid) count neither as engine memory nor as "other"; what they hold while
+    offloaded (the engine's rollout) and while training is reported per step."""
+    evs = [E.SessionHeader(t=0), E.RunStart(t=0, run="a", backend="vllm", gpus=[0], device="cuda", pid=100)]
+
+    def sample(t, engine, trainer):
+        procs = [{"pid": 200, "device": 0, "used_mib": engine, "run": "a", "role": "engine"},
+                 {"pid": 300, "device": 0, "used_mib": trainer, "run": "a", "role": "trainer"},
+                 {"pid": 100, "device": 0, "used_mib": 500, "run": "a", "role": "runner"}]
+        return E.GpuSample(t=t, devices=[{"index": 0, "used_mib": 980 + engine + trainer, "total_mib": 80000}],
+                           processes=procs)
+
+    def phase(t0, t1, name):
+        return [E.Phase(t=t0, run="a", step=1, name=name, edge="start"),
+                E.Phase(t=t1, run="a", step=1, name=name, edge="end")]
+
+    evs += [*phase(0.1, 1, "rollout")[:1], sample(0.5, 40000, 900), *phase(0.1, 1, "rollout")[1:],
+            *phase(1, 2, "offload"), E.Phase(t=2, run="a", step=1, name="train", edge="start"),
+            sample(2.1, 800, 12000), E.Phase(t=5, run="a", step=1, name="train", edge="end")]
+    st = load_state(evs)
+    mem = run_summary(st.runs["a"], st.gpu).memory
+    assert mem.steps[0].held_mib == 800 and mem.steps[0].freed_mib == 39200  # the runner's 500 MiB not counted
+    assert mem.steps[0].trainer_rollout_mib == 900 and mem.steps[0].trainer_train_mib == 12000

@@ -102,12 +102,12 @@ def test_runs_recorded_with_inplace_lora_sync_get_a_caveat():
 
 
 def test_inplace_sync_is_read_from_the_weight_sync_details_of_a_real_old_session():
-    """The H100 session of 2026-11-23 synced in place (its phase details say so); the H200 one of 11-29 did not."""
+    """The H100 session of 2026-11-23 synced in place (its phase details say so); the H200 one of 12-03 did not."""
     old = load_state(read_session(OLD_H100).events)
     flags = {label: run_summary(run, old.gpu).inplace_lora_sync for label, run in old.runs.items()}
     assert flags == {"vllm-sleep1": True, "vllm-sleep2": False, "vllm-restart": False, "sglang-release": False,
                      "sglang-restart": False}
-    new = load_state(read_session(SESSIONS / "20261129T091216Z-vllm-sleep1-h200.jsonl").events)
+    new = load_state(read_session(SESSIONS / "20261203T221836Z-vllm-sleep1_vs_sglang-release-training-h200-1b.jsonl").events)
     assert not run_summary(new.runs["vllm-sleep1"], new.gpu).inplace_lora_sync
     report = orjson.loads(render_json(combined(load_sessions([OLD_H100]))))
     assert {r["label"]: r["inplace_lora_sync"] for r in report["runs"]} == flags

@@ -28,6 +28,8 @@ def run_dict(s, run) -> dict:
         "engine_cpu_in_train_cores": s.engine_cpu_in_train,
         "inplace_lora_sync": s.inplace_lora_sync,
         "train_parts_s": s.train_parts,
+        "trainer_start_s": s.trainer_start_s,
+        "logprob_mismatch": s.mismatch,
         "steps": [{**{k: v for k, v in dataclasses.asdict(st).items() if k != "metrics"},
                    "metrics": dataclasses.asdict(st.metrics)} for st in s.steps],
         "errors": [{"category": e.category, "message": e.message, "step": e.step, "advice": e.advice}

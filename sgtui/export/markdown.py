@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sgtui import fmt
 from sgtui.export import Combined
+from sgtui.export.text import TRAIN_PARTS
 
 
 def render_markdown(c: Combined) -> str:
@@ -20,9 +21,13 @@ def render_markdown(c: Combined) -> str:
         ("p99 E2E", lambda s: fmt.ms(s.metrics.p99_e2el_ms)),
         ("requests ok/errors", lambda s: f"{s.metrics.completed}/{s.metrics.errors}"),
         ("offload", lambda s: fmt.secs(s.phase_means.get("offload"))),
-        ("train", lambda s: fmt.secs(s.phase_means.get("train"))
-         + (f" (launch {fmt.secs(s.train_parts['launch'])}, update {fmt.secs(s.train_parts['update'])})"
-            if {"launch", "update"} <= s.train_parts.keys() else "")),
+        ("train", lambda s: fmt.secs(s.phase_means.get("train")) + (
+            " (" + ", ".join(f"{label} {fmt.secs(s.train_parts[k])}" for k, label in TRAIN_PARTS
+                             if k in s.train_parts) + ")" if s.train_parts else "")),
+        ("trainer launch (once)", lambda s: fmt.secs(s.trainer_start_s)),
+        ("logprob mismatch mean/max \\|Δ\\|, k3", lambda s: (
+            f"{s.mismatch['mean_abs']:.2g} / {s.mismatch['max_abs']:.2g}, {s.mismatch['k3']:.2g}"
+            if s.mismatch else "n/a")),
         ("reload", lambda s: fmt.secs(s.phase_means.get("reload"))),
         ("weight sync", lambda s: fmt.secs(s.phase_means.get("weight_sync"))),
         ("step total", lambda s: fmt.secs(s.phase_means.get("step_total"))),

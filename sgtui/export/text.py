@@ -42,6 +42,18 @@ def _table(summaries: list[RunSummary], rows: list[tuple[str, Getter]]) -> list[
     return out
 
 
+#: Parts of the train phase in the order a step goes through them (Train.parts); `launch` and `load` are a
+#: per-step launch's (sessions before 2026-12-03, or --trainer-launch per-step).
+TRAIN_PARTS = (("launch", "launch (torchrun)"), ("load", "load"), ("onload", "onload"), ("update", "update"),
+               ("export", "export"), ("offload", "offload"))
+
+
+def _mismatch(s, key: str) -> str:
+    """Train/rollout logprob mismatch over the run's steps (mean of means, max of maxima)."""
+    m = s.mismatch
+    return "n/a" if not m else f"{m[key]:.2g}"
+
+
 def _last_loss(s: RunSummary) -> str:
     loss = next((x.loss for x in reversed(s.steps) if x.loss is not None), None)
     if loss is None and any(x.simulated_train for x in s.steps):
@@ -112,10 +124,16 @@ def render_text(c: Combined) -> str:
         ("Startup (first)", lambda s: fmt.secs(s.startup_s)),
     ])
     lines += _title("Training")
-    parts = [("  launch (torchrun)", "launch"), ("  update", "update")] if any(s.train_parts for s in S) else []
+    have = {k for s in S for k in s.train_parts}
+    parts = [(f"  {label}", key) for key, label in TRAIN_PARTS if key in have]
     lines += _table(S, [
+        *((("Trainer launch (once)", lambda s: fmt.secs(s.trainer_start_s)),)
+          if any(s.trainer_start_s is not None for s in S) else ()),
         ("Train time", _phase("train")),
         *((label, lambda s, k=key: fmt.secs(s.train_parts.get(k))) for label, key in parts),
+        *((("Logprob mismatch |d|", lambda s: _mismatch(s, "mean_abs")),
+           ("  max |d|", lambda s: _mismatch(s, "max_abs")),
+           ("  KL k3 (engine||trn)", lambda s: _mismatch(s, "k3"))) if any(s.mismatch for s in S) else ()),
         ("Last loss", _last_loss),
         ("Engine CPU meanwhile", lambda s: "n/a" if s.engine_cpu_in_train is None
          else f"{s.engine_cpu_in_train:.2f} cores"),

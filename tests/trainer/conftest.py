@@ -57,3 +57,15 @@ def fixed_batch() -> list[Rollout]:
         Rollout("sum of three plus four", " nine nine nine nine nine", 1, 0.2),
         Rollout("sum of three plus four", " four plus three is eight", 1, 0.4),
     ]
+
+
+def trainer_groups(events: list) -> tuple[list[str], list[int]]:
+    """(torchrun's start/exit actions in order, the rank groups announced). torchrun starts every rank in a
+    process group of its own; each is announced as the trainer's and must have been stopped."""
+    from sgtui.events import Proc
+
+    procs = [e for e in events if isinstance(e, Proc) and e.role == "trainer"]
+    torchruns = {e.pgid for e in procs if e.action == "start" and "torch.distributed.run" in (e.argv or [])}
+    ranks = [e.pgid for e in procs if e.action == "start" and e.pgid not in torchruns]
+    assert set(ranks) <= {e.pgid for e in procs if e.action == "exit"}, procs
+    return [e.action for e in procs if e.pgid in torchruns], ranks

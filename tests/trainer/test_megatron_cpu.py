@@ -32,11 +32,11 @@ from pathlib import Path
 import pytest
 
 from sgtui.config import RunConfig
-from sgtui.events import Log, Train
+from sgtui.events import Log, Proc, Train
 from sgtui.runner.trainer.base import TrainerError
 from sgtui.runner.trainer.megatron_trainer import MegatronTrainer
 from tests.engines import marked_processes
-from tests.trainer.conftest import REPO, TRAINER_PY, fixed_batch, needs_trainer, trainer_env
+from tests.trainer.conftest import REPO, TRAINER_PY, fixed_batch, needs_trainer, trainer_env, trainer_groups
 
 pytestmark = [needs_trainer, pytest.mark.slow]
 TOL = 1e-5
@@ -53,16 +53,21 @@ def make(model: Path, workdir: Path, label: str, tp: int, **kw) -> RunConfig:
 
 
 def run_steps(cfg: RunConfig, extras: list[dict]) -> tuple[list, list[dict], MegatronTrainer]:
-    """Train len(extras) steps on the fixed batch; the job options of step i are extras[i]."""
+    """Train len(extras) steps on the fixed batch, as the runner does (start, steps, close); the step options
+    of step i are extras[i]."""
     events: list = []
     trainer = MegatronTrainer(cfg, events.append, Path(cfg.workdir))
 
     async def go() -> list[dict]:
         results = []
-        for i, extra in enumerate(extras, 1):
-            trainer.job_extra = extra
-            await trainer.train(i, fixed_batch())
-            results.append(trainer.last_result)
+        try:
+            await trainer.start()
+            for i, extra in enumerate(extras, 1):
+                trainer.job_extra = extra
+                await trainer.train(i, fixed_batch())
+                results.append(trainer.last_result)
+        finally:
+            await trainer.close()
         return results
 
     return events, asyncio.run(go()), trainer
@@ -166,19 +171,44 @@ def test_tp2_agrees_with_tp1_and_its_shards_merge_to_the_tp1_adapter(tp1, tp2):
     assert float(d.stdout.strip()) < TOL, d.stderr[-2000:]
 
 
-def test_step_two_continues_from_step_one(tp2):
+def test_step_two_continues_in_memory_from_step_one_with_one_launch(tp2):
     work, events, (first, second) = tp2
-    assert first["origin"].startswith("initial adapter") and second["origin"] == "state of step 1"
+    assert first["origin"].startswith("initial adapter") and second["origin"] == "in memory since step 1"
     assert second["loss"] < first["losses"][0]  # it starts where three updates of step 1 left the adapter
-    assert [e.step for e in events if isinstance(e, Train)] == [1, 2]
-    assert json.loads((work / "train" / "state" / "meta.json").read_text())["step"] == 2
+    trains = [e for e in events if isinstance(e, Train)]
+    assert [e.step for e in trains] == [1, 2]
+    torchrun, ranks = trainer_groups(events)
+    assert torchrun == ["start", "exit"] and len(ranks) == 2  # one torchrun for the run, two ranks
+    assert set(trains[0].parts) == {"onload", "update", "export", "offload", "other"}
+    assert abs(sum(trains[1].parts.values()) - trains[1].seconds) < 1e-6
+    assert not (work / "train" / "state").exists()  # persistent: nothing carried through files
     # step 2 ran with kl_coef 0.1: the adapter differs from the frozen base, so the KL term is positive
     assert second["kl"] > 0 and second["loss"] == pytest.approx(second["pg"] + 0.1 * second["kl"], rel=1e-5)
 
 
-def test_state_saved_for_another_lora_config_is_refused(tp1, tiny_gqa):
-    work, _, _ = tp1
-    cfg = make(tiny_gqa, work, "t-mc-mismatch", 1, lora_rank=4, lora_alpha=8)
+@pytest.fixture(scope="module")
+def per_step(tiny_gqa, tmp_path_factory):
+    work = tmp_path_factory.mktemp("per-step")
+    events, results, trainer = run_steps(make(tiny_gqa, work, "t-mc-per-step", 1, trainer_launch="per-step"),
+                                         [{}, {}])
+    return work, events, results, trainer
+
+
+def test_per_step_launches_carry_the_state_on_disk(per_step, tp1):
+    work, events, (first, second), trainer = per_step
+    torchrun, ranks = trainer_groups(events)
+    assert trainer.launches == 2 and torchrun == ["start", "exit"] * 2 and len(ranks) == 2
+    assert first["origin"].startswith("initial adapter") and second["origin"] == "state of step 1"
+    assert json.loads((work / "train" / "state" / "meta.json").read_text())["step"] == 2
+    trains = [e for e in events if isinstance(e, Train)]
+    assert all(t.parts["launch"] > t.parts["update"] for t in trains)  # the cost persistence removes
+    # the same first step as the persistent trainer's (same initial adapter, batch and seed)
+    assert first["loss"] == pytest.approx(tp1[2][0]["losses"][0], abs=TOL)
+
+
+def test_state_saved_for_another_lora_config_is_refused(per_step, tiny_gqa):
+    work = per_step[0]
+    cfg = make(tiny_gqa, work, "t-mc-mismatch", 1, lora_rank=4, lora_alpha=8, trainer_launch="per-step")
     with pytest.raises(TrainerError) as ei:
         run_steps(cfg, [{}])
     e = ei.value
@@ -203,24 +233,29 @@ def _rank_pid(label: str, rank: int) -> int | None:
 def test_a_killed_rank_fails_the_step_and_leaves_no_process(tiny_gqa, tmp_path):
     label = "t-mc-kill"
     cfg = make(tiny_gqa, tmp_path, label, 2)
-    trainer = MegatronTrainer(cfg, lambda e: None, tmp_path)
+    events: list = []
+    trainer = MegatronTrainer(cfg, events.append, tmp_path)
 
     async def go():
+        await trainer.start()  # the persistent trainer is up, offloaded, waiting for its first step
+        pid = _rank_pid(label, 1)
+        assert pid is not None
+        trainer.job_extra = {"inner_steps": 10_000}  # a step that lasts until the kill
         task = asyncio.create_task(trainer.train(1, fixed_batch()))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not task.done():
-            pid = _rank_pid(label, 1)
-            if pid is not None and (tmp_path / "train" / "step-1" / "rank1.log").exists():
-                os.kill(pid, signal.SIGKILL)
-                break
-            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+        assert not task.done()
+        os.kill(pid, signal.SIGKILL)
         return await task
 
     with pytest.raises(TrainerError) as ei:
         asyncio.run(go())
-    assert ei.value.category == "RANK_DIED" and "rank 1 died: killed by signal 9" in ei.value.message
-    assert ei.value.log_tail
+    e = ei.value
+    assert e.category == "TRAINER" and "rank 1" in e.message, e.message
+    assert "killed by signal 9" in e.message or "closed its connection" in e.message, e.message
+    assert e.log_tail
     assert marked_processes({label}) == []
+    torchrun, ranks = trainer_groups(events)
+    assert torchrun == ["start", "exit"] and len(ranks) == 2
 
 
 def test_cancelling_the_step_stops_the_whole_group_promptly(tiny_gqa, tmp_path):
@@ -228,9 +263,11 @@ def test_cancelling_the_step_stops_the_whole_group_promptly(tiny_gqa, tmp_path):
     trainer = MegatronTrainer(make(tiny_gqa, tmp_path, label, 2), lambda e: None, tmp_path)
 
     async def go() -> float:
+        await trainer.start()
+        trainer.job_extra = {"inner_steps": 10_000}
         task = asyncio.create_task(trainer.train(1, fixed_batch()))
-        while _rank_pid(label, 1) is None and not task.done():
-            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+        assert not task.done()
         t0 = time.monotonic()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -143,7 +143,8 @@ class SglangEngine(Engine):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.on_gpu = self.cfg.device == "cuda"
-        self.lora = self.cfg.sync in ("lora", "restart")
+        # `none` still serves the initial adapter (the policy the trainer starts from); it only never syncs
+        self.lora = self.cfg.sync in ("lora", "restart") or (self.cfg.sync == "none" and bool(self.cfg.initial_adapter))
         self.loaded: str = ""  # adapter name currently loaded
         self.released: list[str] | None = None  # what the last release let go of (None: nothing released)
         self.server_version = ""

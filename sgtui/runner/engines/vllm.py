@@ -84,7 +84,8 @@ class VllmEngine(Engine):
         super().__init__(*args, **kwargs)
         self.on_gpu = self.cfg.device == "cuda"
         # Adapters exist to sync whenever the run syncs weights (the trainer writes one per step).
-        self.lora = self.cfg.sync in ("lora", "restart")
+        # `none` still serves the initial adapter (the policy the trainer starts from); it only never syncs
+        self.lora = self.cfg.sync in ("lora", "restart") or (self.cfg.sync == "none" and bool(self.cfg.initial_adapter))
         self.lora_loaded = False
 
     def server_argv(self, adapter_dir: str | None = None) -> list[str]:

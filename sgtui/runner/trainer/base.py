@@ -8,7 +8,7 @@ sync) differs by engine.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +26,9 @@ class Rollout:
     reward: float
     reference: str = ""
     output_tokens: int = 0
+    prompt_ids: list[int] = field(default_factory=list)  # the engine's tokens, where it returned them
+    completion_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)  # the engine's logprob of each completion token
 
 
 class TrainerError(Exception):
@@ -37,6 +40,16 @@ class TrainerError(Exception):
 class Trainer(ABC):
     def __init__(self, cfg: RunConfig, emit: Callable[[Event], None], workdir: Path) -> None:
         self.cfg, self.emit, self.workdir = cfg, emit, workdir
+
+    #: Launched once per run (a `trainer_start` phase before the engine starts) rather than per step.
+    persistent: bool = False
+    #: Scores the engine's sampled tokens with its own logprobs (the rollouts then ask the engine for token
+    #: ids and logprobs).
+    scores_rollouts: bool = False
+
+    async def start(self) -> str:
+        """Launch what lives for the whole run; returns the phase detail."""
+        return ""
 
     @abstractmethod
     async def train(self, step: int, rollouts: list[Rollout]) -> str:

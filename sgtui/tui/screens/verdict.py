@@ -111,6 +111,11 @@ def phase_table(summaries: list[RunSummary]) -> Table:
         t.add_row(Text(PHASE_LABELS.get(phase, phase), style=theme.phase_color(phase)),
                   *[fmt.secs(s.phase_means.get(phase)) for s in summaries])
     t.add_row("startup", *[fmt.secs(s.startup_s) for s in summaries])
+    if any(s.trainer_start_s is not None for s in summaries):
+        t.add_row("trainer launch", *[fmt.secs(s.trainer_start_s) for s in summaries])
+    if any(s.mismatch for s in summaries):
+        t.add_row("logprob |d|", *[f"{s.mismatch['mean_abs']:.2g}" if s.mismatch else "n/a" for s in summaries])
+        t.add_row("KL k3", *[f"{s.mismatch['k3']:.2g}" if s.mismatch else "n/a" for s in summaries])
     return t
 
 
