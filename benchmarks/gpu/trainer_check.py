@@ -1,14 +1,15 @@
-"""GPU check of the megatron-core LoRA GRPO trainer: a real step at TP=1 on one GPU and TP=2 on two.
+"""GPU check of the persistent megatron-core LoRA GRPO trainer: real steps at TP=1 on one GPU and TP=2 on two.
 
     python benchmarks/gpu/trainer_check.py --model ~/.cache/sgtui/models/llama-1b-test [--tps 1,2]
 
-Runs exactly what a training-mode run runs (`MegatronTrainer`: torchrun +
-`python -m sgtui.runner.trainer`, NCCL, bf16, GPTModel with the local layer
-spec, no Transformer Engine or Apex) on a synthetic GRPO batch, and prints per
-TP degree: the wall time of a whole trainer launch (what one RL step pays),
-model load time, the time of each optimizer update (the first includes CUDA
-warm-up), tokens/s of the updates, peak memory per rank, and the loss.
-Step 2 continues from step 1's saved LoRA/AdamW state, as in a run.
+Runs exactly what a training-mode run runs (`MegatronTrainer`: one torchrun +
+`python -m sgtui.runner.trainer` for all steps, NCCL, bf16, GPTModel with the
+local layer spec, no Transformer Engine or Apex) on a synthetic GRPO batch with
+made-up engine logprobs, and prints per TP degree: the launch (once), then per
+step the parts of the train phase (onload, update, export, offload), the time
+of each optimizer update (the first includes CUDA warm-up), tokens/s, peak
+memory per rank, and what the ranks still hold on the GPU while offloaded
+(torch.cuda.memory_allocated after offload, the CUDA context not counted).
 
 Needs, in the Python that runs it: torch with CUDA, megatron-core (0.19.2 on
 Python 3.12, a pure-Python wheel: `pip install --no-deps megatron_core-*.whl`),
@@ -63,6 +64,32 @@ def synthetic_batch(n: int, group: int, prompt_words: int, completion_words: int
     return out
 
 
+def with_engine_ids(rollouts: list[Rollout], model: Path) -> list[Rollout]:
+    """Token ids as an engine would return them, and a made-up engine logprob per token (exercises the
+    mismatch path; its value means nothing here)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    out = []
+    for r in rollouts:
+        p_ids = tok.encode(r.prompt, add_special_tokens=False).ids
+        c_ids = tok.encode(r.completion, add_special_tokens=False).ids
+        out.append(Rollout(prompt=r.prompt, completion=r.completion, group=r.group, reward=r.reward,
+                           prompt_ids=p_ids, completion_ids=c_ids, logprobs=[-2.0] * len(c_ids)))
+    return out
+
+
+def gpu_processes() -> str:
+    """pid:MiB of every compute process (nvidia-smi): what the offloaded ranks really hold, CUDA context and
+    all, which torch's allocator counters do not see."""
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                           capture_output=True, text=True)
+    except OSError:
+        return "no nvidia-smi"
+    return ", ".join(line.replace(", ", ":") for line in r.stdout.split("\n") if line.strip()) or "none"
+
+
 def run_tp(args, tp: int) -> dict | None:
     work = Path(args.workdir) / f"tp{tp}"
     if work.exists():
@@ -89,16 +116,25 @@ def run_tp(args, tp: int) -> dict | None:
             trains.append(e)
 
     trainer = MegatronTrainer(cfg, emit, work, job_extra={"inner_steps": args.updates})
-    batch = synthetic_batch(args.rollouts, args.group_size, args.prompt_words, args.completion_words, seed=tp)
+    batch = with_engine_ids(synthetic_batch(args.rollouts, args.group_size, args.prompt_words,
+                                            args.completion_words, seed=tp), Path(args.model))
     results = []
 
     async def go() -> None:
-        for step in range(1, args.steps + 1):
-            t0 = time.perf_counter()
-            await trainer.train(step, batch)
-            r = dict(trainer.last_result)
-            r["wall"] = time.perf_counter() - t0
-            results.append(r)
+        t0 = time.perf_counter()
+        detail = await trainer.start()
+        print(f"TP={tp} launch {time.perf_counter() - t0:.1f} s: {detail}", flush=True)
+        print("    offloaded, NVML per process:", gpu_processes(), flush=True)
+        try:
+            for step in range(1, args.steps + 1):
+                t0 = time.perf_counter()
+                await trainer.train(step, batch)
+                r = dict(trainer.last_result)
+                r["wall"] = time.perf_counter() - t0
+                r["nvml"] = gpu_processes()
+                results.append(r)
+        finally:
+            await trainer.close()
 
     try:
         asyncio.run(go())
@@ -111,8 +147,9 @@ def run_tp(args, tp: int) -> dict | None:
         ups = ", ".join(f"{s * 1000:.0f}" for s in r["update_seconds"])
         warm = r["update_seconds"][1:] or r["update_seconds"]
         warm_s = sum(warm) / len(warm)
-        print(f"TP={tp} GPUs {gpus} step {step}: launch {r['wall']:.1f} s (load {r['phases']['load']:.1f} s, "
-              f"train {r['phases']['train']:.2f} s, save+export {r['phases']['save_export']:.2f} s)")
+        parts = ", ".join(f"{k} {v:.2f} s" for k, v in r["parts"].items())
+        print(f"TP={tp} GPUs {gpus} step {step}: train phase {r['wall']:.2f} s ({parts}); still allocated/reserved after "
+              f"offload [MiB]: {r.get('offloaded_mib')}/{r.get('offloaded_reserved_mib')}; NVML after the step {r['nvml']}")
         print(f"    updates [ms]: {ups}; warm update {warm_s * 1000:.0f} ms = "
               f"{r['seq_tokens'] / warm_s:,.0f} tokens/s over {r['samples']} sequences / {r['seq_tokens']} tokens "
               f"({r['tokens']} completion tokens)")
@@ -133,7 +170,7 @@ def main() -> int:
     p.add_argument("--completion-words", type=int, default=256)
     p.add_argument("--micro-batch", type=int, default=8)
     p.add_argument("--updates", type=int, default=3, help="optimizer updates per step on the same batch")
-    p.add_argument("--steps", type=int, default=2, help="trainer launches; step 2+ continue from saved state")
+    p.add_argument("--steps", type=int, default=3, help="RL steps of the one trainer launch")
     p.add_argument("--workdir", default=str(REPO / "runs" / "trainer-check"))
     p.add_argument("--verbose", action="store_true", help="print the trainer's log lines")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
