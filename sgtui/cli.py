@@ -18,6 +18,8 @@ import typer
 
 from sgtui import __version__
 from sgtui.config import ConfigError, RunConfig, parse_run_spec, unique_labels
+from sgtui.goodput import GoodputError, join_goodput_argv, parse_goodput
+from sgtui.options import ReportOptions
 from sgtui.session import SessionReadError, new_session_path
 
 CACHE = Path(os.environ.get("SGTUI_CACHE", str(Path.home() / ".cache" / "sgtui")))
@@ -37,9 +39,30 @@ class UserError(Exception):
     """One-line error for the user; exit code 2."""
 
 
+GOODPUT_HELP = ("SLOs as vllm bench serve --goodput: KEY:MS pairs, KEY ttft, tpot or e2el, e.g. --goodput ttft:500 "
+                "tpot:50. A request is good when it meets every one; goodput (good requests per second of rollout) "
+                "shows in every report.")
+
+
 def fail(message: str, code: int = 2) -> None:
     typer.echo(f"sgtui: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+ALLOW_MISMATCH_HELP = ("Rank runs on different devices or models anyway (by default they stay side by side with no "
+                       "winner; every difference is a caveat either way).")
+FIRST_STEP_HELP = ("Count step 1 in the steady-state means and the verdict (by default it is shown apart: its "
+                   "one-off costs are not what later steps pay).")
+
+
+def report_options(goodput: list[str] | None, allow_mismatch: bool = False,
+                   include_first_step: bool = False) -> ReportOptions:
+    """The report flags as one value object (sgtui/options.py); a bad --goodput fails in one line."""
+    try:
+        slos = parse_goodput(goodput or [])
+    except GoodputError as e:
+        fail(str(e))
+    return ReportOptions(allow_mismatch=allow_mismatch, include_first_step=include_first_step, goodput=slos)
 
 
 def has_gpu() -> bool:
@@ -186,7 +209,8 @@ def main_command(
     ctx: typer.Context,
     backends: str = typer.Option("vllm,sglang", help="Backends to compare, each with its default strategy."),
     run: Optional[List[str]] = typer.Option(None, "--run", help="BACKEND:STRATEGY[+SYNC][@PYTHON], repeatable "
-                                            "(vllm: sleep1 sleep2 restart keep; sglang: release restart keep)."),
+                                            "(vllm: sleep1 sleep2 restart keep; sglang: release restart keep; SYNC: lora "
+                                            "restart none, or full weights: disk ipc)."),
     mode: str = typer.Option("inference", help="inference (simulated trainer) or training (megatron-core)."),
     model: Optional[str] = typer.Option(None, help="Model directory or Hugging Face hub id, resolved once through the "
                                         "HF cache (HF_HOME, HF_HUB_OFFLINE) (default: tiny built-in on CPU, "
@@ -214,6 +238,8 @@ def main_command(
                                        "offloaded between steps, as RL stacks run it) or per-step (one torchrun "
                                        "per step: measures what persistence saves)."),
     train_tp: int = typer.Option(0, help="Megatron trainer ranks (tensor parallel); 0: the engine's --tp."),
+    sync_bucket_mb: int = typer.Option(512, help="Full-weight sync (--run ...+disk / +ipc): MiB per bucket (one "
+                                       "safetensors shard, one IPC buffer)."),
     sim_train_seconds: float = typer.Option(2.0, help="Simulated trainer: seconds per step."),
     sim_train_mib: int = typer.Option(0, help="Simulated trainer: MiB held on the train GPUs."),
     seed: int = typer.Option(0),
@@ -223,10 +249,16 @@ def main_command(
     sglang_args: str = typer.Option("", help="Extra SGLang server flags, e.g. '--sampling-backend pytorch'."),
     output: Path = typer.Option(Path("sessions"), "--output", "-o", help="Sessions directory."),
     export: str = typer.Option("txt,json", help="Reports written next to the session at the end."),
+    goodput: Optional[List[str]] = typer.Option(None, "--goodput", help=GOODPUT_HELP),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=ALLOW_MISMATCH_HELP),
+    include_first_step: bool = typer.Option(False, "--include-first-step", help=FIRST_STEP_HELP),
     no_ui: bool = typer.Option(False, "--no-ui", help="Headless: progress on stderr, report on stdout."),
     skip_preflight: bool = typer.Option(False, "--skip-preflight"),
     concurrent: bool = typer.Option(False, "--concurrent", help="All runs at once (each its own port and, on "
                                     "GPUs, its own devices taken in order from --gpus)."),
+    interleave: bool = typer.Option(False, "--interleave", help="Runs take turns step by step (A1 B1 A2 B2 ...), "
+                                    "every server up, the idle one parked (its offload): slow drift of the "
+                                    "machine hits every run alike."),
     detach: bool = typer.Option(False, "--detach", help="Run the orchestrator in a process of its own (no "
                                 "terminal): an SSH drop or quitting the UI leaves the runs going. Headless: "
                                 "prints the session and pid, then returns. `sgtui attach` / `sgtui stop` later."),
@@ -245,11 +277,14 @@ def main_command(
     trainer = trainer or ("megatron" if mode == "training" else "simulated")
     overrides.update(tp=tp, gpu_memory_utilization=gpu_memory_utilization, workload=workload, dataset=dataset,
                      trainer=trainer, trainer_python=trainer_python, trainer_launch=trainer_launch, train_tp=train_tp,
+                     sync_bucket_mb=sync_bucket_mb,
                      sim_train_seconds=sim_train_seconds,
                      sim_train_mib=sim_train_mib, seed=seed,
                      host=host, startup_timeout=startup_timeout)
     if trainer not in ("simulated", "megatron"):
         fail(f"--trainer {trainer!r}: expected simulated or megatron")
+    if interleave and concurrent:
+        fail("--interleave and --concurrent exclude each other: runs take turns, or run at once")
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"sgtui: warning: --host {host}: engines listen beyond this machine and vLLM's dev-mode "
                    "endpoints (/sleep, /collective_rpc) become reachable by anyone who can reach it", err=True)
@@ -259,6 +294,7 @@ def main_command(
         for f in export.split(","):
             if f and f not in FORMATS:
                 fail(f"--export {f!r}: expected a comma list of {', '.join(FORMATS)}")
+    report_opts = report_options(goodput, allow_mismatch, include_first_step)
     try:
         gpu_list = [int(x) for x in gpus.split(",") if x.strip()]
         train_list = [int(x) for x in train_gpus.split(",") if x.strip()]
@@ -278,6 +314,10 @@ def main_command(
             problems = concurrency_problems(runs)
             if problems:
                 raise ConfigError(f"--concurrent: {problems[0]}")
+        if interleave:  # every server stays up: a port each, the devices shared as in sequential runs
+            from sgtui.orchestrator import distinct_ports
+
+            distinct_ports(runs)
     except (ConfigError, UserError) as e:
         fail(str(e))
     try:
@@ -295,8 +335,11 @@ def main_command(
         from sgtui.tui.app import run_live
 
         explicit = {n for n in ctx.params if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"}
+        if interleave and detach:
+            fail("--interleave --detach: in the UI not yet; add --no-ui")
         raise typer.Exit(run_live(runs, session_path, exports, explicit=explicit, concurrent=concurrent,
-                                  detach=detach))
+                                  detach=detach, report_options=report_opts,
+                                  **({"orchestrator_kwargs": {"interleave": True}} if interleave else {})))
     if not skip_preflight:
         from sgtui import preflight
 
@@ -306,20 +349,23 @@ def main_command(
                 typer.echo(f"sgtui: preflight: {c.name}: {c.message}" + (f" -> {c.fix}" if c.fix else ""), err=True)
             raise typer.Exit(2)
     if detach:
-        raise typer.Exit(start_detached(runs, session_path, exports, concurrent=concurrent))
+        raise typer.Exit(start_detached(runs, session_path, exports, concurrent=concurrent, opts=report_opts,
+                                        interleave=interleave))
     from sgtui.headless import run_headless
 
-    raise typer.Exit(run_headless(runs, session_path, exports, concurrent=concurrent))
+    raise typer.Exit(run_headless(runs, session_path, exports, concurrent=concurrent, opts=report_opts,
+                                  interleave=interleave))
 
 
-def start_detached(runs: list[RunConfig], session_path: Path, exports: list[str], concurrent: bool) -> int:
+def start_detached(runs: list[RunConfig], session_path: Path, exports: list[str], concurrent: bool,
+                   opts: ReportOptions = ReportOptions(), interleave: bool = False) -> int:
     """`sgtui --detach --no-ui`: start the orchestrator in its own session (no controlling terminal, so a
     hangup never reaches it), wait until it wrote its session header (errors before that are ours to
     show: the port lock, an unwritable session), print where to find it, and return."""
     from sgtui.tui import detach
 
     try:
-        proc = detach.spawn(runs, session_path, exports, concurrent=concurrent)
+        proc = detach.spawn(runs, session_path, exports, concurrent=concurrent, opts=opts, interleave=interleave)
     except OSError as e:
         fail(f"--output {session_path.parent}: cannot start the detached orchestrator ({e.strerror or e})")
     why = detach.wait_started(proc, session_path)
@@ -336,14 +382,18 @@ def start_detached(runs: list[RunConfig], session_path: Path, exports: list[str]
 @app.command()
 def report(
     sessions: List[Path] = typer.Argument(..., help="Session files (.jsonl)."),
-    format: str = typer.Option("txt", "--format", "-f", help="txt | md | json | csv | trace"),
+    format: str = typer.Option("txt", "--format", "-f", help="txt | md | json | csv | trace | vllm-json"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write here instead of stdout."),
+    goodput: Optional[List[str]] = typer.Option(None, "--goodput", help=GOODPUT_HELP),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=ALLOW_MISMATCH_HELP),
+    include_first_step: bool = typer.Option(False, "--include-first-step", help=FIRST_STEP_HELP),
 ) -> None:
     """Print or write a report of one or more sessions (runs side by side)."""
     from sgtui.export import FORMATS, load_sessions, render
 
     if format not in FORMATS:
         fail(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
+    opts = report_options(goodput, allow_mismatch, include_first_step)
     try:
         states = load_sessions(list(sessions))
     except SessionReadError as e:
@@ -351,7 +401,7 @@ def report(
     for st in states:
         for p in st.problems:
             typer.echo(f"sgtui: warning: {p}", err=True)
-    text = render(format, states)
+    text = render(format, states, opts)
     if out:
         try:
             out.write_bytes(text if isinstance(text, bytes) else text.encode())
@@ -367,10 +417,13 @@ def replay(
     sessions: List[Path] = typer.Argument(..., help="Session files to replay side by side."),
     follow: bool = typer.Option(False, "--follow", help="Keep reading a session that is still being written."),
     no_ui: bool = typer.Option(False, "--no-ui", help="Print the report instead of opening the UI."),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=ALLOW_MISMATCH_HELP),
+    include_first_step: bool = typer.Option(False, "--include-first-step", help=FIRST_STEP_HELP),
 ) -> None:
     """Replay saved sessions (interactive on a terminal; the report otherwise)."""
     from sgtui.export import load_sessions, render
 
+    opts = report_options(None, allow_mismatch, include_first_step)
     try:
         states = load_sessions(list(sessions))
     except SessionReadError as e:
@@ -378,11 +431,11 @@ def replay(
     if not no_ui and sys.stdin.isatty() and sys.stdout.isatty():
         from sgtui.tui.app import run_replay
 
-        raise typer.Exit(run_replay([str(p) for p in sessions], follow=follow))
+        raise typer.Exit(run_replay([str(p) for p in sessions], follow=follow, report_options=opts))
     for st in states:
         for p in st.problems:
             typer.echo(f"sgtui: warning: {p}", err=True)
-    sys.stdout.write(render("txt", states))
+    sys.stdout.write(render("txt", states, opts))
 
 
 @app.command("ls")
@@ -499,6 +552,8 @@ def _one_line(text: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every error is one line on stderr and a non-zero exit code, never a traceback
     (set SGTUI_DEBUG=1 to see one for an internal error)."""
+    # vLLM's spelling `--goodput ttft:500 tpot:50` (several words) as one option value
+    argv = join_goodput_argv(sys.argv[1:] if argv is None else argv)
     try:
         rv = app(args=argv, prog_name="sgtui", standalone_mode=False)
     except typer.Exit as e:

@@ -19,11 +19,14 @@ STRATEGIES: dict[str, tuple[str, ...]] = {
     "vllm": ("sleep1", "sleep2", "restart", "keep"),
     "sglang": ("release", "restart", "keep"),
 }
-#: How new weights reach the engine after a train step.
+#: How new weights reach the engine after a train step. `disk` and `ipc` move the full weights (the LoRA
+#: merged by the megatron trainer: sgtui/runner/weights.py); whether an engine version and device can do
+#: one is preflight's to say (sgtui/preflight.py).
 SYNCS: dict[str, tuple[str, ...]] = {
-    "vllm": ("lora", "restart", "none"),
-    "sglang": ("lora", "disk", "restart", "none"),
+    "vllm": ("lora", "disk", "ipc", "restart", "none"),
+    "sglang": ("lora", "disk", "ipc", "restart", "none"),
 }
+FULL_SYNCS = ("disk", "ipc")
 DEFAULT_STRATEGY = {"vllm": "sleep1", "sglang": "release"}
 MODES = ("inference", "training")
 PLACEMENTS = ("shared", "split")
@@ -91,6 +94,7 @@ class RunConfig:
     trainer_launch: str = "persistent"  # persistent (one torchrun per run) | per-step (one per step)
     train_tp: int = 0  # trainer ranks (TP degree); 0: the engine's tp
     train_micro_batch: int = 8  # sequences per forward/backward of the megatron trainer (gradients accumulate)
+    sync_bucket_mb: int = 512  # full-weight sync (+disk, +ipc): MiB per bucket (a safetensors shard, an IPC buffer)
     sim_train_seconds: float = 2.0
     sim_train_mib: int = 0  # memory the simulated trainer holds on the train GPUs
     learning_rate: float = 1e-4
@@ -149,6 +153,12 @@ class RunConfig:
             raise ConfigError(f"--trainer-launch {self.trainer_launch!r}: expected {' or '.join(TRAINER_LAUNCHES)}")
         if self.placement not in PLACEMENTS:
             raise ConfigError(f"--placement {self.placement!r}: expected shared or split")
+        if self.sync in FULL_SYNCS:
+            if self.trainer != "megatron" or self.trainer_launch != "persistent":
+                raise ConfigError(f"run {self.label}: +{self.sync} syncs the full weights the megatron trainer "
+                                  "merges: it needs --mode training with --trainer-launch persistent")
+            if self.sync_bucket_mb < 1:
+                raise ConfigError(f"--sync-bucket-mb must be at least 1, got {self.sync_bucket_mb}")
         for name in ("num_steps", "num_rollouts", "concurrency", "max_output_tokens", "tp", "train_micro_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

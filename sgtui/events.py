@@ -36,6 +36,8 @@ PHASES = (
     "weight_sync",
     "restart",
     "shutdown",
+    "park",  # --interleave: the run's engine put aside (its offload) while another run takes its step; step 0
+    "unpark",  # --interleave: the engine back (its reload) before the run's next step; step 0, untimed
 )
 #: The phases that make up one RL step, in order (startup/warmup/shutdown are not per-step).
 STEP_PHASES = ("rollout", "offload", "train", "reload", "weight_sync")
@@ -52,6 +54,7 @@ ERROR_CATEGORIES = (
     "TP_IMBALANCE",
     "SERVER_TIMEOUT",
     "CONFIG",
+    "WEIGHT_SYNC",  # a full-weight sync failed, timed out, or reported success but changed nothing
     "OTHER",
 )
 RUN_STATUSES = ("ok", "failed", "cancelled")
@@ -92,6 +95,9 @@ class SessionHeader(Event):
     config: dict = field(default_factory=dict)
     sgtui_version: str = ""
     pid: int = 0  # orchestrator pid: lets `sgtui ls` tell a live session from a dead one
+    #: seconds between GPU samples as the orchestrator scheduled them (memory peaks and floors are only as
+    #: fine as this); 0.0: GPUs not sampled, or a session written before this field existed
+    gpu_interval_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -124,6 +130,10 @@ class Phase(Event):
     edge: str = "start"  # start | end
     ok: bool = True
     detail: str = ""  # free text: strategy detail, "cold"/"warm" start, adapter name, ...
+    #: numbers of the phase, on its end edge (weight_sync of a full-weight sync: method, bytes, buckets,
+    #: transfer_s, gbps, produce_s, load_s, paused_s, setup_s, changed, update_rel: sgtui/runner/weights.py);
+    #: {} for every other phase and in older sessions
+    data: dict = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -152,6 +162,20 @@ class GpuSample(Event):
     kind: ClassVar[str] = "gpu"
     devices: list = field(default_factory=list)  # {index, name, used_mib, total_mib, util}
     processes: list = field(default_factory=list)  # {pid, device, used_mib, run}
+    error: str = ""
+
+
+@dataclass(slots=True)
+class HostSample(Event):
+    """The host's CPU over the `window` seconds ending at t (sgtui.host): busy CPUs of those this session may
+    run on, and the CPU the session's own processes used, by run label ("sgtui": the orchestrator). Foreign
+    load (busy minus own) is derived by the state fold. `error` set: not sampled (no /proc)."""
+
+    kind: ClassVar[str] = "host"
+    window: float = 0.0
+    cores: int = 0  # CPUs the session may use (scheduler affinity)
+    busy_cores: float = 0.0  # mean busy CPUs over the window, whatever ran on them
+    own: dict = field(default_factory=dict)  # run label -> mean cores its process groups used
     error: str = ""
 
 
@@ -242,10 +266,12 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Error,
     Proc,
     RunEnd,
+    HostSample,
 )
 KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in EVENT_TYPES}
 
-AnyEvent = Union[SessionHeader, RunStart, Phase, Request, GpuSample, EngineGauges, Train, Log, Error, Proc, RunEnd]
+AnyEvent = Union[SessionHeader, RunStart, Phase, Request, GpuSample, EngineGauges, Train, Log, Error, Proc, RunEnd,
+                 HostSample]
 
 _NUMBER = (int, float)
 
@@ -291,7 +317,8 @@ def _compile_builder(kind: str) -> Any:
     int is expected, since bool is only a subclass of int.
     """
     cls = KINDS[kind]
-    env: dict[str, Any] = {"cls": cls, "fail": _fail, "missing": _missing, "kind": kind}
+    env: dict[str, Any] = {"cls": cls, "fail": _fail, "missing": _missing, "kind": kind, "absurd": _absurd,
+                           "nested": _nested, "NUM": _NUMBER}
     lines = ["def build(d, lineno):"]
     args = []
     for i, f in enumerate(dataclasses.fields(cls)):
@@ -311,6 +338,12 @@ def _compile_builder(kind: str) -> Any:
             lines.append(f"    if {f.name!r} not in d: missing(kind, {f.name!r}, lineno)")
             lines.append(f"    {v} = d[{f.name!r}]")
         lines.append(f"    if type({v}) not in T{i}: fail(kind, {f.name!r}, N{i}, {v}, lineno)")
+        lo, hi = (0.0, TIME_LIMIT) if f.name in ("t", "start") else (-VALUE_LIMIT, VALUE_LIMIT)
+        if set(accepted) & {int, float}:
+            lines.append(f"    if type({v}) in NUM and not {lo!r} <= {v} <= {hi!r}: "
+                         f"absurd(kind, {f.name!r}, {v}, {hi!r}, lineno)")
+        if set(accepted) & {list, dict}:
+            lines.append(f"    if {v} and type({v}) in (list, dict): nested(kind, {f.name!r}, {v}, lineno)")
     lines.append(f"    return cls({', '.join(args)})")
     exec("\n".join(lines), env)  # noqa: S102 - code generated from our own dataclasses
     return env["build"]
@@ -319,6 +352,35 @@ def _compile_builder(kind: str) -> Any:
 def _fail(kind: str, name: str, accepted: tuple[type, ...], value: Any, lineno: int | None) -> None:
     want = " or ".join(t.__name__ for t in accepted)
     raise EventError(f"{kind}.{name}: expected {want}, got {type(value).__name__} {value!r:.60}", lineno)
+
+
+#: No number sgtui records comes near this (bytes of a 1 TB model are 1e12); a larger one is a corrupt or
+#: hand-edited line. Checked when a line is read, so a value like 1e300 is a problem with its line number
+#: instead of an OverflowError deep inside a report (1e300 ** 2 overflows a float).
+VALUE_LIMIT = 1e15
+#: Event times are Unix seconds: 1e10 is the year 2286, beyond which date formatting fails.
+TIME_LIMIT = 1e10
+
+
+def _absurd(kind: str, name: str, value: Any, limit: float, lineno: int | None) -> None:
+    raise EventError(f"{kind}.{name}: {value!r:.30} is not a plausible value (expected a finite number "
+                     f"{'from 0 ' if limit == TIME_LIMIT else ''}up to {limit:g})", lineno)
+
+
+def _nested(kind: str, name: str, value: Any, lineno: int | None) -> None:
+    """Numbers inside a list or dict field (ITL gaps, gauges, per-device samples), limit-checked the same."""
+    items = list(value.values()) if type(value) is dict else value
+    try:  # the common case, a list of numbers (ITL gaps): min and max at C speed
+        if not -VALUE_LIMIT <= min(items) <= max(items) <= VALUE_LIMIT:
+            _absurd(kind, name, max(items, key=abs), VALUE_LIMIT, lineno)
+        return
+    except TypeError:  # strings, dicts or mixed values: one by one
+        pass
+    for x in items:
+        if type(x) in _NUMBER and not -VALUE_LIMIT <= x <= VALUE_LIMIT:
+            _absurd(kind, name, x, VALUE_LIMIT, lineno)
+        if type(x) in (list, dict) and x:
+            _nested(kind, name, x, lineno)
 
 
 def _missing(kind: str, name: str, lineno: int | None) -> None:

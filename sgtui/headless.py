@@ -9,6 +9,7 @@ from rich.console import Console
 
 from sgtui.config import RunConfig
 from sgtui.events import Error, Event, Phase, RunEnd, RunStart, SessionHeader
+from sgtui.options import ReportOptions
 from sgtui.portlock import PortBusy
 from sgtui.state import SessionState, step_summary
 
@@ -35,7 +36,7 @@ class Progress:
                 span = run.steps[e.step].phases.get(e.name)
                 dur = f"{span.duration:.2f}s" if span and span.duration is not None else "?"
                 mark = "" if e.ok else " [red]FAILED[/]"
-                where = f"step {e.step}" if e.step else "setup"
+                where = f"step {e.step}" if e.step else "turn" if e.name in ("park", "unpark") else "setup"
                 c.print(f"  {e.run} {where} {e.name:<11} {dur:>9}{mark} [dim]{e.detail}[/]")
                 if e.name == "weight_sync" and e.step:
                     s = step_summary(run.steps[e.step])
@@ -52,13 +53,14 @@ class Progress:
                 c.print(f"[{style}]{e.run}: {e.status}[/] {e.detail}")
 
 
-def run_headless(runs: list[RunConfig], session_path: Path, exports: list[str], concurrent: bool = False) -> int:
+def run_headless(runs: list[RunConfig], session_path: Path, exports: list[str], concurrent: bool = False,
+                 opts: ReportOptions = ReportOptions(), interleave: bool = False) -> int:
     from sgtui.export import render, write_exports
     from sgtui.orchestrator import Orchestrator
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     progress = Progress(console, session_path)
-    orch = Orchestrator(runs, session_path, subscribers=[progress], concurrent=concurrent)
+    orch = Orchestrator(runs, session_path, subscribers=[progress], concurrent=concurrent, interleave=interleave)
     try:
         statuses = orch.run_sync()
     except PortBusy as e:
@@ -71,9 +73,9 @@ def run_headless(runs: list[RunConfig], session_path: Path, exports: list[str], 
         console.print(f"[red]sgtui: error: {orch.fatal}; runs were stopped[/]")
     state = progress.state
     state.source = str(session_path)
-    print(render("txt", [state]), end="")
+    print(render("txt", [state], opts), end="")
     if exports:
-        for p in write_exports([state], session_path.with_suffix(""), exports):
+        for p in write_exports([state], session_path.with_suffix(""), exports, opts):
             console.print(f"wrote {p}")
     console.print(f"session saved: {session_path}")
     return 0 if statuses and all(s == "ok" for s in statuses.values()) and not orch.fatal else 1

@@ -9,11 +9,19 @@ subscribers (the state fold, the UI, the headless printer).
 
 API for a front end (CLI or UI):
 
-    orch = Orchestrator(runs, session_path, subscribers=[callback], concurrent=False)
+    orch = Orchestrator(runs, session_path, subscribers=[callback], concurrent=False)  # or interleave=True
     statuses = orch.run_sync()        # or `await orch.run()`; label -> ok | failed | cancelled | pending
                                       # raises OSError (session not creatable) or portlock.PortBusy
     orch.cancel()                     # from any thread; a second call skips the grace period
     orch.fatal                        # "" or why the runs were stopped (e.g. the session can't be written)
+
+Designs: runs one after another (default), all at once (`concurrent`), or taking turns step by step
+(`interleave`: every runner starts at once and waits on its stdin for `turn N`; this process hands the turns
+out, one run inside a step at a time, the next turn once the last one's `park` phase or run ended: see
+sgtui/runner/turns.py). The session header's config says which (`design`).
+
+Beside the GPU sampler a host sampler (sgtui.host, 1 s) records the CPU the machine spent beyond the
+session's own process groups: the witness of foreign load for each step.
 
 The UI runs `run_sync()` in a thread of its own (or `run()` as a task) and
 calls the thread-safe `cancel()`; the headless CLI runs it in the main thread,
@@ -37,11 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sgtui import gpu, pkgpath, portlock
+from sgtui import gpu, host, pkgpath, portlock
 from sgtui.config import RunConfig, cuda_env
-from sgtui.events import Error, Event, EventError, Log, Proc, RunEnd, RunStart, SessionHeader, decode
+from sgtui.events import Error, Event, EventError, Log, Phase, Proc, RunEnd, RunStart, SessionHeader, decode
 from sgtui.runner.procs import MARKER_OWNER, MARKER_RUN
 from sgtui.runner.procs import group_alive as _group_alive
+from sgtui.runner.turns import PARK, turn_line
 from sgtui.session import SessionWriter, make_header
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # a checkout's root (tests, setup/); never a child's PYTHONPATH
@@ -142,6 +151,15 @@ def concurrency_problems(runs: list[RunConfig]) -> list[str]:
     return problems
 
 
+def distinct_ports(runs: list[RunConfig]) -> None:
+    """Give runs whose servers are up at the same time (--concurrent, --interleave) a port each."""
+    used: set[tuple[str, int]] = set()
+    for r in runs:
+        while (r.host, r.port) in used:
+            r.port += 1
+        used.add((r.host, r.port))
+
+
 @dataclass
 class RunHandle:
     cfg: RunConfig
@@ -153,17 +171,32 @@ class RunHandle:
     stderr_path: Path | None = None
     stderr_tail: list[str] = field(default_factory=list)  # last lines of the runner's stderr once it ended
     returncode: int | None = None
+    #: --interleave: set once the runner process exists (or could not start), and at the end of each turn
+    spawned: asyncio.Event | None = None
+    turn_over: asyncio.Event | None = None
+    finished: bool = False  # _run_one is done with it (exited, groups stopped)
 
 
 class Orchestrator:
     def __init__(self, runs: list[RunConfig], session_path: Path, *, argv: list[str] | None = None,
                  session_config: dict | None = None, subscribers: list[Callable[[Event], None]] | None = None,
                  gpu_interval: float = 0.2, grace: float = 20.0, concurrent: bool = False,
-                 runner_argv: Callable[[RunConfig], list[str]] | None = None, sample_gpus: bool = True) -> None:
+                 runner_argv: Callable[[RunConfig], list[str]] | None = None, sample_gpus: bool = True,
+                 interleave: bool = False, sample_host: bool | None = None, host_interval: float = 1.0) -> None:
+        if concurrent and interleave:
+            raise ValueError("concurrent and interleave exclude each other")
         self.handles = [RunHandle(cfg) for cfg in runs]
         self.session_path = Path(session_path)
         self.argv = argv or sys.argv
-        self.session_config = session_config or {"runs": [c.to_dict() for c in runs]}
+        self.interleave = interleave
+        design = "interleaved" if interleave else "concurrent" if concurrent else "sequential"
+        self.session_config = {**(session_config or {"runs": [c.to_dict() for c in runs]}),
+                               "design": design, "concurrent": concurrent, "interleave": interleave,
+                               "host_interval_s": host_interval if (sample_gpus if sample_host is None
+                                                                    else sample_host) else 0.0}
+        #: the host sampler (foreign CPU load); off with the GPU sampler unless asked (stand-in runner tests)
+        self.sample_host = sample_gpus if sample_host is None else sample_host
+        self.host_interval = host_interval
         self.subscribers = list(subscribers or [])
         self.gpu_interval = gpu_interval
         self.grace = grace
@@ -268,16 +301,25 @@ class Orchestrator:
             raise
         with self._lock:
             self.writer = writer
-        self.record(make_header(list(self.argv), self.session_config))
+        self.record(make_header(list(self.argv), self.session_config,
+                                gpu_interval_s=self.gpu_interval if self.sample_gpus else 0.0))
         installed = self._install_signal_handlers()
         sampler = None
         if self.sample_gpus:
             sampler = gpu.GpuSampler(self.record, self.gpu_interval, owner_of=self.owner_of,
                                      sampler=functools.partial(gpu.sample, role_of=self.role_of))
             sampler.start()
+        host_sampler = None
+        if self.sample_host:
+            host_sampler = host.HostSampler(self.record, lambda: dict(self._pgid_owner), self.host_interval)
+            host_sampler.start()
         try:
             if self.concurrent:
                 await asyncio.gather(*(self._run_one(h) for h in self.handles))
+            elif self.interleave:
+                for h in self.handles:
+                    h.spawned, h.turn_over = asyncio.Event(), asyncio.Event()
+                await asyncio.gather(*(self._run_turned(h) for h in self.handles), self._hand_out_turns())
             else:
                 for h in self.handles:
                     if self.cancelled:
@@ -287,6 +329,9 @@ class Orchestrator:
             if sampler is not None:
                 sampler.stop()
                 await asyncio.to_thread(sampler.join, 2)
+            if host_sampler is not None:
+                host_sampler.stop()
+                await asyncio.to_thread(host_sampler.join, 2)
             for sig in installed:
                 self._loop.remove_signal_handler(sig)
             with self._lock:
@@ -326,8 +371,10 @@ class Orchestrator:
         h.status = "running"
         with err:
             try:
+                turned = ["--interleave"] if self.interleave else []  # its stdin then carries the turns
                 h.proc = await asyncio.create_subprocess_exec(
-                    *self.runner_argv(cfg), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                    *self.runner_argv(cfg), *turned, stdout=asyncio.subprocess.PIPE,
+                    stdin=asyncio.subprocess.PIPE if self.interleave else asyncio.subprocess.DEVNULL,
                     stderr=err, env=self._env_for(cfg), start_new_session=True, limit=STDOUT_LIMIT,
                     preexec_fn=_die_with_orchestrator if _PRCTL is not None else None)
             except OSError as e:
@@ -337,6 +384,8 @@ class Orchestrator:
         proc = h.proc
         self._pgid_owner[proc.pid] = cfg.label
         self._pgid_role[proc.pid] = "runner"
+        if h.spawned is not None:
+            h.spawned.set()
         reader = asyncio.create_task(self._read(h))
         exited = asyncio.create_task(_wait_exit(proc))
         cancel_wait = asyncio.create_task(self._cancel_event.wait())  # type: ignore[union-attr]
@@ -390,6 +439,54 @@ class Orchestrator:
                               message=f"{what} ended without run_end ({how})", log_tail=h.stderr_tail,
                               advice=f"see {h.stderr_path}"))
             self.record(RunEnd(t=time.time(), run=cfg.label, status="failed", detail=f"runner {how}"))
+
+    # -- --interleave ---------------------------------------------------------------------
+    async def _run_turned(self, h: RunHandle) -> None:
+        """_run_one, then the run gets no more turns (whatever way it ended), and its turn channel closes."""
+        try:
+            await self._run_one(h)
+        finally:
+            h.finished = True
+            for ev in (h.spawned, h.turn_over):
+                if ev is not None:
+                    ev.set()
+            if h.proc is not None and h.proc.stdin is not None:
+                h.proc.stdin.close()
+
+    async def _hand_out_turns(self) -> None:
+        """Turn 0 (setup) to each run in order, then turn 1 to each, ...: one run at a time, each turn once the
+        last one is over. A run that ended (failed, crashed) is skipped; the others go on alone. At the end, or
+        on cancel, every runner's stdin closes: a runner still waiting for a turn then ends (cancelled)."""
+        try:
+            for n in range(max((h.cfg.num_steps for h in self.handles), default=0) + 1):
+                for h in self.handles:
+                    if self.cancelled:
+                        return
+                    if n <= h.cfg.num_steps:
+                        await self._turn(h, n)
+        finally:
+            for h in self.handles:
+                if h.proc is not None and h.proc.stdin is not None:
+                    h.proc.stdin.close()
+
+    async def _turn(self, h: RunHandle, n: int) -> None:
+        assert h.spawned is not None and h.turn_over is not None
+        await h.spawned.wait()
+        if h.finished or h.ended or h.proc is None or h.proc.stdin is None:
+            return
+        h.turn_over.clear()
+        try:
+            h.proc.stdin.write(turn_line(n))
+            await h.proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):  # the runner is gone: _run_turned ends the run
+            return
+        over = asyncio.create_task(h.turn_over.wait())
+        cancel = asyncio.create_task(self._cancel_event.wait())  # type: ignore[union-attr]
+        try:
+            await asyncio.wait({over, cancel}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            over.cancel()
+            cancel.cancel()
 
     def _not_started(self, h: RunHandle, category: str, message: str, advice: str) -> None:
         self.record(Error(t=time.time(), run=h.cfg.label, category=category, message=message, advice=advice))
@@ -450,6 +547,9 @@ class Orchestrator:
                 h.ended = True
                 h.status = event.status
             self.record(event)
+            if h.turn_over is not None and (isinstance(event, RunEnd) or (
+                    isinstance(event, Phase) and event.name == PARK and event.edge == "end")):
+                h.turn_over.set()  # --interleave: after the event is recorded, the next run's turn
 
 
 async def _wait_exit(proc: asyncio.subprocess.Process, poll: float = 0.05) -> int:

@@ -252,6 +252,7 @@ def run_checks(runs: list[RunConfig], sessions_dir: Path, check_imports: bool = 
     except OSError as e:
         checks.append(Check("sessions dir", False, f"{sessions_dir} not writable ({e.strerror or e})",
                             "pass --output DIR with a writable directory"))
+    checks += check_syncs(runs, probe=check_imports)
     if any(r.device == "cuda" for r in runs):
         checks += _check_gpus(runs)
     left = find_leftovers()
@@ -260,6 +261,91 @@ def run_checks(runs: list[RunConfig], sessions_dir: Path, check_imports: bool = 
                         "" if not left else "`sgtui cleanup` stops them by process group (or accept the UI's "
                                             "cleanup)"))
     return checks
+
+
+#: Read in the engine's venv without importing the engine (find_spec of a top-level package runs none of it):
+#: the routes and functions a full-weight sync calls, as the installed version's source has them.
+_SYNC_FACTS = r"""
+import importlib.util as u, json, os, sys
+name = sys.argv[1]
+spec = u.find_spec(name)
+root = os.path.dirname(spec.origin) if spec and spec.origin else ""
+def has(rel, text):
+    p = os.path.join(root, rel)
+    try:
+        return text in open(p, encoding="utf-8").read()
+    except OSError:
+        return False
+if name == "vllm":
+    ipc = os.path.join(root, "distributed", "weight_transfer", "ipc_engine.py")
+    facts = {"disk": has("v1/worker/gpu_model_runner.py", "weights_path"),
+             "ipc": os.path.isfile(ipc) and any(has(r, '"/update_weights"') for r in (
+                 "entrypoints/serve/dev/rlhf/api_router.py", "entrypoints/rl/online/api_router.py")),
+             "ipc_needs_ray": has("distributed/weight_transfer/ipc_engine.py", "\nimport ray")
+                              and u.find_spec("ray") is None}
+else:
+    facts = {"disk": has("srt/entrypoints/http_server.py", '"/update_weights_from_disk"'),
+             "ipc": has("srt/entrypoints/http_server.py", '"/update_weights_from_tensor"')}
+print(json.dumps(facts))
+"""
+
+
+def sync_facts(python: str, backend: str, timeout: float = 60.0) -> dict:
+    """What the engine version in `python`'s venv offers for full-weight syncs ({} when it cannot be told)."""
+    try:
+        r = subprocess.run([python, "-c", _SYNC_FACTS, IMPORT_NAME[backend]], capture_output=True, text=True,
+                           timeout=timeout)
+        return orjson.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 and r.stdout.strip() else {}
+    except (OSError, subprocess.TimeoutExpired, orjson.JSONDecodeError):
+        return {}
+
+
+def sync_refusal(r: RunConfig, facts: dict | None) -> str:
+    """Why this run's full-weight sync cannot run here ("" when it can); one line. `facts`: sync_facts of its
+    venv (None: not probed, only what the configuration alone decides)."""
+    from sgtui.config import FULL_SYNCS
+
+    if r.sync not in FULL_SYNCS:
+        return ""
+    name = f"{r.backend} +{r.sync}"
+    if r.sync == "ipc":
+        if r.placement != "shared":
+            return f"{name} hands over handles to the trainer's memory on the same GPUs: --placement shared only"
+        if (r.train_tp or r.tp) != r.tp:
+            return f"{name} needs one trainer rank per engine rank on the same GPU: --train-tp {r.tp} (or 0)"
+        if r.backend == "vllm" and r.device != "cuda":
+            return f"{name}: vLLM's IPC weight transfer rebuilds CUDA tensors only; on CPU use +disk"
+    if facts is None:
+        return ""
+    if not facts:
+        return f"{name}: could not read what the installed {r.backend} offers (its venv: {r.python})"
+    if not facts.get(r.sync):
+        what = {("vllm", "disk"): "reload_weights with a weights_path", ("vllm", "ipc"): "the IPC weight-transfer "
+                "API over HTTP", ("sglang", "disk"): "/update_weights_from_disk",
+                ("sglang", "ipc"): "/update_weights_from_tensor"}[(r.backend, r.sync)]
+        return f"{name}: the installed {r.backend} has no {what}"
+    if r.sync == "ipc" and facts.get("ipc_needs_ray"):
+        return f"{name}: this vLLM's IPC weight transfer imports ray at module level and ray is not installed"
+    return ""
+
+
+def check_syncs(runs: list[RunConfig], probe: bool = True) -> list[Check]:
+    """One line per run whose full-weight sync (+disk, +ipc) this engine version, device or placement lacks:
+    such a run is refused, never faked."""
+    from sgtui.config import FULL_SYNCS
+
+    out: list[Check] = []
+    facts: dict[tuple[str, str], dict] = {}
+    for r in runs:
+        if r.sync not in FULL_SYNCS:
+            continue
+        f = None
+        if probe and Path(r.python).exists():
+            f = facts.setdefault((r.backend, r.python), sync_facts(r.python, r.backend))
+        why = sync_refusal(r, f)
+        out.append(Check(f"{r.label} sync", not why, why or f"{r.backend} +{r.sync} available",
+                         "" if not why else "pick another sync (--run BACKEND:STRATEGY+SYNC) or engine version"))
+    return out
 
 
 def _check_gpus(runs: list[RunConfig]) -> list[Check]:

@@ -73,7 +73,8 @@ def new_session_path(directory: Path | str, labels: Iterable[str], now: float | 
     return path
 
 
-def make_header(argv: list[str], config: dict[str, Any], session_id: str = "", now: float | None = None) -> SessionHeader:
+def make_header(argv: list[str], config: dict[str, Any], session_id: str = "", now: float | None = None,
+                gpu_interval_s: float = 0.0) -> SessionHeader:
     t = now if now is not None else time.time()
     return SessionHeader(
         t=t,
@@ -85,6 +86,7 @@ def make_header(argv: list[str], config: dict[str, Any], session_id: str = "", n
         config=redact(config),
         sgtui_version=__version__,
         pid=os.getpid(),
+        gpu_interval_s=gpu_interval_s,
     )
 
 

@@ -24,6 +24,7 @@ if "SGTUI_LOCK_DIR" not in os.environ or os.environ.get("PYTEST_XDIST_WORKER"):
 ENGINE_GROUPS = {
     "tests/test_e2e_engines.py": "engines-a",
     "tests/runner/test_sglang_real.py": "engines-a",
+    "tests/test_interleave_engines.py": "engines-a",  # ~2 min: both CPU servers, taking turns
     "tests/runner/test_vllm_real.py": "engines-b",
     "tests/tui/test_tui_real_engine.py": "engines-b",
     "tests/faults/test_engine_faults.py": "engines-b",

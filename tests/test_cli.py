@@ -2,7 +2,6 @@
 runner, stop/ls on a live session, cleanup listing, device assignment."""
 
 import os
-import signal
 import subprocess
 import sys
 import time

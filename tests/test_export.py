@@ -5,7 +5,8 @@ import orjson
 import pytest
 
 from sgtui.export import render
-from sgtui.state import load_state
+from sgtui.options import ReportOptions
+from sgtui.state import load_state, run_summary
 from tests.gen import generate
 
 
@@ -117,13 +118,17 @@ def test_megatron_train_time_is_split_into_launch_and_update():
             e.parts = {"launch": 20.0 + e.step, "load": 1.0, "update": 3.0 * e.step, "export": 0.5}
     st = load_state(events)
     st.source = "sessions/x.jsonl"
-    assert st.summary("sglang-release").train_parts == {"launch": 21.5, "load": 1.0, "update": 4.5, "export": 0.5}
-    lines = render("txt", [st]).splitlines()
+    # mean over the steady state: step 2 (step 1 is shown apart), or both with step 1 counted
+    assert st.summary("sglang-release").train_parts == {"launch": 22.0, "load": 1.0, "update": 6.0, "export": 0.5}
+    assert run_summary(st.runs["sglang-release"], st.gpu, include_first_step=True).train_parts == {
+        "launch": 21.5, "load": 1.0, "update": 4.5, "export": 0.5}
+    both = ReportOptions(include_first_step=True)
+    lines = render("txt", [st], both).splitlines()
     assert next(x for x in lines if x.startswith("  launch (torchrun)")).split()[2:] == ["—", "21.50s"]
     assert next(x for x in lines if x.startswith("  update")).split()[1:] == ["—", "4.50s"]
-    runs = {r["label"]: r for r in orjson.loads(render("json", [st]))["runs"]}
+    runs = {r["label"]: r for r in orjson.loads(render("json", [st], both))["runs"]}
     assert runs["sglang-release"]["train_parts_s"]["launch"] == 21.5 and runs["vllm-sleep1"]["train_parts_s"] == {}
-    assert "(launch (torchrun) 21.50s, load 1.00s, update 4.50s, export 0.50s)" in render("md", [st])
+    assert "(launch (torchrun) 21.50s, load 1.00s, update 4.50s, export 0.50s)" in render("md", [st], both)
 
 
 def test_persistent_trainer_parts_launch_and_logprob_mismatch_in_every_report():
@@ -156,4 +161,4 @@ def test_persistent_trainer_parts_launch_and_logprob_mismatch_in_every_report():
     assert runs["sglang-release"]["logprob_mismatch"]["mean_abs"] == pytest.approx(0.075)
     assert runs["vllm-sleep1"]["steps"][1]["mismatch"]["mean_abs"] == 0.004
     md = render("md", [st])
-    assert "onload 0.40s, update 3.00s, export 0.10s, offload 0.30s" in md and "0.075 / 1, 0.005" in md
+    assert "onload 0.40s, update 3.50s, export 0.10s, offload 0.30s" in md and "0.075 / 1, 0.005" in md

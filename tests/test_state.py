@@ -55,7 +55,9 @@ def test_step_and_run_metrics_match_numpy(seed):
         want = independent_metrics(all_reqs, total_dur)
         for k, v in want.items():
             assert getattr(s.metrics, k) == pytest.approx(v, rel=1e-9, abs=1e-9), (label, k)
-        assert s.phase_means["step_total"] == pytest.approx(np.mean([x.total_s for x in s.steps]))
+        # the means are the steady state's: step 1 apart
+        assert s.steady_steps == (2, 3)
+        assert s.phase_means["step_total"] == pytest.approx(np.mean([x.total_s for x in s.steps[1:]]))
 
 
 def test_100k_event_stream_folds_exactly():
@@ -82,8 +84,10 @@ def test_memory_summary_from_samples():
     st = load_state(generate(labels=("vllm-sleep1",), steps=2))
     mem = run_summary(st.runs["vllm-sleep1"], st.gpu).memory
     assert mem.measured and mem.idle_floor_mib == 480.0 and mem.peak_mib == 40000.0
-    assert [m.freed_mib for m in mem.steps] == [40000.0 - 1300.0] * 2
-    assert [m.held_mib for m in mem.steps] == [1300.0 - 480.0] * 2
+    # no per-process samples: only the device column is measured; held/freed (the engine's processes) are not
+    assert mem.source == "device" and all(m.freed_mib is None and m.held_mib is None for m in mem.steps)
+    assert [m.device_freed_mib for m in mem.steps] == [40000.0 - 1300.0] * 2
+    assert [m.device_held_mib for m in mem.steps] == [1300.0 - 480.0] * 2
     assert [m.train_floor_mib for m in mem.steps] == [1300.0] * 2
 
 

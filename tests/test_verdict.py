@@ -1,10 +1,14 @@
+import re
 from pathlib import Path
 
 import orjson
 
+from sgtui import events as E
 from sgtui import stats
-from sgtui.export import combined, load_sessions
+from sgtui.export import combined, load_sessions, render
 from sgtui.export.jsonout import render_json
+from sgtui.export.text import render_text
+from sgtui.options import ReportOptions
 from sgtui.session import read_session
 from sgtui.state import load_state, run_summary
 from sgtui.verdict import verdict
@@ -112,3 +116,113 @@ def test_inplace_sync_is_read_from_the_weight_sync_details_of_a_real_old_session
     report = orjson.loads(render_json(combined(load_sessions([OLD_H100]))))
     assert {r["label"]: r["inplace_lora_sync"] for r in report["runs"]} == flags
     assert any("load_inplace" in c for c in report["verdict"]["caveats"])
+
+
+def cancelled_after_a_cut_step(label: str, full_steps: int, speed: float) -> list:
+    """One run of `full_steps` full steps, then a step whose rollout the user cancelled after one request:
+    the events a cancelled run leaves (the runner ends the open rollout with ok=false, then run_end)."""
+    evs = [e for e in generate(labels=(label,), steps=full_steps, speed={label: speed}, seed=3)
+           if not (isinstance(e, E.RunEnd) or (isinstance(e, E.Phase) and e.name == "shutdown"))]
+    t = max(e.t for e in evs)
+    cut = full_steps + 1
+    evs += [E.Phase(t=t, run=label, step=cut, name="rollout", edge="start"),
+            E.Request(t=t + 0.3, run=label, step=cut, start=t, ttft=0.1, latency=0.3, itl=[0.01] * 20,
+                      prompt_tokens=100, output_tokens=21),
+            E.Phase(t=t + 0.4, run=label, step=cut, name="rollout", edge="end", ok=False, detail="cancelled"),
+            E.RunEnd(t=t + 0.5, run=label, status="cancelled")]
+    return evs
+
+
+def test_a_cancelled_runs_cut_last_step_is_not_a_step_sample():
+    # The cancelled run is ~5% slower per full step; its cut step (a 0.4 s rollout, nothing after) must not
+    # make it the fastest.
+    slow = cancelled_after_a_cut_step("vllm-sleep1", 3, speed=1.15)
+    fast = generate(labels=("sglang-release",), steps=3, seed=4, t0=2_000_000.0)[1:]
+    sums = summaries(slow + fast)
+    a, b = sums
+    assert len(a.steps) == 4 and not a.steps[-1].full
+    assert len(a.completed_steps) == 3 and a.steady_steps == (2, 3)  # step 1 apart, the cut step 4 out
+    assert len(a.phase_samples["step_total"]) == 2 == len(a.phase_samples["rollout"])
+    assert 1.03 < stats.mean(a.phase_samples["step_total"]) / stats.mean(b.phase_samples["step_total"]) < 1.08
+    v = verdict(sums)
+    assert v.ranked[0] == "sglang-release"
+
+
+def slow_first_step(evs: list, label: str, extra: float) -> list:
+    """`label`'s step 1 takes `extra` seconds longer in train (a first LoRA batch, CUDA set-up): every later
+    event of that run moves by `extra`."""
+    out, shift = [], 0.0
+    for e in evs:
+        if getattr(e, "run", "") == label:
+            if isinstance(e, E.Phase) and e.name == "train" and e.step == 1 and e.edge == "end":
+                shift = extra
+            e.t += shift
+            if isinstance(e, E.Request):
+                e.start += shift
+        out.append(e)
+    return out
+
+
+def test_the_first_step_is_shown_apart_and_left_out_of_the_steady_state():
+    # vllm-sleep1 is faster in every step but its first (one-off costs of 60 s): it must win the steady
+    # state; counting the first step (--include-first-step) drowns its lead in that one step.
+    evs = slow_first_step(generate(labels=("vllm-sleep1", "sglang-release"), steps=4, noise=0.05, seed=2,
+                                   speed={"sglang-release": 1.5}), "vllm-sleep1", 60.0)
+    st = load_state(evs)
+    a, b = (run_summary(st.runs[k], st.gpu) for k in ("vllm-sleep1", "sglang-release"))
+    assert a.steady_steps == (2, 3, 4) and not a.first_step_included and a.first_step.total_s > 60
+    assert max(a.phase_samples["step_total"]) < 20
+    v = verdict([a, b])
+    assert v.winner == "vllm-sleep1" and v.basis.startswith("steady state: steps 2-4; step 1 shown apart")
+    opts = ReportOptions(include_first_step=True)
+    a1, b1 = (run_summary(st.runs[k], st.gpu, include_first_step=True) for k in ("vllm-sleep1", "sglang-release"))
+    assert a1.steady_steps == (1, 2, 3, 4) and len(a1.phase_samples["step_total"]) == 4
+    v1 = verdict([a1, b1], opts)
+    assert v1.winner is None and "step 1 included" in v1.basis
+    # every report says the same: its text report states the basis and shows step 1 apart
+    text = render_text(combined([st]))
+    assert "steady state: steps 2-4; step 1 shown apart" in text
+    assert re.search(r"First step \(apart\)\s+6\d\.\d\ds", text)
+
+
+def test_differences_below_the_resolution_are_equal_and_never_a_percentage_of_noise():
+    # a `keep` strategy's offload is microseconds: +555,583 % of it is noise, and so is a 0.3 % step gain
+    evs = generate(labels=("vllm-keep", "sglang-keep"), steps=4, noise=0.0, seed=8)
+    for e in evs:
+        if isinstance(e, E.Phase) and e.name == "offload" and e.edge == "end":
+            e.t -= 1.5 - (1e-6 if e.run == "vllm-keep" else 5e-3)  # 1 us vs 5 ms
+    v = verdict(summaries(evs))
+    off = next(r for r in v.rows if r.key == "offload")
+    other = next(k for k in off.diffs_abs)
+    assert off.equal[other] and off.note == "equal (below resolution)" and other not in off.diffs_pct
+    assert off.versus(other) == "equal (below resolution)" and not off.winner
+    assert "%" not in off.versus(other)
+
+
+def test_an_absurd_value_is_a_problem_with_its_line_never_a_crash(tmp_path):
+    src = SESSIONS / "20261129T101440Z-vllm-sleep1_vs_sglang-release-training-cpu.jsonl"
+    lines = src.read_bytes().splitlines()
+    n = next(i for i, ln in enumerate(lines) if b'"kind":"request"' in ln)
+    d = orjson.loads(lines[n])
+    d["latency"] = 1e300
+    lines[n] = orjson.dumps(d)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\n".join(lines) + b"\n")
+    for fmt in ("txt", "md", "json", "csv", "trace"):
+        out = render(fmt, load_sessions([bad]))
+        assert out
+    (st,) = load_sessions([bad])
+    assert st.problems == [f"{bad}:{n + 1}: request.latency: 1e+300 is not a plausible value (expected a finite "
+                           "number up to 1e+15)"]
+    text = render("txt", [st])
+    assert "SESSION FILE PROBLEMS" in text and "request.latency: 1e+300 is not a plausible" in " ".join(text.split())
+
+
+def test_json_keeps_the_failed_request_count_apart_from_the_run_errors():
+    evs = generate(labels=("vllm-sleep1",), steps=3, requests=40, seed=1)  # ~5% of requests fail
+    evs.insert(-1, E.Error(t=evs[-1].t, run="vllm-sleep1", step=2, category="ENGINE_CRASH", message="boom"))
+    st = load_state(evs)
+    doc = orjson.loads(render_json(combined([st])))["runs"][0]
+    failed = sum(1 for e in evs if isinstance(e, E.Request) and e.error)
+    assert failed and doc["errors"] == failed
+    assert [e["category"] for e in doc["run_errors"]] == ["ENGINE_CRASH"]

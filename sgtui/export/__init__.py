@@ -1,4 +1,4 @@
-"""Exports of one or more sessions: txt (80-column report), md, json, csv, trace.
+"""Exports of one or more sessions: txt (80-column report), md, json, csv, trace, vllm-json.
 
 API:
     load_sessions(paths) -> list[SessionState]          tolerant read of each file (problems kept)
@@ -12,15 +12,18 @@ replayed session equals what the live run showed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from sgtui.options import ReportOptions
 from sgtui.session import read_session
 from sgtui.state import GpuState, RunState, RunSummary, SessionState, run_summary
 from sgtui.verdict import Verdict, verdict
 
-FORMATS = ("txt", "md", "json", "csv", "trace")
-EXTENSIONS = {"txt": ".txt", "md": ".md", "json": ".json", "csv": ".csv", "trace": ".trace.json"}
+FORMATS = ("txt", "md", "json", "csv", "trace", "vllm-json")
+EXTENSIONS = {"txt": ".txt", "md": ".md", "json": ".json", "csv": ".csv", "trace": ".trace.json",
+              "vllm-json": ".vllm.json"}
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Combined:
     verdict: Verdict
     sources: list[str]
     problems: list[str]
+    options: ReportOptions = ReportOptions()
 
 
 def load_sessions(paths: list[str | Path]) -> list[SessionState]:
@@ -44,7 +48,7 @@ def load_sessions(paths: list[str | Path]) -> list[SessionState]:
     return states
 
 
-def combined(states: list[SessionState]) -> Combined:
+def combined(states: list[SessionState], opts: ReportOptions = ReportOptions()) -> Combined:
     seen: dict[str, int] = {}
     for st in states:
         for label in st.runs:
@@ -58,16 +62,16 @@ def combined(states: list[SessionState]) -> Combined:
             # Short and unambiguous: the session's position on the command line (sources list it).
             shown = label if seen[label] == 1 or len(states) == 1 else f"{label}#{n}"
             runs.append((shown, run, st.gpu, st))
-            s = run_summary(run, st.gpu)
+            s = run_summary(run, st.gpu, opts.include_first_step)
             if shown != label:
-                s = RunSummary(**{**s.__dict__, "label": shown})
+                s = dataclasses.replace(s, label=shown, profile=s.profile and dataclasses.replace(s.profile, label=shown))
             summaries.append(s)
     problems = [p for st in states for p in st.problems]
-    return Combined(runs, summaries, verdict(summaries), [st.source for st in states], problems)
+    return Combined(runs, summaries, verdict(summaries, opts), [st.source for st in states], problems, opts)
 
 
-def render(fmt: str, states: list[SessionState]) -> str:
-    comb = combined(states)
+def render(fmt: str, states: list[SessionState], opts: ReportOptions = ReportOptions()) -> str:
+    comb = combined(states, opts)
     if fmt == "txt":
         from sgtui.export.text import render_text
 
@@ -88,13 +92,18 @@ def render(fmt: str, states: list[SessionState]) -> str:
         from sgtui.export.trace import render_trace
 
         return render_trace(comb)
+    if fmt == "vllm-json":
+        from sgtui.export.vllm_json import render_vllm_json
+
+        return render_vllm_json(comb)
     raise ValueError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
 
-def write_exports(states: list[SessionState], base: Path, formats: list[str]) -> list[Path]:
+def write_exports(states: list[SessionState], base: Path, formats: list[str],
+                  opts: ReportOptions = ReportOptions()) -> list[Path]:
     out = []
     for fmt in formats:
         path = base.with_name(base.name + EXTENSIONS[fmt])
-        path.write_text(render(fmt, states))
+        path.write_text(render(fmt, states, opts))
         out.append(path)
     return out

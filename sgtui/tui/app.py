@@ -51,6 +51,7 @@ from textual.binding import Binding
 from textual.message import Message
 
 from sgtui.config import BACKENDS, RunConfig
+from sgtui.options import ReportOptions
 from sgtui.tui.hub import LIVE_HZ, REPLAY_HZ, Hub
 from sgtui.tui.launch_model import LaunchOptions, last_session
 from sgtui.tui.screens.dialogs import Choice
@@ -163,7 +164,8 @@ class SgtuiApp(App[int]):
                  preflight: Callable[[list[RunConfig], str], PreflightResult] | None = None,
                  check_imports: bool = True, orchestrator_kwargs: dict | None = None,
                  orchestrator_factory: Callable[..., object] | None = None, auto_verdict: bool = True,
-                 on_painted: Callable[[Snapshot], None] | None = None) -> None:
+                 on_painted: Callable[[Snapshot], None] | None = None,
+                 report_options: ReportOptions | None = None) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
@@ -173,6 +175,7 @@ class SgtuiApp(App[int]):
         self.output_dir = Path(output_dir) if output_dir else (self.session_path.parent if self.session_path
                                                                else Path("sessions"))
         self.exports = list(exports)
+        self.report_options = report_options or ReportOptions()  # for the reports written at the end
         self.paths = [str(p) for p in paths]
         self.follow = follow
         self.launch_options = launch_options
@@ -281,7 +284,7 @@ class SgtuiApp(App[int]):
         hz = self.refresh_hz or (REPLAY_HZ if mode == "replay" else LIVE_HZ)
         return Hub(self._post_snapshot, mode=mode, paths=paths, expected=expected, expected_steps=steps,
                    refresh_hz=hz, speed=self.speed, playing=self.playing, clock=self.clock,
-                   on_error=self._post_hub_error, source_label=label)
+                   on_error=self._post_hub_error, source_label=label, options=self.report_options)
 
     def start_replay(self) -> None:
         mode = "follow" if self.follow else "replay"
@@ -362,7 +365,7 @@ class SgtuiApp(App[int]):
             from sgtui.export import load_sessions, write_exports
 
             return write_exports(load_sessions([self.session_path]), self.session_path.with_suffix(""),
-                                 self.exports), ""
+                                 self.exports, self.report_options), ""
         except Exception as e:  # noqa: BLE001 - the session is safe; say why the reports are not
             return [], f"{type(e).__name__}: {e}"
 
@@ -372,7 +375,7 @@ class SgtuiApp(App[int]):
 
             try:
                 proc = detach.spawn(self.runs, self.session_path, self.exports, concurrent=self.concurrent,  # type: ignore[arg-type]
-                                    runner_prefix=self.runner_prefix)
+                                    runner_prefix=self.runner_prefix, opts=self.report_options)
             except OSError as e:
                 self.post_message(DetachedStarted(0, f"cannot start the orchestrator: {e.strerror or e}"))
                 return

@@ -1,6 +1,7 @@
 """Detached runs: the orchestrator in a process of its own, so runs outlive the UI (quit, SSH drop).
 
-    python -m sgtui.tui.detach --session PATH --runs @runs.json [--export txt,json] [--runner-prefix JSON]
+    python -m sgtui.tui.detach --session PATH --runs @runs.json [--export txt,json] [--goodput "ttft:500 ..."]
+        [--runner-prefix JSON]
 
 The UI starts this with `start_new_session=True` (its own session and process
 group: a terminal hangup does not reach it), follows the session file it
@@ -29,6 +30,8 @@ import orjson
 
 from sgtui import pkgpath
 from sgtui.config import RunConfig
+from sgtui.goodput import parse_goodput
+from sgtui.options import ReportOptions
 from sgtui.sessions_index import SESSION_MARKER
 
 
@@ -37,7 +40,8 @@ def log_path(session_path: Path) -> Path:
 
 
 def spawn(runs: list[RunConfig], session_path: Path, exports: list[str], *, concurrent: bool = False,
-          runner_prefix: list[str] | None = None, python: str = sys.executable) -> subprocess.Popen:
+          runner_prefix: list[str] | None = None, python: str = sys.executable,
+          opts: ReportOptions = ReportOptions(), interleave: bool = False) -> subprocess.Popen:
     """Start the detached orchestrator; returns its Popen (its pid is the process group id)."""
     session_path = Path(session_path).absolute()  # the marker and the log must not depend on cwd
     d = session_path.with_suffix(".d")
@@ -48,6 +52,11 @@ def spawn(runs: list[RunConfig], session_path: Path, exports: list[str], *, conc
             "--export", ",".join(exports)]
     if concurrent:
         argv.append("--concurrent")
+    if interleave:
+        argv.append("--interleave")
+    if opts.goodput:  # the reports written at the end count goodput against the same SLOs
+        argv += ["--goodput", " ".join(f"{k}:{ms!r}" for k, ms in opts.goodput)]
+    argv += ["--allow-mismatch"] * opts.allow_mismatch + ["--include-first-step"] * opts.include_first_step
     if runner_prefix:
         argv += ["--runner-prefix", orjson.dumps(runner_prefix).decode()]
     env = dict(os.environ)
@@ -98,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", required=True, help="JSON list of RunConfig dicts, or @file")
     p.add_argument("--export", default="txt,json")
     p.add_argument("--concurrent", action="store_true")
+    p.add_argument("--interleave", action="store_true")
+    p.add_argument("--goodput", default="", help="SLOs for the reports, as `sgtui --goodput`")
+    p.add_argument("--allow-mismatch", action="store_true", help="as `sgtui --allow-mismatch`")
+    p.add_argument("--include-first-step", action="store_true", help="as `sgtui --include-first-step`")
     p.add_argument("--runner-prefix", default="", help="JSON list: argv prefix of a stand-in runner (tests)")
     args = p.parse_args(argv)
     text = Path(args.runs[1:]).read_bytes() if args.runs.startswith("@") else args.runs.encode()
@@ -117,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     # The log gets the headless progress lines: what `tail -f orchestrator.log` shows on a box without the UI.
     progress = Progress(Console(stderr=True, highlight=False, soft_wrap=True, force_terminal=False))
     print(f"sgtui: detached orchestrator pid {os.getpid()} writing {session}", file=sys.stderr, flush=True)
-    orch = Orchestrator(runs, session, concurrent=args.concurrent, subscribers=[progress], **kw)
+    orch = Orchestrator(runs, session, concurrent=args.concurrent, interleave=args.interleave, subscribers=[progress],
+                        **kw)
     try:
         statuses = orch.run_sync()
     except PortBusy as e:
@@ -130,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     if exports:
         from sgtui.export import load_sessions, write_exports
 
-        for path in write_exports(load_sessions([session]), session.with_suffix(""), exports):
+        opts = ReportOptions(allow_mismatch=args.allow_mismatch, include_first_step=args.include_first_step,
+                             goodput=parse_goodput([args.goodput]))
+        for path in write_exports(load_sessions([session]), session.with_suffix(""), exports, opts):
             print(f"wrote {path}", file=sys.stderr)
     if orch.fatal:
         print(f"sgtui: error: {orch.fatal}", file=sys.stderr)

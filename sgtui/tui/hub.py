@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 from sgtui.events import Event, Phase
+from sgtui.options import ReportOptions
 from sgtui.session import SessionReadError, SessionTail, read_session
 from sgtui.tui.views import ReplayStatus, Snapshot, SnapshotBuilder, TrackedSession
 
@@ -73,7 +74,8 @@ class Hub:
                  expected: list[str] | None = None, expected_steps: dict[str, int] | None = None,
                  refresh_hz: float = 30.0, speed: str = "max", playing: bool = True,
                  clock: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic,
-                 on_error: Callable[[str], None] | None = None, source_label: str = "live") -> None:
+                 on_error: Callable[[str], None] | None = None, source_label: str = "live",
+                 options: ReportOptions = ReportOptions()) -> None:
         if mode not in ("live", "replay", "follow"):
             raise ValueError(f"hub mode {mode!r}")
         if speed not in SPEEDS:
@@ -90,7 +92,8 @@ class Hub:
         else:
             self.sessions = [TrackedSession(p, i) for i, p in enumerate(self.paths)]
         self.builder = SnapshotBuilder(self.sessions, "replay" if mode == "replay" else mode, expected=expected,
-                                       expected_steps=expected_steps, mono=mono, on_done=self._heavy_done)
+                                       expected_steps=expected_steps, mono=mono, on_done=self._heavy_done,
+                                       options=options)
         self.spark_width = 60
         self.applied = 0
         # live inbox
@@ -99,6 +102,7 @@ class Hub:
         self._events: list[list[Event]] = []
         self._cursor: list[int] = []
         self._t0: list[float] = []
+        self._t_end: list[float] = []  # each session's latest event time (its file order may step back)
         self._shift: list[float] = []
         self._step_t: list[dict[int, float]] = []
         self._elapsed = 0.0
@@ -362,6 +366,7 @@ class Hub:
             self._events.append(events)
             t0 = events[0].t if events else 0.0
             self._t0.append(t0)
+            self._t_end.append(max((e.t for e in events), default=t0))
             self._shift.append(0.0)
             self._cursor.append(0)
             steps: dict[int, float] = {}
@@ -371,7 +376,7 @@ class Hub:
                     if s not in steps or e.t < steps[s]:
                         steps[s] = e.t
             self._step_t.append(steps)
-        self._duration = max((ev[-1].t - self._t0[i] for i, ev in enumerate(self._events) if ev), default=0.0)
+        self._duration = max((self._t_end[i] - self._t0[i] for i, ev in enumerate(self._events) if ev), default=0.0)
         self._loading = False
         self._last_mono = self.mono()
         self._dirty = True
@@ -409,9 +414,10 @@ class Hub:
             per = max(1, CHUNK // max(1, len(self._events)))
             targets = []
             for i, ev in enumerate(self._events):
-                j = self._cursor[i] + per - 1
-                if j < len(ev):
-                    targets.append(ev[j].t - self._t0[i] - self._shift[i])
+                c = self._cursor[i]
+                j = c + per - 1
+                if j < len(ev):  # never below the next event's time: a file whose clock steps back must not stall
+                    targets.append(max(ev[c].t, ev[j].t) - self._t0[i] - self._shift[i])
             self._elapsed = min(targets) if targets else self._end_elapsed()
         else:
             self._elapsed += dt * _SPEED_FACTOR[self.speed]
@@ -425,7 +431,8 @@ class Hub:
         return applied > 0 or self.speed != "max"
 
     def _end_elapsed(self) -> float:
-        return max((ev[-1].t - self._t0[i] - self._shift[i] for i, ev in enumerate(self._events) if ev), default=0.0)
+        return max((self._t_end[i] - self._t0[i] - self._shift[i] for i, ev in enumerate(self._events) if ev),
+                   default=0.0)
 
     def _replay_status(self) -> ReplayStatus | None:
         if self.mode != "replay":
@@ -476,7 +483,7 @@ class Hub:
             elif n in self._step_t[i]:
                 targets.append(self._step_t[i][n])
             else:
-                targets.append(ev[-1].t)
+                targets.append(self._t_end[i])
         self._seek_to(targets)
 
     def _handle_commands(self) -> None:
@@ -512,7 +519,7 @@ class Hub:
             elif name == "seek_start":
                 self._seek_step(0)
             elif name == "seek_end":
-                self._seek_to([ev[-1].t if ev else 0.0 for ev in self._events])
+                self._seek_to([self._t_end[i] if ev else 0.0 for i, ev in enumerate(self._events)])
             self._dirty = True
 
     def _set_playing(self, playing: bool) -> None:

@@ -18,6 +18,8 @@ PHASE_COLORS: dict[str, str] = {
     "weight_sync": "#5f87ff",
     "restart": "#d75f5f",
     "shutdown": "#626262",
+    "park": "#4e4e4e",  # --interleave: the engine put aside while another run takes its step
+    "unpark": "#4e4e4e",
 }
 #: Labels that fit inside a timeline segment, longest first.
 PHASE_NAMES: dict[str, tuple[str, ...]] = {
@@ -31,6 +33,8 @@ PHASE_NAMES: dict[str, tuple[str, ...]] = {
     "weight_sync": ("weight sync", "sync", "ws"),
     "restart": ("restart", "rst", "rs"),
     "shutdown": ("shutdown", "stop", "sd"),
+    "park": ("park", "park", "pk"),
+    "unpark": ("unpark", "unpk", "up"),
 }
 #: One letter per phase, for the GPU markers and the narrowest timeline.
 PHASE_LETTERS: dict[str, str] = {
@@ -44,6 +48,8 @@ PHASE_LETTERS: dict[str, str] = {
     "weight_sync": "s",
     "restart": "R",
     "shutdown": "x",
+    "park": "p",
+    "unpark": "u",
 }
 RUN_COLORS = ("#5fafff", "#ffaf5f", "#87d787", "#d787d7", "#d7d75f", "#5fd7d7", "#ff8787", "#afafaf")
 STATUS_STYLES = {

@@ -22,22 +22,22 @@ import dataclasses
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from sgtui.events import Error, Event, Request
 from sgtui.state import (
-    DeviceSeries,
     GpuState,
     PhaseSpan,
     RunState,
     RunSummary,
     Series,
     SessionState,
-    StepState,
     run_summary,
 )
+from sgtui.options import ReportOptions
 from sgtui.verdict import Verdict, verdict
 
 LOG_TAIL = 200
@@ -365,8 +365,8 @@ def quiet_interval(cost: float, factor: float) -> float:
     return max(HEAVY_MIN_INTERVAL, factor * cost)
 
 
-def _summary(key: str, run: RunState, gpu: GpuState) -> RunSummary:
-    s = run_summary(run, gpu)
+def _summary(key: str, run: RunState, gpu: GpuState, include_first_step: bool = False) -> RunSummary:
+    s = run_summary(run, gpu, include_first_step)
     return dataclasses.replace(s, label=key) if s.label != key else s
 
 
@@ -378,27 +378,40 @@ def freeze_run(run: RunState) -> RunState:
     derived numbers (keyed by what they were computed from), so a finished step is reduced once for
     the whole session rather than once per round (at 1M events: 15.5 s -> 4.3 s a round).
     """
-    r = RunState(run.label)
-    r.info, r.status, r.end = run.info, run.status, run.end
-    r.first_t, r.last_t, r.version = run.first_t, run.last_t, run.version
-    r.errors = list(run.errors)
-    r.steps = {n: StepState(n, dict(st.phases), list(st.requests), st.train, st.engine_gauges, st._cache)
+    # every field, so that no summary input is left behind (memory series, capacities); only what the hub
+    # appends to or replaces is copied
+    r = dataclasses.replace(run, _cache={}, logs=deque(), errors=list(run.errors), procs=dict(run.procs),
+                            timeline=list(run.timeline), open_phases=dict(run.open_phases),
+                            engine={k: _series(v) for k, v in list(run.engine.items())},
+                            engine_mem=_series(run.engine_mem), trainer_mem=_series(run.trainer_mem),
+                            device_mem=_series(run.device_mem))
+    r.steps = {n: dataclasses.replace(st, phases=dict(st.phases), requests=list(st.requests))
                for n, st in list(run.steps.items())}
     return r
 
 
+def _series(x: Series) -> Series:
+    return Series(list(x.t), list(x.v))
+
+
 def freeze_gpu(g: GpuState) -> GpuState:
-    return GpuState(
-        devices={i: DeviceSeries(d.index, d.name, d.total_mib, Series(list(d.used.t), list(d.used.v)),
-                                 Series(list(d.util.t), list(d.util.v))) for i, d in g.devices.items()},
-        processes=list(g.processes), error=g.error, samples=g.samples)
+    """As freeze_run: every field, the appended ones copied (the host witness too: drift reads it)."""
+    h = g.host
+    host = dataclasses.replace(h, starts=list(h.starts), foreign=_series(h.foreign), own=list(h.own),
+                               gpu_foreign_t=list(h.gpu_foreign_t), gpu_foreign=list(h.gpu_foreign),
+                               owned_pids=set(h.owned_pids))
+    return dataclasses.replace(
+        g, devices={i: dataclasses.replace(d, used=_series(d.used), util=_series(d.util))
+                    for i, d in list(g.devices.items())},
+        processes=list(g.processes), host=host)
 
 
 class HeavyWorker:
     """One background thread that computes run summaries from frozen copies, one job at a time."""
 
-    def __init__(self, on_done: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, on_done: Callable[[], None] = lambda: None, include_first_step: bool = False) -> None:
         self.on_done = on_done  # called from the worker thread when a result is ready
+        self.include_first_step = include_first_step
         self._lock = threading.Lock()
         self._job: list | None = None
         self._result: tuple[list, float, int] | None = None
@@ -443,7 +456,7 @@ class HeavyWorker:
             results = []
             try:
                 for key, k, run, gpu in jobs:
-                    results.append((key, k, _summary(key, run, gpu)))
+                    results.append((key, k, _summary(key, run, gpu, self.include_first_step)))
             except Exception:  # noqa: BLE001 - a torn copy: the next round (or the quiet one) redoes it
                 results = []
             with self._lock:
@@ -457,8 +470,10 @@ class SnapshotBuilder:
 
     def __init__(self, sessions: list[TrackedSession], mode: str, *, expected: list[str] | None = None,
                  expected_steps: dict[str, int] | None = None, heavy_factor: float = 5.0,
-                 mono: Callable[[], float] = time.monotonic, on_done: Callable[[], None] = lambda: None) -> None:
+                 mono: Callable[[], float] = time.monotonic, on_done: Callable[[], None] = lambda: None,
+                 options: ReportOptions = ReportOptions()) -> None:
         self.sessions = sessions
+        self.options = options  # the same verdict as `sgtui report` with the same flags
         self.mode = mode
         self.expected = list(expected or [])
         self.expected_steps = dict(expected_steps or {})
@@ -478,7 +493,7 @@ class SnapshotBuilder:
         self.settled = False
         self._last_cost = 0.0
         self._generation = 0
-        self._worker = HeavyWorker(on_done)
+        self._worker = HeavyWorker(on_done, options.include_first_step)
         self._gpu: dict[int, tuple[tuple, GpuView]] = {}
         self._next_gpu = 0.0
         self._run_views: dict[str, tuple[tuple, RunView]] = {}
@@ -540,7 +555,7 @@ class SnapshotBuilder:
             self._worker.submit(jobs, self._generation)
         if self._verdict_stale:
             summaries = [self._summaries[key][1] for key, _, _ in cols if key in self._summaries]
-            self._verdict = verdict(summaries) if summaries else None
+            self._verdict = verdict(summaries, self.options) if summaries else None
             self._verdict_stale = False
         self.heavy_behind = bool(stale)
         self.settled = quiet and not stale and not self._worker.busy

@@ -21,7 +21,8 @@ from tests.runner.vllm_fault_server import ADAPTER_TEXT
 HERE = Path(__file__).parent
 VLLM_CONTROL = {"/sleep", "/wake_up", "/collective_rpc", "/v1/load_lora_adapter", "/v1/unload_lora_adapter"}
 #: What SGLang's control_calls leave out: health, status, load polls and requests.
-SGLANG_NOT_CONTROL = {"/health", "/health_generate", "/get_server_info", "/metrics", "/v1/completions", "/v1/loads"}
+SGLANG_NOT_CONTROL = {"/health", "/health_generate", "/get_server_info", "/server_info", "/metrics", "/v1/completions",
+                      "/v1/loads"}
 
 
 class FaultVllm(harness.FaultServer, VllmEngine):

@@ -127,7 +127,8 @@ class FaultHandler(BaseHTTPRequestHandler):
         """A streamed completion as both engines send it: chunked SSE, one compact `data:` JSON line per event
         (pydantic's model_dump_json is compact), then `data: [DONE]`. A client that hangs up mid-stream ends
         it quietly, as a real server does. The plan's `sse_split` cuts every event in two writes with a pause
-        between: the client must join a `data:` line that arrives in pieces."""
+        between: the client must join a `data:` line that arrives in pieces. `done_delay` pauses before
+        `[DONE]`: the request's latency must end at its last token, as vLLM's benchmark measures it."""
         self.send_response(200)
         self.send_header("Content-Type", ctype)
         self.send_header("Transfer-Encoding", "chunked")
@@ -142,6 +143,7 @@ class FaultHandler(BaseHTTPRequestHandler):
                     self._chunk(event[len(event) // 2:])
                 else:
                     self._chunk(event)
+            time.sleep(float(self.state.plan.get("done_delay", 0.0)))  # a slow tail after the last token
             self._chunk(b"data: [DONE]\n\n")
             self._chunk(b"")  # the chunked encoding's end
         except (BrokenPipeError, ConnectionResetError):

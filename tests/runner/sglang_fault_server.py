@@ -43,6 +43,8 @@ class State(FaultState):
             name, _, path = spec.partition("=")
             self.loaded[name] = path
         self.released: set[str] = set()
+        #: the scheduler's KV pool in tokens (max_total_num_tokens); a resume of the KV cache may shrink it
+        self.token_capacity = int(plan.get("token_capacity", 16384))
         self.inflight = 0
         self.busy_polls = int(plan.get("busy_polls", 0))  # server-side requests our client never sent
         # the scheduler's last batch, still there after /v1/loads counts no request (it goes with the next loop
@@ -75,6 +77,7 @@ def make_handler(st: State) -> type[FaultHandler]:
             "/health": "health",
             "/health_generate": "health",
             "/get_server_info": "server_info",
+            "/server_info": "server_info",
             "/v1/loads": "loads",
             "/get_load": "get_load",
             "/metrics": "metrics",
@@ -93,7 +96,8 @@ def make_handler(st: State) -> type[FaultHandler]:
 
         def server_info(self, body, query):
             self._send(200, {"version": st.plan.get("version", "0.5.23"), "device": "cpu",
-                             "served_model_name": st.served})
+                             "served_model_name": st.served, "max_total_num_tokens": st.token_capacity,
+                             "internal_states": [{"memory_usage": {"token_capacity": st.token_capacity}}]})
 
         def loads(self, body, query):
             if st.plan.get("no_loads"):
@@ -140,6 +144,8 @@ def make_handler(st: State) -> type[FaultHandler]:
                        "[torch_memory_saver.cpp] cudaError error: 2 (out of memory)  file=csrc/core.cpp "
                        "func=resume line=171")
             st.released.difference_update(tags)
+            if "kv_cache" in tags and "capacity_after_resume" in st.plan:
+                st.token_capacity = int(st.plan["capacity_after_resume"])
             self._send(200, b"null")
 
         def update_from_disk(self, body, query):

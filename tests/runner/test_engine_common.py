@@ -168,3 +168,19 @@ async def test_streamed_events_cut_in_pieces_are_joined(tmp_path, case: EngineCa
         assert not cut.error and (cut.text, cut.output_tokens, cut.served_model) == \
             (whole.text, whole.output_tokens, whole.served_model) and cut.output_tokens == 12
         assert cut.ttft > 0 and len(cut.itl) == len(whole.itl) == 11
+
+
+async def test_latency_ends_at_the_last_token_chunk_not_at_the_end_of_the_stream(tmp_path, case: EngineCase):
+    """As `vllm bench serve`: E2E latency is first send to the last chunk with text; a server that takes a
+    while to send [DONE] and close (usage chunk, bookkeeping) must not lengthen it."""
+    eng, _ = case.engine(tmp_path, {"done_delay": 0.5})
+    async with stopped_after(eng):
+        await eng.start()
+        async with loadgen.make_client(2, 30.0) as client:
+            out = await loadgen.run_batch(client, eng.base_url, "completions", eng.request_model(),
+                                          [Prompt(id=str(i), text=f"p{i}") for i in range(2)], concurrency=2,
+                                          max_tokens=8, temperature=0.0, seed=0, run="r", step=1, emit=None)
+    for o in out:
+        assert not o.error and o.output_tokens == 8
+        assert o.latency < 0.4, o.latency  # the 0.5 s tail is not in it
+        assert o.latency == pytest.approx(o.ttft + sum(o.itl), abs=1e-6)

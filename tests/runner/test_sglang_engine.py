@@ -18,7 +18,8 @@ import pytest
 
 from sgtui.events import Request
 from sgtui.runner.engines.base import EngineError
-from sgtui.runner.engines.sglang import CPU_COMPAT, CPU_FLAGS, SglangEngine, _loads, parse_version
+from sgtui.runner.engines.sglang import (CPU_COMPAT, CPU_FLAGS, SglangEngine, _loads, capacity_from_server_info,
+                                        parse_version)
 from tests.runner.engine_cases import SGLANG, FaultSglang
 from tests.runner.fault_harness import (adapter_dir, assert_calls_in_their_phase, assert_gone,
                                         assert_outside_step_phases, assert_sigkilled_after_grace, greedy_checks,
@@ -78,6 +79,28 @@ def test_version_and_load_parsing():
     assert _loads({"loads": [{"num_running_reqs": 3, "num_waiting_reqs": 1},
                              {"num_running_reqs": 2, "num_waiting_reqs": 0}]}) == (5.0, 1.0)
     assert _loads([{"num_reqs": 4, "num_waiting_reqs": 1}]) == (3.0, 1.0)  # /get_load: running + waiting
+
+
+def test_capacity_from_server_info_prefers_the_live_scheduler_state():
+    """0.5.23 answers both: the startup number at the top, each DP rank's live pool in internal_states."""
+    doc = {"max_total_num_tokens": 16384, "internal_states": [{"memory_usage": {"token_capacity": 12000}},
+                                                              {"memory_usage": {"token_capacity": 11000}}]}
+    assert capacity_from_server_info(doc) == {"kv_capacity_tokens": 23000.0}
+    assert capacity_from_server_info({"max_total_num_tokens": 16384}) == {"kv_capacity_tokens": 16384.0}
+    assert capacity_from_server_info({"version": "0.4.9"}) == {} and capacity_from_server_info([]) == {}
+
+
+async def test_kv_capacity_after_resume_is_what_the_scheduler_has_then(tmp_path):
+    """A resume that brings back a smaller pool shows in the reading after it; the scrapes stay /metrics only."""
+    eng, _ = make_engine(tmp_path, {"token_capacity": 16384, "capacity_after_resume": 9000})
+    async with stopped_after(eng):
+        await eng.start()
+        assert await eng.capacity() == {"kv_capacity_tokens": 16384.0}
+        await eng.offload()
+        await eng.reload(None)
+        assert await eng.capacity() == {"kv_capacity_tokens": 9000.0}
+        assert "kv_capacity_tokens" not in await eng.scrape()
+        assert [c["path"] for c in eng.calls()].count("/server_info") == 2
 
 
 # -- strategies: HTTP sequences ---------------------------------------------------------------------------
@@ -223,14 +246,16 @@ async def test_lora_sync_unloads_previous_then_loads_and_flushes(tmp_path):
 async def test_disk_sync_needs_a_checkpoint(tmp_path):
     eng, _ = make_engine(tmp_path, sync="disk")
     ckpt = Path(adapter_dir(tmp_path, "merged"))
-    (ckpt / "config.json").write_text("{}")
+    (ckpt / "model-00001-of-00001.safetensors").write_bytes(b"")
     async with stopped_after(eng):
         await eng.start()
-        with pytest.raises(EngineError) as ei:
-            await eng.sync_weights(adapter_dir(tmp_path, "peft-only"), 1)
-        assert ei.value.category == "CONFIG"
-        assert await eng.sync_weights(str(ckpt), 1) == "update_weights_from_disk"
+        with pytest.raises(EngineError) as ei:  # a directory without weights never reaches the server
+            await eng.load_checkpoint(adapter_dir(tmp_path, "peft-only"))
+        assert ei.value.category == "WEIGHT_SYNC" and "no safetensors" in ei.value.message
+        assert ("/update_weights_from_disk", {"model_path": str(ckpt)}) not in eng.control_calls()
+        await eng.load_checkpoint(str(ckpt))
         assert eng.control_calls()[-1] == ("/update_weights_from_disk", {"model_path": str(ckpt)})
+        assert await eng.after_full_sync() == "update_weights_from_disk (cache flushed)"
 
 
 # -- wrong adapter names ----------------------------------------------------------------------------------

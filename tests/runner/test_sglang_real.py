@@ -24,7 +24,7 @@ from sgtui.config import RunConfig
 from sgtui.events import Proc, Train
 from sgtui.runner import loadgen
 from sgtui.runner.engines.base import EngineError
-from sgtui.runner.engines.sglang import SglangEngine
+from sgtui.runner.engines.sglang import CPU_FLAGS, SglangEngine
 from sgtui.runner.workload import Prompt
 from tests.engines import SGLANG_PY, TINY, free_port, needs_sglang, port_is_free
 from tests.trainer.conftest import needs_trainer, trainer_groups
@@ -103,6 +103,9 @@ def test_streaming_generation_and_gauges(srv):
     assert all(o.output_tokens == 16 and o.ttft > 0 and o.served_model == "policy" for o in outs)
     gauges = srv.run(srv.eng.scrape())
     assert set(gauges) == {"kv_usage", "running", "waiting", "prefix_hit_rate", "gen_throughput"}
+    # the KV pool, from /server_info: what --max-total-tokens made it on CPU
+    tokens = float(CPU_FLAGS[CPU_FLAGS.index("--max-total-tokens") + 1])
+    assert srv.run(srv.eng.capacity()) == {"kv_capacity_tokens": tokens}
 
 
 def test_release_and_resume_answer_and_keep_serving(srv):

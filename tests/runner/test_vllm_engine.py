@@ -18,7 +18,7 @@ import pytest
 
 from sgtui.events import EngineGauges, Error, Phase, Proc, Request, RunEnd, RunStart, decode
 from sgtui.runner.engines.base import EngineError
-from sgtui.runner.engines.vllm import ADAPTER_NAME, VllmEngine, lora_rank_flag, sleep_gauges
+from sgtui.runner.engines.vllm import ADAPTER_NAME, VllmEngine, cache_capacity, lora_rank_flag, sleep_gauges
 from tests.runner.engine_cases import VLLM, FaultVllm
 from tests.runner.fault_harness import (adapter_dir, assert_calls_in_their_phase, assert_gone,
                                         assert_outside_step_phases, complete, greedy_checks, phase_spans, run_steps,
@@ -213,14 +213,39 @@ async def test_restart_strategy_with_lora_sync_loads_after_restart(tmp_path):
 
 
 async def test_scrape_gauges_and_prefix_rate_over_the_interval(tmp_path):
-    eng, _ = make_engine(tmp_path, {"metrics": {"running": 3, "waiting": 1, "kv": 0.25,
+    eng, _ = make_engine(tmp_path, {"metrics": {"running": 3, "waiting": 1, "kv": 0.25, "num_gpu_blocks": 512,
                                                 "queries_per_scrape": 100, "hits_per_scrape": 40}})
     async with stopped_after(eng):
         await eng.start()
         first = await eng.scrape()
         assert first == {"kv_usage": 0.25, "running": 3.0, "waiting": 1.0, "sleeping": 0.0, "sleep_level": 0.0}
+        assert await eng.capacity() == {"kv_blocks": 512.0, "kv_capacity_tokens": 512.0 * 16}
         second = await eng.scrape()  # 40 more hits of 100 more queries since the last scrape
         assert second["prefix_hit_rate"] == pytest.approx(0.4)
+
+
+#: The gauge as vLLM 0.32's CPU server exposed it for the tiny model (`/metrics`, 2026-12-05).
+REAL_CACHE_INFO = (
+    'vllm:cache_config_info{_block_size_resolved="True",block_size="128",cache_dtype="auto",cache_hit_ali'
+    'gnment_tokens="None",effective_attention_block_size="128",enable_mamba_shared_prefix_checkpoint="Fal'
+    'se",enable_prefix_caching="True",engine="0",gpu_memory_utilization="0.92",hash_block_size="None",is_'
+    'attention_free="False",kv_cache_dtype_skip_layers="[]",kv_cache_layout="None",kv_cache_max_concurren'
+    'cy="4096.0",kv_cache_memory_bytes="1073741824",kv_cache_size_tokens="458752",kv_offloading_backend="'
+    'native",kv_offloading_size="None",kv_sharing_fast_prefill="False",mamba_block_size="None",mamba_cach'
+    'e_dtype="auto",mamba_cache_mode="none",mamba_page_size_padded="None",mamba_ssm_cache_dtype="float32"'
+    ',num_cpu_blocks="None",num_gpu_blocks="4096",num_gpu_blocks_override="None",prefix_cache_retention_i'
+    'nterval="0",prefix_caching_hash_algo="sha256",prefix_match_unit="None",replayssm_buffer_len="16",ski'
+    'p_page_size_padded="None",sliding_window="None",swa_bounded_replay="True",use_kda_recoverssm="False"'
+    ',use_replayssm="False",user_specified_block_size="False"} 1.0'
+)
+
+
+def test_cache_capacity_from_the_real_cache_config_info_labels():
+    assert cache_capacity(REAL_CACHE_INFO) == {"kv_blocks": 4096.0, "kv_capacity_tokens": 4096.0 * 128}
+    other = REAL_CACHE_INFO.replace('engine="0"', 'engine="1"').replace('num_gpu_blocks="4096"', 'num_gpu_blocks="100"')
+    assert cache_capacity(REAL_CACHE_INFO + "\n" + other)["kv_blocks"] == 4196.0  # data parallel: summed
+    unprofiled = REAL_CACHE_INFO.replace('num_gpu_blocks="4096"', 'num_gpu_blocks="None"')
+    assert cache_capacity(unprofiled) == {} and cache_capacity("vllm:num_requests_running 0.0") == {}
 
 
 # -- failures -------------------------------------------------------------------------------------------

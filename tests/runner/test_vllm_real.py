@@ -26,7 +26,9 @@ import pytest
 
 from sgtui.config import RunConfig
 from sgtui.events import EngineGauges, Log, Phase, Proc, Request, RunEnd, RunStart, Train, decode
+from sgtui.findings import findings
 from sgtui.runner.engines.vllm import ADAPTER_NAME, VllmEngine
+from sgtui.state import load_state
 from tests.engines import TINY, VLLM_PY, free_port, marked_processes, needs_vllm, port_is_free
 from tests.trainer.conftest import TRAINER_PY, needs_trainer, trainer_groups
 
@@ -82,6 +84,8 @@ def test_run_ok_with_every_phase_of_every_step(runs, name):
     cfg, events, rc = runs[name]
     assert rc == 0 and of(events, RunEnd)[-1].status == "ok", [e for e in events if e.kind == "error"]
     assert isinstance(events[0], RunStart) and isinstance(events[-1], RunEnd)
+    # the engine's full command line is in run_start, as the engine then started it
+    assert events[0].engine_argv == of(events, Proc, role="engine", action="start")[0].argv
     phases = [(e.step, e.name, e.edge) for e in of(events, Phase)]
     for step in (1, 2):
         for ph in STEP_PHASES:
@@ -173,10 +177,18 @@ def test_phase_details_say_what_happened(runs):
 
 def test_engine_gauges_scraped_during_rollouts(runs):
     _, events, _ = runs["sleep1"]
-    gauges = [g for g in of(events, EngineGauges) if "cpu_in_train" not in g.gauges]  # the /metrics scrapes
+    caps = [g for g in of(events, EngineGauges) if "kv_capacity_tokens" in g.gauges]  # read before each rollout
+    gauges = [g for g in of(events, EngineGauges) if not {"cpu_in_train", "kv_capacity_tokens"} & set(g.gauges)]
     assert gauges and {g.step for g in gauges} <= {1, 2}
     for g in gauges:
         assert 0.0 <= g.gauges["kv_usage"] <= 1.0 and g.gauges["sleeping"] == 0.0 and "running" in g.gauges
+    # the KV pool from vllm:cache_config_info, at start and after the wake-up: one value (on CPU sleep/wake_up
+    # only pause), so the capacity finding has both readings and stays quiet
+    assert [g.step for g in caps] == [1, 2] and len({g.gauges["kv_capacity_tokens"] for g in caps}) == 1
+    assert all(g.gauges["kv_capacity_tokens"] % g.gauges["kv_blocks"] == 0 < g.gauges["kv_blocks"] for g in caps)
+    s = load_state(events).summary("t-vllm-sleep1")
+    assert [n for n, _ in s.kv_capacity_steps] == [1, 2]
+    assert "kv_capacity_shrank" not in [f.key for f in findings([s])]
 
 
 def test_nothing_left_running_and_ports_free(runs):

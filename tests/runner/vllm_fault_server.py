@@ -173,6 +173,9 @@ def make_handler(st: State) -> type[FaultHandler]:
                 f'vllm:engine_sleep_state{{{lab},sleep_state="weights_offloaded"}} '
                 f"{1.0 if not awake and level == 1 else 0.0}",
                 f'vllm:engine_sleep_state{{{lab},sleep_state="discard_all"}} {1.0 if not awake and level == 2 else 0.0}',
+                *([f'vllm:cache_config_info{{block_size="{m.get("block_size", 16)}",engine="0",'
+                   f'num_cpu_blocks="None",num_gpu_blocks="{m["num_gpu_blocks"]}"}} 1.0']
+                  if "num_gpu_blocks" in m else []),
             ]
             return self._send(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from sgtui.config import RunConfig
-from sgtui.events import Log, Proc, Train
+from sgtui.events import Log, Train
 from sgtui.runner.trainer.base import TrainerError
 from sgtui.runner.trainer.megatron_trainer import MegatronTrainer
 from tests.engines import marked_processes

@@ -51,14 +51,15 @@ async def test_table_shows_the_states_numbers(tmp_path):
         for spec in DEFAULT_RUNS:
             s = run_summary(state.runs[spec.label], state.gpu)
             m = s.metrics
+            steady = s.phase_means  # what the verdict compares: steady-state means of per-step values
             expect = {
-                "tok_mean": fmt.num(m.output_throughput),
-                "ttft_mean": fmt.ms(m.mean_ttft_ms),
+                "tok_mean": fmt.num(steady["output_throughput"]),
+                "ttft_mean": fmt.ms(steady["mean_ttft_ms"]),
                 "ttft_p50": fmt.ms(m.p50_ttft_ms),
                 "ttft_p99": fmt.ms(m.p99_ttft_ms),
-                "itl": fmt.ms(m.mean_itl_ms),
-                "tpot": fmt.ms(m.mean_tpot_ms),
-                "e2e_p99": fmt.ms(m.p99_e2el_ms),
+                "itl": fmt.ms(steady["mean_itl_ms"]),
+                "tpot": fmt.ms(steady["mean_tpot_ms"]),
+                "e2e_p99": fmt.ms(steady["p99_e2el_ms"]),
                 "requests": f"{m.completed}/{m.errors}",
                 "transition": fmt.secs(s.phase_means["transition"]),
                 "train": fmt.secs(s.phase_means["train"]),
@@ -244,3 +245,64 @@ async def test_shared_generator_sessions_show_the_states_numbers(tmp_path):
                        "transition": "transition", "train": "train"}.get(row.key)
                 if key:
                     assert cell(table, key, row.winner).endswith("▲")
+
+
+SESSIONS = Path(__file__).resolve().parents[2] / "sessions"
+
+
+@pytest.mark.parametrize("flags", [{}, {"include_first_step": True}])
+async def test_verdict_screen_shows_the_text_reports_numbers_and_notes(flags):
+    """The UI's verdict and `sgtui report` come from one verdict with the same options: the headline, the
+    confidence, which steps it is over, every caveat and every run's mean per metric read the same."""
+    from sgtui.export import load_sessions, render
+    from sgtui.options import ReportOptions
+
+    path = SESSIONS / "20261203T221836Z-vllm-sleep1_vs_sglang-release-training-h200-1b.jsonl"
+    opts = ReportOptions(**flags)
+    text = " ".join(render("txt", load_sessions([path]), opts).split())
+    app = make_app("replay", paths=[path], report_options=opts)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await replay_to_end(pilot, app, 0)
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(app.screen, VerdictScreen), what="the verdict screen")
+        v = app.snapshot.verdict
+        shown = " ".join(screen_text(app).split())
+    assert v.basis == ("steady state: steps 1-4; step 1 included (--include-first-step)" if flags
+                       else "steady state: steps 2-4; step 1 shown apart (--include-first-step counts it)")
+    for line in (v.headline, v.confidence, v.basis, *v.caveats):
+        assert line in text and line in shown, line
+    for row in v.rows:
+        for run, mean in row.means.items():
+            if mean is not None:
+                value = fmt.unit_value(mean, row.unit)
+                assert value in shown, (row.label, run, value)
+        for run in row.diffs_abs:
+            assert row.versus(run) in text and row.versus(run) in shown, (row.label, run)
+
+
+async def test_verdict_screen_and_reports_name_the_findings(tmp_path):
+    """A crafted run whose offload gave back only 80 % of the engine's memory: the finding is one line of the
+    verdict, printed the same by the text and Markdown reports, listed in the JSON and shown on the UI's
+    verdict screen, whose memory line carries the device column beside the engine's own."""
+    import orjson
+    from sgtui.export import load_sessions, render
+    from sgtui.findings import finding_line
+    from tests.test_findings import crafted
+
+    events = crafted(held=[8000.0] * 4) + crafted("sglang-release", seed=1)[1:]
+    path = write_session(tmp_path / "findings.jsonl", events)
+    states = load_sessions([path])
+    txt, md = (" ".join(render(f, states).split()) for f in ("txt", "md"))
+    doc = orjson.loads(render("json", states))
+    app = make_app("replay", paths=[path])
+    async with app.run_test(size=(200, 60)) as pilot:
+        await replay_to_end(pilot, app, 0)
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(app.screen, VerdictScreen), what="the verdict screen")
+        (f,) = app.snapshot.verdict.findings
+        shown = " ".join(screen_text(app).split())
+    assert (f.run, f.key) == ("vllm-sleep1", "offload_freed_little")
+    line = " ".join(finding_line(f).split())
+    assert line in txt and line in md and line in shown
+    assert [(x["run"], x["key"]) for x in doc["verdict"]["findings"]] == [("vllm-sleep1", "offload_freed_little")]
+    assert "still held 7.81GiB (device above idle floor" in shown

@@ -5,6 +5,12 @@ and weight sync; each backend maps those onto its own HTTP endpoints. The
 runner times each call as a phase, so an engine method must do exactly the
 work of its phase and nothing else (e.g. a restart strategy stops the server
 in `offload` and starts it in `reload`).
+
+Full-weight syncs (`+disk`, `+ipc`) are driven by sgtui/runner/weights.py
+through the engine's `push_format`, `full_sync_setup`, `begin_full_sync`,
+`load_bucket`, `end_full_sync`, `load_checkpoint` and `after_full_sync`;
+an engine that lacks one refuses it with a CONFIG error (preflight refuses
+the run first).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Callable
 
 import httpx
 
-from sgtui.config import RunConfig, cuda_env
+from sgtui.config import FULL_SYNCS, RunConfig, cuda_env
 from sgtui.events import Error, Event, Log, Proc
 from sgtui.runner import procs
 from sgtui.runner.errors import categorize, failure
@@ -127,6 +133,9 @@ class Engine(ABC):
         sync = self.cfg.sync
         if sync == "none":
             return "none"
+        if sync in FULL_SYNCS:
+            raise EngineError("CONFIG", f"+{sync} moves full weights: sgtui/runner/weights.py syncs it, not "
+                              "sync_weights (an adapter directory is not what the engine needs)")
         if sync == "restart":
             if self.cfg.strategy == "restart":
                 return "included in reload (server restarted with the new adapter)"
@@ -139,9 +148,53 @@ class Engine(ABC):
     async def hot_sync(self, adapter_dir: str, step: int) -> str:
         """Weight sync into the running server (LoRA load, disk reload); returns the phase detail."""
 
+    # -- full-weight sync (`+disk`, `+ipc`: sgtui/runner/weights.py drives these) -----------------------
+    def push_format(self) -> str:
+        """How the trainer hands this engine its full weights: `disk`, or the engine's IPC wire format."""
+        if self.cfg.sync == "disk":
+            return "disk"
+        raise EngineError("CONFIG", f"{self.backend} has no {self.cfg.sync!r} full-weight sync")
+
+    async def full_sync_setup(self) -> float | None:
+        """One-off set-up before the first full sync; its seconds (None: nothing to set up, or done)."""
+        return None
+
+    async def begin_full_sync(self) -> None:
+        """Open the engine's weight-update session (IPC)."""
+
+    async def load_bucket(self, msg: dict) -> None:
+        """Load one bucket of IPC handles (the trainer's `bucket` message)."""
+        raise EngineError("CONFIG", f"{self.backend} cannot load IPC buckets")
+
+    async def end_full_sync(self) -> None:
+        """Close the weight-update session (IPC); called after the last bucket."""
+
+    async def load_checkpoint(self, path: str) -> None:
+        """Reload the weights from a checkpoint directory the trainer wrote (disk)."""
+        raise EngineError("CONFIG", f"{self.backend} cannot reload weights from disk")
+
+    async def after_full_sync(self) -> str:
+        """Drop what the old weights left behind (prefix caches); returns the phase detail."""
+        return ""
+
+    def check_checkpoint(self, path: str) -> None:
+        """A reload from a directory without weights fails slowly or worse (measured, vLLM 0.32 on CPU: the
+        engine looks the path up on the hub for ~2 s, answers 500, and leaves its model on meta tensors, so the
+        next request kills the engine core): refuse it before the call."""
+        d = Path(path)
+        if not d.is_dir() or not any(d.glob("*.safetensors")):
+            raise EngineError("WEIGHT_SYNC", f"no safetensors weights in {path}: the trainer wrote no checkpoint "
+                              "there", advice="the trainer's export failed or was skipped: see the trainer log")
+
     @abstractmethod
     async def scrape(self) -> dict[str, float]:
         """Engine gauges from /metrics, with the shared names (kv_usage, running, waiting, prefix_hit_rate)."""
+
+    async def capacity(self) -> dict[str, float]:
+        """The KV-cache capacity as the server reports it now (`kv_capacity_tokens`: the pool in tokens, and
+        what else the engine has, e.g. vLLM's `kv_blocks`); {} when it does not. The runner reads it before
+        every rollout, outside the timed phases: at start, then after each wake-up or restart."""
+        return {}
 
     async def version(self) -> str:
         return ""

@@ -21,8 +21,23 @@ Strategies map onto SGLang's own endpoints:
 - `keep`: the engine stays resident (split placement).
 Weight sync: `lora` unloads the previous adapter and loads the new one
 (/unload_lora_adapter, /load_lora_adapter) under a new name per step;
-`disk` calls /update_weights_from_disk with a merged checkpoint;
 `restart` restarts the server with `--lora-paths`. `/flush_cache` optional.
+Full weights (sgtui/runner/weights.py drives them): `disk` calls
+/update_weights_from_disk with the checkpoint the trainer just wrote (25 ms
+for the tiny model on CPU); `ipc` sends each bucket of handles to
+/update_weights_from_tensor (`load_format: flattened_bucket`, the cache
+flushed with the last), inside /begin_weight_update .. /end_weight_update
+where the server has them (0.5.23 refuses the update outside that session;
+0.5.17 has no such routes and loads without). On CPU the handles name
+shared-memory files (sgtui/runner/trainer/ipc_wire.py): the same route, the
+same loader. With a full sync the release strategy's resume does not put the
+base weights back from disk on a GPU: the sync brings the weights.
+
+Engine gauges: /metrics during rollouts; the KV-cache capacity before each
+rollout (`capacity`): /server_info (/get_server_info where it is missing; 0.5.23
+deprecates that one) asks the scheduler for its live
+`memory_usage.token_capacity` (max_total_num_tokens); 16384 tokens on the tiny
+CPU model, the same after release + resume.
 
 Adapters are addressed as "BASE:NAME"; a bare "NAME" (or any unknown bare
 name) is silently served by the base model, so the engine always asks for
@@ -150,6 +165,10 @@ class SglangEngine(Engine):
         self.server_version = ""
         self._load_path: str | None = None  # /v1/loads, /get_load or "" (metrics only); None: not probed yet
         self.weights_backed_up = "--enable-weights-cpu-backup" in self.cfg.extra_args
+        self._info_path = "/server_info"
+        self.full = self.cfg.sync in ("disk", "ipc")  # full-weight sync: the trainer brings every weight
+        self._session: bool | None = None  # /begin_weight_update exists (None: not asked yet)
+        self._buckets = 0
 
     # -- command line ------------------------------------------------------------------------------
     def server_argv(self, adapter_dir: str | None = None) -> list[str]:
@@ -445,7 +464,7 @@ class SglangEngine(Engine):
         tagged = self._tags() is not None
         # Released weights are discarded, not backed up (RL frameworks push new weights after resume):
         # serving again needs them reloaded, as vLLM's sleep level 2 does. On CPU nothing was discarded.
-        reload_weights = self.on_gpu and not self.weights_backed_up
+        reload_weights = self.on_gpu and not self.weights_backed_up and not self.full
         parts = []
         t = time.perf_counter()
         if tagged:
@@ -466,6 +485,8 @@ class SglangEngine(Engine):
                 await self._update_from_disk(self.cfg.model)
                 parts.append(f"update_weights_from_disk (base weights) {_ms(t)}")
         self.released = None
+        if self.full and self.on_gpu and not self.weights_backed_up:
+            parts.append("weights come with the sync")
         return ", ".join(parts) + ("" if self.on_gpu else CPU_NOTE)
 
     async def _resume(self, tags: list[str] | None) -> None:
@@ -484,33 +505,104 @@ class SglangEngine(Engine):
             raise EngineError("OTHER", f"sglang update_weights_from_disk {path}: {r.text[:300]}", self.tail())
 
     async def hot_sync(self, adapter_dir: str, step: int) -> str:
-        if self.cfg.sync == "disk":
-            if not (Path(adapter_dir) / "config.json").is_file():
-                raise EngineError("CONFIG", f"disk sync needs a merged checkpoint; {adapter_dir} has no config.json",
-                                  advice="use --run sglang:STRATEGY+lora with adapter-producing trainers")
-            await self._update_from_disk(adapter_dir)
-            detail = "update_weights_from_disk"
-        else:
-            parts = []
-            if self.loaded:
-                await self.control("/unload_lora_adapter", json={"lora_name": self.loaded})
-                parts.append(f"unload {self.loaded}")
-                self.loaded = ""
-            name = f"policy-s{step}"
-            await self.control("/load_lora_adapter", json={"lora_name": name, "lora_path": adapter_dir})
-            self.loaded = name
-            parts.append(f"load {name}")
-            detail = ", ".join(parts)
+        parts = []
+        if self.loaded:
+            await self.control("/unload_lora_adapter", json={"lora_name": self.loaded})
+            parts.append(f"unload {self.loaded}")
+            self.loaded = ""
+        name = f"policy-s{step}"
+        await self.control("/load_lora_adapter", json={"lora_name": name, "lora_path": adapter_dir})
+        self.loaded = name
+        parts.append(f"load {name}")
+        detail = ", ".join(parts)
         if self.cfg.flush_cache:
             await self.control("/flush_cache")
             detail += ", flush_cache"
         return detail
+
+    # -- full-weight sync ----------------------------------------------------------------------------
+    def push_format(self) -> str:
+        return "sglang" if self.cfg.sync == "ipc" else super().push_format()
+
+    async def begin_full_sync(self) -> None:
+        self._buckets = 0
+        if self._session is False:
+            return
+        try:
+            r = await self.client.post("/begin_weight_update", json={}, timeout=self.cfg.server_timeout)
+        except httpx.HTTPError:
+            r = await self.control("/begin_weight_update", json={})  # the same call, categorized
+        if r.status_code == 404:
+            self._session = False  # before 0.5.2x: updates load without a session
+            return
+        await self._ok("/begin_weight_update", r)
+        self._session = True
+
+    async def load_bucket(self, msg: dict) -> None:
+        payloads = msg.get("payloads") or []
+        if len(payloads) != self.cfg.tp:
+            raise EngineError("CONFIG", f"sglang --tp-size {self.cfg.tp} needs one IPC payload per rank, the trainer "
+                              f"sent {len(payloads)}", advice="run the trainer with as many ranks as the engine "
+                              "(--train-tp 0) on the same GPUs (shared placement)")
+        r = await self.control("/update_weights_from_tensor", timeout=self.cfg.startup_timeout, json={
+            "serialized_named_tensors": payloads, "load_format": "flattened_bucket",
+            "flush_cache": bool(msg.get("last")), "abort_all_requests": False})
+        await self._ok("/update_weights_from_tensor", r)
+        self._buckets += 1
+
+    async def end_full_sync(self) -> None:
+        if self._session:
+            await self._ok("/end_weight_update", await self.control("/end_weight_update", json={}))
+
+    async def load_checkpoint(self, path: str) -> None:
+        self.check_checkpoint(path)
+        await self._update_from_disk(path)
+        self._buckets = 0
+
+    async def after_full_sync(self) -> str:
+        if self.cfg.sync == "ipc":
+            session = "begin/end_weight_update, " if self._session else ""
+            return f"{session}update_weights_from_tensor x{self._buckets} (flattened_bucket), cache flushed"
+        return "update_weights_from_disk (cache flushed)"
+
+    async def _ok(self, path: str, r: httpx.Response) -> None:
+        """SGLang answers some refusals with 200 and success=false, others with 400: both are failures."""
+        if r.status_code == 200:
+            try:
+                ok = r.json().get("success", True)
+            except ValueError:
+                ok = True
+            if ok:
+                return
+        raise EngineError("WEIGHT_SYNC", f"sglang {path} answered {r.status_code}: {r.text[:300]}", self.tail())
 
     async def scrape(self) -> dict[str, float]:
         """Engine gauges from /metrics (`--enable-metrics`), under the names the vLLM engine uses."""
         r = await self.client.get("/metrics", timeout=5.0)
         raw = parse_prometheus(r.text, set(_GAUGES))
         return {short: raw[name] for name, short in _GAUGES.items() if name in raw}
+
+    async def capacity(self) -> dict[str, float]:
+        """`kv_capacity_tokens` from the server info, {} when the server does not say."""
+        for path in dict.fromkeys((self._info_path, "/get_server_info")):
+            r = await self.client.get(path, timeout=5.0)
+            if r.status_code == 200:
+                self._info_path = path
+                return capacity_from_server_info(r.json())
+        return {}
+
+
+def capacity_from_server_info(doc) -> dict[str, float]:
+    """SGLang's KV pool in tokens: the schedulers' live `memory_usage.token_capacity` summed over the data
+    parallel ranks (`internal_states`, 0.5.2x), else the `max_total_num_tokens` the server started with."""
+    if not isinstance(doc, dict):
+        return {}
+    live = [mu["token_capacity"] for st in doc.get("internal_states") or () if isinstance(st, dict)
+            and isinstance(mu := st.get("memory_usage"), dict) and type(mu.get("token_capacity")) in (int, float)]
+    if live:
+        return {"kv_capacity_tokens": float(sum(live))}
+    top = doc.get("max_total_num_tokens")
+    return {"kv_capacity_tokens": float(top)} if type(top) in (int, float) else {}
 
 
 def _loads(doc) -> tuple[float, float]:

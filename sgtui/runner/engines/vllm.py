@@ -22,17 +22,41 @@ same as 2.7x the ITL of a freshly loaded adapter. An in-place sync would
 measure that bug rather than the engine. `restart` starts the server with
 `--lora-modules` pointing at the new adapter (its cost lands in `reload`).
 Engine gauges: /metrics during rollouts (KV usage, running/waiting, prefix hit
-rate over the scrape interval, sleep state).
+rate over the scrape interval, sleep state). The KV-cache capacity before each
+rollout (`capacity`): the `num_gpu_blocks` and `block_size` labels of
+`vllm:cache_config_info`; vLLM sets them when its engine starts, so a restart's
+new profile shows there: 4096 blocks of 128 tokens on the tiny CPU model, the
+same after /sleep and /wake_up, which on CPU only pause.
 The sleep2 order is the one vLLM's own snapshot server uses to restore a
 level-2 sleep (vllm/snapshot/server.py, `_restore_reloadable_state`, 0.32).
+Full weights (sgtui/runner/weights.py drives them), as vLLM's RL users do:
+`disk` asks every worker to reload from the trainer's checkpoint,
+POST /collective_rpc {"method": "reload_weights", "kwargs": {"weights_path":
+DIR}} (gpu_model_runner.reload_weights; 0.26 and 0.32 alike; 31 ms for the
+tiny model on CPU, greedy output then equal to the merged checkpoint served
+fresh). A reload from a directory without weights leaves the model on meta
+tensors and the next request kills the engine core (0.32, measured), so the
+directory is checked first. `ipc` is vLLM's weight-transfer API with its IPC
+backend (`--weight-transfer-config '{"backend":"ipc"}'`, dev mode,
+`VLLM_ALLOW_INSECURE_SERIALIZATION=1` for pickled handles over HTTP):
+/init_weight_transfer_engine once (the set-up, timed apart), then per sync
+/start_weight_update, /update_weights per packed bucket, /finish_weight_update
+(vllm/entrypoints/serve/dev/rlhf/api_router.py in 0.26; `packed` moved from
+each update into the init info after 0.26). Its receiver rebuilds CUDA
+tensors: no `ipc` on CPU (preflight refuses it). After either, the prefix
+cache holds KV computed with the old weights: /reset_prefix_cache. With a
+full sync, sleep2's reload wakes the weights' memory without reading the base
+weights from disk: the sync brings them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from sgtui.runner.engines.base import Engine, EngineError, parse_prometheus
+from sgtui.runner.engines.sglang import parse_version
 
 ADAPTER_NAME = "policy-lora"
 _GAUGES = {
@@ -42,8 +66,13 @@ _GAUGES = {
 }
 _COUNTERS = ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total")
 _SLEEP = "vllm:engine_sleep_state{"
+_CACHE_INFO = "vllm:cache_config_info{"
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
 #: vLLM's `sleep_state` label values (v1/metrics/loggers.py: record_sleep_state) -> the sleep level they mean.
 _SLEEP_LEVELS = {"weights_offloaded": 1.0, "discard_all": 2.0}
+#: vLLM versions from which the IPC backend takes `packed` in its init info instead of in every update (0.26:
+#: per update; 0.32: at init). Versions between were not checked.
+IPC_PACKED_AT_INIT = (0, 27)
 #: `--max-lora-rank` accepts only these (vllm/config/lora.py MaxLoRARanks); any other value fails startup.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -77,6 +106,24 @@ def sleep_gauges(text: str) -> dict[str, float]:
     return {"sleeping": 0.0 if seen["awake"] >= 1.0 else 1.0, "sleep_level": level}
 
 
+def cache_capacity(text: str) -> dict[str, float]:
+    """`kv_blocks` (num_gpu_blocks) and `kv_capacity_tokens` (blocks x block_size: the KV pool in tokens, as
+    SGLang's max_total_num_tokens counts it), summed over engines (data parallel), from the labels of
+    vLLM's `vllm:cache_config_info`; {} when the gauge or its labels are absent."""
+    blocks = tokens = 0
+    seen = False
+    for line in text.splitlines():
+        if not line.startswith(_CACHE_INFO):
+            continue
+        labels = dict(_LABEL.findall(line, len(_CACHE_INFO), line.rfind("}")))
+        try:
+            n, size = int(labels["num_gpu_blocks"]), int(labels["block_size"])
+        except (KeyError, ValueError):  # "None" before the engine profiled its memory
+            continue
+        blocks, tokens, seen = blocks + n, tokens + n * size, True
+    return {"kv_blocks": float(blocks), "kv_capacity_tokens": float(tokens)} if seen else {}
+
+
 class VllmEngine(Engine):
     backend = "vllm"
 
@@ -87,6 +134,10 @@ class VllmEngine(Engine):
         # `none` still serves the initial adapter (the policy the trainer starts from); it only never syncs
         self.lora = self.cfg.sync in ("lora", "restart") or (self.cfg.sync == "none" and bool(self.cfg.initial_adapter))
         self.lora_loaded = False
+        self.full = self.cfg.sync in ("disk", "ipc")  # full-weight sync: the trainer brings every weight
+        self.transfer_ready = False  # /init_weight_transfer_engine done on this server instance
+        self.server_version = ""  # asked at the first full sync's set-up
+        self._buckets = 0
 
     def server_argv(self, adapter_dir: str | None = None) -> list[str]:
         c = self.cfg
@@ -111,6 +162,8 @@ class VllmEngine(Engine):
             argv += ["--enable-lora", "--max-lora-rank", str(lora_rank_flag(c.lora_rank)), "--max-loras", "2"]
             if adapter_dir:
                 argv += ["--lora-modules", f"{ADAPTER_NAME}={adapter_dir}"]
+        if c.sync == "ipc":
+            argv += ["--weight-transfer-config", '{"backend": "ipc"}']
         return argv + list(c.extra_args)
 
     def server_env(self) -> dict[str, str]:
@@ -121,11 +174,14 @@ class VllmEngine(Engine):
             "HF_HUB_OFFLINE": "1",
             "VLLM_CACHE_ROOT": str(self.workdir.parent / "vllm-cache"),
         }
+        if self.cfg.sync == "ipc":
+            env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # the IPC handles come pickled over HTTP
         if not self.on_gpu:
             env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB, integers only
         return env
 
     async def start(self, adapter_dir: str | None = None) -> str:
+        self.transfer_ready = False
         detail = await super().start(adapter_dir)
         if adapter_dir:
             self.adapter_name, self.lora_loaded = ADAPTER_NAME, True
@@ -162,9 +218,12 @@ class VllmEngine(Engine):
             return detail + (" with new adapter" if restart_with else "")
         if s == "sleep2":
             await self.post("/wake_up", params={"tags": "weights"})
-            await self.post("/collective_rpc", json={"method": "reload_weights"}, timeout=self.cfg.startup_timeout)
+            if not self.full:
+                await self.post("/collective_rpc", json={"method": "reload_weights"}, timeout=self.cfg.startup_timeout)
             await self.post("/wake_up", params={"tags": "kv_cache"})
             await self._expect_sleeping(False)
+            if self.full:
+                return "wake_up weights + wake_up kv_cache (the sync brings the weights)"
             return "wake_up weights + reload_weights from disk + wake_up kv_cache"
         await self.post("/wake_up")
         await self._expect_sleeping(False)
@@ -181,6 +240,53 @@ class VllmEngine(Engine):
         self.lora_loaded, self.adapter_name = True, ADAPTER_NAME
         return detail
 
+    # -- full-weight sync ----------------------------------------------------------------------------
+    def push_format(self) -> str:
+        return "vllm" if self.cfg.sync == "ipc" else super().push_format()
+
+    def _packed_at_init(self, version: str) -> bool:
+        v = parse_version(version)
+        return bool(v) and v >= IPC_PACKED_AT_INIT
+
+    async def full_sync_setup(self) -> float | None:
+        if self.cfg.sync != "ipc" or self.transfer_ready:
+            return None
+        import time
+
+        t = time.perf_counter()
+        self.server_version = await self.version()
+        init = {"packed": True} if self._packed_at_init(self.server_version) else {}
+        await self.post("/init_weight_transfer_engine", json={"init_info": init})
+        self.transfer_ready = True
+        return time.perf_counter() - t
+
+    async def begin_full_sync(self) -> None:
+        self._buckets = 0
+        await self.post("/start_weight_update", timeout=self.cfg.startup_timeout)
+
+    async def load_bucket(self, msg: dict) -> None:
+        update = dict(msg["update"])
+        if not self._packed_at_init(self.server_version):
+            update["packed"] = True
+        await self.post("/update_weights", json={"update_info": update}, timeout=self.cfg.startup_timeout)
+        self._buckets += 1
+
+    async def end_full_sync(self) -> None:
+        await self.post("/finish_weight_update", timeout=self.cfg.startup_timeout)
+
+    async def load_checkpoint(self, path: str) -> None:
+        self.check_checkpoint(path)
+        await self.post("/collective_rpc", json={"method": "reload_weights", "kwargs": {"weights_path": path}},
+                        timeout=self.cfg.startup_timeout)
+        self._buckets = 0
+
+    async def after_full_sync(self) -> str:
+        await self.post("/reset_prefix_cache")
+        if self.cfg.sync == "ipc":
+            return f"start_weight_update, update_weights x{self._buckets} (packed IPC), finish_weight_update, " \
+                   "reset_prefix_cache"
+        return "collective_rpc reload_weights(weights_path), reset_prefix_cache"
+
     async def _expect_sleeping(self, want: bool) -> None:
         r = await self.client.get("/is_sleeping", timeout=self.cfg.server_timeout)
         got = bool(r.json().get("is_sleeping"))
@@ -196,3 +302,7 @@ class VllmEngine(Engine):
             out["prefix_hit_rate"] = rate
         out.update(sleep_gauges(r.text))
         return out
+
+    async def capacity(self) -> dict[str, float]:
+        r = await self.client.get("/metrics", timeout=5.0)
+        return cache_capacity(r.text)

@@ -17,6 +17,13 @@ logs (`rank<N>.log`, `torchrun.log`) are forwarded as `log` events. A rank
 that dies closes its connection: the step fails at once with a TRAINER error
 carrying the log tail, and the whole group is stopped.
 
+A full-weight sync (`+disk`, `+ipc`) asks the running trainer to `push`: the
+ranks gather, merge and either write a checkpoint or hand the engine one
+bucket of IPC handles at a time (`bucket` messages, each acked once the
+engine loaded it); rank 0's `pushed` ends it. Silence from the ranks for
+--startup-timeout seconds stops the group (WEIGHT_SYNC), so a hung collective
+is a categorized failure, not a hung run.
+
 `trainer_launch = "per-step"` keeps the old shape (a launch, one step and a
 stop inside every train phase, state carried on disk), to measure what the
 persistent trainer saves: its launch is a part of each train phase.
@@ -35,6 +42,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 import orjson
 
@@ -103,6 +111,7 @@ class MegatronTrainer(Trainer):
         self.train_dir = Path(workdir) / "train"
         self.state_dir = self.train_dir / "state"
         self.job_extra = dict(job_extra or {})  # tests: per-step options (inner_steps, dump_logits, verify_frozen)
+        self.push_extra: dict = {}  # tests: push options (skip_write: the control that writes no files)
         self.per_step = cfg.trainer_launch == "per-step"
         self._proc: asyncio.subprocess.Process | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -140,8 +149,9 @@ class MegatronTrainer(Trainer):
             "learning_rate": cfg.learning_rate, "kl_coef": cfg.kl_coef, "init_adapter": cfg.initial_adapter,
             "device": cfg.device, "dtype": cfg.dtype, "micro_batch": cfg.train_micro_batch,
             "max_len": cfg.effective_max_model_len(), "seed": cfg.seed, "save_state": self.per_step,
-            # Split placement: the trainer has GPUs of its own and keeps its state there between steps.
-            "offload": cfg.placement == "shared",
+            # Split placement: the trainer has GPUs of its own and keeps its state there between steps; a
+            # per-step launch exits after its step, which frees everything anyway.
+            "offload": cfg.placement == "shared" and not self.per_step,
         }
 
     def _env(self, control: str) -> dict[str, str]:
@@ -246,25 +256,41 @@ class MegatronTrainer(Trainer):
         self._inbox.put_nowait((rank, None))
 
     async def _next(self, timeout: float) -> tuple[int, dict | None] | None:
-        """The next message of any rank (None: nothing within timeout); torchrun's exit comes as an `exit`."""
-        try:
-            return await asyncio.wait_for(self._inbox.get(), timeout=timeout)
-        except asyncio.TimeoutError:
-            self.pump_logs()
-            if self._proc is not None and self._proc.returncode is not None:
-                return -1, {"event": "exit", "code": self._proc.returncode}
-            return None
+        """The next message of any rank (None: nothing within timeout); torchrun's exit comes as an `exit`.
 
-    async def _await(self, kind: str, timeout: float | None = None) -> dict:
-        """Rank 0's next `kind` message; progress lines become logs; a rank's error, a lost connection or
-        torchrun's exit fails (the group stopped, the error explained). Cancelling stops the group too."""
+        Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that lands as the inner get completes
+        (gh-86296), and the ranks send a message per update: a cancelled step kept waiting for a result that
+        10,000 inner updates away (seen on a loaded 2-core box). `asyncio.wait` lets the cancellation through."""
+        if not self._inbox.empty():
+            return self._inbox.get_nowait()
+        getter = asyncio.ensure_future(self._inbox.get())
+        try:
+            done, _ = await asyncio.wait({getter}, timeout=timeout)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if done:
+            return getter.result()
+        self.pump_logs()
+        if self._proc is not None and self._proc.returncode is not None:
+            return -1, {"event": "exit", "code": self._proc.returncode}
+        return None
+
+    async def _await(self, kind: str | tuple[str, ...], timeout: float | None = None,
+                     timeout_category: str = "STARTUP_TIMEOUT") -> dict:
+        """Rank 0's next `kind` message (or any of several kinds); progress lines become logs; a rank's error, a
+        lost connection or torchrun's exit fails (the group stopped, the error explained). Cancelling stops the
+        group too. No message within `timeout`: the group is stopped, a `timeout_category` error raised."""
+        kinds = (kind,) if isinstance(kind, str) else kind
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
                 if deadline is not None and time.monotonic() > deadline:
                     self.stop_now()
-                    raise TrainerError("STARTUP_TIMEOUT", f"the trainer sent no {kind!r} within {timeout:.0f} s",
-                                       self._tail())
+                    raise TrainerError(timeout_category, f"the trainer sent no {' or '.join(map(repr, kinds))} "
+                                       f"within {timeout:.0f} s", self._tail(),
+                                       "the trainer ranks hang (a collective waits for a rank that is gone?): "
+                                       "see the rank logs; the whole group was stopped")
                 got = await self._next(0.5)
                 if got is None:
                     continue
@@ -276,7 +302,7 @@ class MegatronTrainer(Trainer):
                     raise await self._fail(msg)
                 if event == "progress":
                     self._log(_progress_text(self._step, msg))
-                elif event == kind and rank == 0:
+                elif event in kinds and rank == 0:
                     return msg
         except asyncio.CancelledError:
             await asyncio.shield(self._stop())
@@ -329,6 +355,32 @@ class MegatronTrainer(Trainer):
                         peak_mib=list(result["peak_mib"]), reward_mean=sum(rewards) / len(rewards), simulated=False,
                         parts=train_parts(seconds, result, launch), mismatch=mm))
         return result["adapter"]
+
+    async def push(self, step: int, fmt: str, out_dir: str,
+                   on_bucket: Callable[[dict], Awaitable[None]] | None = None) -> dict:
+        """Full weights to the engine (worker.PushJob): `disk` writes a checkpoint into out_dir; an IPC format
+        sends `bucket` messages, each handed to `on_bucket` (the engine loads it) and then acked to every
+        rank so they may reuse the buffer. Returns rank 0's `pushed` reply. No sign of life from the
+        ranks for --startup-timeout seconds stops the group: a WEIGHT_SYNC error, not a hang."""
+        if self._proc is None or self.per_step:
+            raise TrainerError("TRAINER", "a full-weight sync needs the persistent trainer running "
+                               "(--trainer-launch persistent)")
+        self._step = step
+        job = {"step": step, "format": fmt, "out_dir": out_dir,
+               "bucket_bytes": max(1, int(self.cfg.sync_bucket_mb)) << 20, **self.push_extra}
+        self._send_all({"cmd": "push", "job": job})
+        while True:
+            msg = await self._await(("bucket", "pushed"), timeout=self.cfg.startup_timeout,
+                                    timeout_category="WEIGHT_SYNC")
+            if msg.get("event") == "pushed":
+                self._log(f"step {step}: pushed {msg.get('bytes')} bytes in {msg.get('buckets')} bucket(s) "
+                          f"({fmt}), produce {msg.get('produce', 0):.3f} s, changed {msg.get('changed')}, "
+                          f"update {msg.get('update_rel', 0):.3g} of the weights")
+                return msg
+            if on_bucket is None:
+                raise TrainerError("WEIGHT_SYNC", f"the trainer sent an IPC bucket for a {fmt} push")
+            await on_bucket(msg)
+            self._send_all({"cmd": "ack"})
 
     # -- logs and errors --------------------------------------------------------------------------
     def _log(self, line: str) -> None:

@@ -5,8 +5,10 @@
 Every rank builds the same megatron model (its TP shard) once, then waits on
 its control connection (`SGTUI_TRAINER_CONTROL`, a TCP socket of the runner
 on 127.0.0.1) for commands, one JSON line each: `step` (the batch file and
-where to write the adapter) or `stop`. All ranks get every command and run
-the same micro-batches in the same order, so their collectives line up; only
+where to write the adapter), `push` (the full weights for a `+disk`/`+ipc`
+sync: `RankTrainer.push`, acked bucket by bucket with `ack`) or `stop`. All
+ranks get every command and run the same micro-batches in the same order, so
+their collectives line up; only
 rank 0 writes the PEFT adapter and the result. Replies go back on the same
 connection (`ready`, `progress`, `result`, `error`), so stdout and stderr are
 free for whatever libraries print: both go to the rank's log file
@@ -103,6 +105,23 @@ class StepJob:
 
     @classmethod
     def from_dict(cls, d: dict) -> "StepJob":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class PushJob:
+    """Hand the full weights (LoRA merged, HF layout) to the engine, sent as a `push` command at the run's
+    weight sync (`+disk`, `+ipc`; sgtui/runner/trainer/hf_export.py, ipc_wire.py)."""
+
+    step: int
+    format: str  # disk (safetensors shards in out_dir) | sglang | vllm (IPC handles, one bucket at a time)
+    out_dir: str = ""
+    bucket_bytes: int = 512 << 20
+    skip_write: bool = False  # tests: the control where the files are not written (nothing reaches disk)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PushJob":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -222,6 +241,8 @@ class RankTrainer:
         self.sharded = [self.params[n] for n in self.names if not lora.is_replicated(n)]
         self.n_trainable = sum(p.numel() for p in plist)
         self.tok = batchmod.Tokenizer(job.model)
+        self.pushed_adapter: dict | None = None  # the full adapter of the last push (None: the engine has the base)
+        self.pushed_digest: list[float] | None = None  # hf_export.Digest of the last push's bytes
         self.on_device = True
         t_loaded = time.perf_counter()
         offload_s = self.offload() if job.offload else 0.0
@@ -395,6 +416,149 @@ class RankTrainer:
                 learning=sum(1 for e in encoded if e.advantage != 0.0), mismatch=mismatch.result(),
                 offloaded_mib=round(resident, 1), offloaded_reserved_mib=round(reserved, 1))
 
+    # -- full-weight sync ---------------------------------------------------------------------------
+    def push(self, pj: PushJob) -> None:
+        """Full weights to the engine: every base parameter (one at a time, onto the device if offloaded),
+        its TP shards all-gathered, mapped back to HF names, the LoRA merged; packed into buckets of at most
+        `bucket_bytes` that rank 0 writes as safetensors shards (`disk`) or that every rank packs on its own
+        device and hands over as IPC handles, bucket by bucket, each acked by the runner once the engine has
+        loaded it (`sglang`, `vllm`). Rank 0 replies `pushed`: bytes, buckets, seconds (produce: everything
+        but the waits for the engine), whether the bytes differ from what the engine served before (the
+        runner's proof that a sync changed something), and the update's size relative to the weights."""
+        import torch
+        import torch.distributed as dist
+
+        from sgtui.runner.trainer import hf_export as hx
+
+        t0 = time.perf_counter()
+        job, dev, tp, rank = self.job, self.dev, self.tp, self.rank
+        ipc = pj.format in ("sglang", "vllm")
+        if pj.format not in ("disk", "sglang", "vllm"):
+            raise TrainFailure("CONFIG", f"unknown push format {pj.format!r}")
+        if ipc and dev.type == "cpu":
+            from sgtui.runner.trainer import ipc_wire
+
+            ipc_wire.use_shared_memory_files()
+        full = _gather_full({n: self.params[n].detach().to(dev) for n in self.names}, tp)
+        pairs = hx.lora_pairs(full)
+        prev = hx.lora_pairs(self.pushed_adapter) if self.pushed_adapter is not None else {}
+        scaling = job.lora_alpha / job.lora_rank
+        producing = rank == 0 or ipc  # other ranks only take part in the gathers when rank 0 writes
+        digest, base_changed, rel = hx.Digest(), False, 0.0
+        tmp = hx.start_checkpoint(pj.out_dir) if pj.format == "disk" and rank == 0 else None
+        shards: list[tuple[Path, list[str], int]] = []
+        kept: list = []  # IPC buffers the engine may still read: the last two
+        waited = 0.0
+        sent = 0
+        pending: list[tuple[str, "torch.Tensor"]] = []
+
+        def flush(last: bool) -> None:
+            nonlocal waited, sent
+            if not pending:
+                return
+            size = sum(hx.nbytes(t) for _, t in pending)
+            if pj.format == "disk":
+                if rank == 0 and not pj.skip_write:
+                    path = tmp / f"shard-{len(shards):05d}.tmp"
+                    from safetensors.torch import save_file
+
+                    save_file({n: t.detach().to("cpu").contiguous() for n, t in pending}, str(path),
+                              metadata={"format": "pt"})
+                    shards.append((path, [n for n, _ in pending], size))
+                sent += size
+                pending.clear()
+                return
+            from sgtui.runner.trainer import ipc_wire
+
+            buf = torch.empty(size, dtype=torch.uint8, device=dev)
+            if dev.type == "cpu":
+                buf.share_memory_()
+            packed = hx.pack(pending, buf)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()  # the engine reads the buffer from another process
+            kept.append(buf)
+            del kept[:-2]
+            mine = ipc_wire.sglang_payload(packed) if pj.format == "sglang" else ipc_wire.vllm_handle(packed)
+            every = [None] * self.world
+            if self.world > 1:
+                dist.all_gather_object(every, mine)
+            else:
+                every = [mine]
+            if rank == 0:
+                body: dict = {"i": len(shards), "bytes": size, "tensors": len(pending), "last": last}
+                if pj.format == "sglang":
+                    body["payloads"] = every
+                else:
+                    merged: dict = {}
+                    for h in every:
+                        merged.update(h)
+                    body["update"] = ipc_wire.vllm_update(packed, merged)
+                self.ch.send("bucket", **body)
+            shards.append((Path(), [n for n, _ in pending], size))
+            sent += size
+            pending.clear()
+            tw = time.perf_counter()
+            cmd = self.ch.receive()
+            waited += time.perf_counter() - tw
+            if cmd is None or cmd.get("cmd") != "ack":
+                raise TrainFailure("WEIGHT_SYNC", f"weight push: expected the runner's ack of bucket "
+                                   f"{len(shards) - 1}, got {cmd!r}")
+
+        base = [(n, p) for n, p in self.model.named_parameters() if hx.base_param_name(n)]
+        for idx, (n, p) in enumerate(base):
+            name = hx.base_param_name(n)
+            src = p.data.to(dev, non_blocking=True)
+            if tp > 1 and hx.is_tp_sharded(name):
+                parts = [torch.empty_like(src) for _ in range(tp)]
+                dist.all_gather(parts, src.contiguous())
+            else:
+                parts = [src]
+            if not producing:
+                continue
+            for hf_name, t in hx.to_hf(name, parts, self.shape, tp):
+                pair = pairs.get(hf_name)
+                merged = hx.merge_lora(t, pair, scaling).contiguous()
+                digest.add(merged)
+                if pair is not None:
+                    base_changed = base_changed or not torch.equal(merged, t)
+                    step_delta = hx.lora_delta(*pair, scaling, t.device)
+                    if hf_name in prev:
+                        step_delta -= hx.lora_delta(*prev[hf_name], scaling, t.device)
+                    rel = max(rel, float(step_delta.norm()) / max(float(t.float().norm()), 1e-30))
+                if pending and sum(hx.nbytes(x) for _, x in pending) + hx.nbytes(merged) > pj.bucket_bytes:
+                    flush(last=False)
+                pending.append((hf_name, merged))
+            del parts, src
+        flush(last=True)
+        if tmp is not None and not pj.skip_write:
+            weight_map, k = {}, len(shards)
+            for i, (path, names, _) in enumerate(shards, 1):
+                final = tmp / hx.shard_name(i, k)
+                os.replace(path, final)
+                weight_map.update({n: final.name for n in names})
+            hx.finish_checkpoint(tmp, pj.out_dir, job.model, weight_map, sent)
+        elif tmp is not None:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        kept.clear()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.ipc_collect()
+            torch.cuda.empty_cache()
+        if self.world > 1:
+            dist.barrier()
+        if rank == 0:
+            now = digest.as_list()
+            changed = (now != self.pushed_digest) if self.pushed_digest is not None else base_changed
+            self.ch.send("pushed", step=pj.step, format=pj.format, bytes=sent, buckets=len(shards),
+                         tensors=sum(len(x[1]) for x in shards), seconds=time.perf_counter() - t0,
+                         produce=time.perf_counter() - t0 - waited, waited=waited, changed=bool(changed),
+                         update_rel=rel, digest=now, out_dir=pj.out_dir if pj.format == "disk" else "",
+                         written=pj.format == "disk" and not pj.skip_write)
+            self.pushed_digest = now
+        self.pushed_adapter = {k: v.detach().to("cpu", copy=True) for k, v in full.items()}  # not the live params
+
     def close(self) -> None:
         import torch.distributed as dist
 
@@ -412,6 +576,8 @@ def serve(job: Job, ch: Channel) -> None:
                 break
             if cmd.get("cmd") == "step":
                 trainer.step(StepJob.from_dict(cmd["job"]))
+            elif cmd.get("cmd") == "push":
+                trainer.push(PushJob.from_dict(cmd["job"]))
             else:
                 raise TrainFailure("OTHER", f"unknown trainer command {cmd.get('cmd')!r}")
     finally:

@@ -21,6 +21,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from sgtui import fmt
+from sgtui.findings import finding_line
 from sgtui.state import RunSummary
 from sgtui.tui import theme
 from sgtui.tui.views import RunView, Snapshot
@@ -41,14 +42,12 @@ def _metric_cell(row: MetricRow, run: str) -> Text:
     if run == row.best:
         style = theme.BETTER_STYLE if row.winner == run else "bold"
         return Text.assemble((value, style), (" best" + (" ▲" if row.winner == run else ""), style))
-    diff = row.diffs_pct.get(run)
     t = Text(value)
-    if diff is not None:
+    versus = row.versus(run)
+    if versus:
         sig = row.significant.get(run, False)
-        t.append(f" {fmt.pct(diff, 1)}", style="#ff8787" if sig else "dim")
-        lo, hi = row.bands_pct.get(run, (diff, diff))
-        t.append(f" {fmt.band(lo, hi)}", style="dim")
-        if not sig:
+        t.append(f" {versus}", style="#ff8787" if sig else "dim")
+        if not sig and not row.equal.get(run):
             t.append(" ~", style="dim")
     return t
 
@@ -127,8 +126,10 @@ def memory_lines(summaries: list[RunSummary]) -> Text:
         if not m.measured:
             t.append(f"memory {m.reason}\n", style="dim")
         else:
+            # held/freed: the engine's own processes; the device column as the text report's second line
             t.append(f"peak {fmt.mib(m.peak_mib)}, freed at offload {fmt.mib(m.mean_freed_mib)}, "
-                     f"still held {fmt.mib(m.mean_held_mib)}\n")
+                     f"still held {fmt.mib(m.mean_held_mib)} (device above idle floor "
+                     f"{fmt.mib(m.device_mean_held_mib)})\n")
     return t
 
 
@@ -154,8 +155,12 @@ def verdict_renderable(snap: Snapshot | None, files: list[tuple[str, str]], widt
         parts.append(Text(v.headline, style=style))
         if v.confidence:
             parts.append(Text(v.confidence, style="dim"))
+        if v.basis:
+            parts.append(Text(v.basis, style="dim"))
         for caveat in v.caveats:
             parts.append(Text("note: " + caveat, style="yellow"))
+        for f in v.findings:
+            parts.append(Text(finding_line(f), style="bold #ff8787" if f.severity == "warning" else "yellow"))
         for run, why in v.unranked.items():
             parts.append(Text.assemble(("not ranked: ", "#ff8787"), (run, "bold"), f" — {why}"))
     parts.extend(_files(files))

@@ -1,5 +1,9 @@
 """One column per run: throughput, latencies, requests, phase times; better values highlighted.
 
+The rows the verdict compares (tok/s, TTFT, ITL, TPOT mean, E2E p99, phases) show the verdict's own
+number, the steady-state mean of per-step values, so the table and the verdict never disagree under one
+label; percentiles over every request pooled (as `vllm bench serve`) say "all".
+
 A value is highlighted (green, ▲) only when `sgtui.verdict` says the run beats
 every other run on that metric outside the noise band (95% interval of the
 difference excludes zero), so a lucky step never looks like a win.
@@ -69,13 +73,14 @@ ROWS: tuple[tuple[str, str, Callable[[RunView], str], str | None], ...] = (
     ("status", "status", lambda r: r.status, None),
     ("phase", "phase", _phase_cell, None),
     ("tok_step", "tok/s this step", lambda r: fmt.num(r.step_tok_s), None),
-    ("tok_mean", "tok/s mean", lambda r: fmt.num(_m(r.summary, "output_throughput")), "output_throughput"),
-    ("ttft_mean", "TTFT mean", lambda r: fmt.ms(_m(r.summary, "mean_ttft_ms")), "mean_ttft_ms"),
-    ("ttft_p50", "TTFT p50", lambda r: fmt.ms(_m(r.summary, "p50_ttft_ms")), None),
-    ("ttft_p99", "TTFT p99", lambda r: fmt.ms(_m(r.summary, "p99_ttft_ms")), None),
-    ("itl", "ITL mean", lambda r: fmt.ms(_m(r.summary, "mean_itl_ms")), "mean_itl_ms"),
-    ("tpot", "TPOT mean", lambda r: fmt.ms(_m(r.summary, "mean_tpot_ms")), "mean_tpot_ms"),
-    ("e2e_p99", "E2E p99", lambda r: fmt.ms(_m(r.summary, "p99_e2el_ms")), "p99_e2el_ms"),
+    # rows the verdict compares show its number: the steady-state mean of per-step values (step 1 apart)
+    ("tok_mean", "tok/s mean", lambda r: fmt.num(_phase(r.summary, "output_throughput")), "output_throughput"),
+    ("ttft_mean", "TTFT mean", lambda r: fmt.ms(_phase(r.summary, "mean_ttft_ms")), "mean_ttft_ms"),
+    ("ttft_p50", "TTFT p50 all", lambda r: fmt.ms(_m(r.summary, "p50_ttft_ms")), None),
+    ("ttft_p99", "TTFT p99 all", lambda r: fmt.ms(_m(r.summary, "p99_ttft_ms")), None),
+    ("itl", "ITL mean", lambda r: fmt.ms(_phase(r.summary, "mean_itl_ms")), "mean_itl_ms"),
+    ("tpot", "TPOT mean", lambda r: fmt.ms(_phase(r.summary, "mean_tpot_ms")), "mean_tpot_ms"),
+    ("e2e_p99", "E2E p99", lambda r: fmt.ms(_phase(r.summary, "p99_e2el_ms")), "p99_e2el_ms"),
     ("requests", "requests ok/err", lambda r: f"{r.done}/{r.errors}", None),
     ("transition", "transition", lambda r: fmt.secs(_phase(r.summary, "transition")), "transition"),
     ("train", "train", lambda r: fmt.secs(_phase(r.summary, "train")), "train"),

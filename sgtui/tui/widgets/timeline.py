@@ -29,6 +29,8 @@ def lanes_of(run: RunView) -> dict[int, list[SpanView]]:
     END_LANE = shutdown."""
     out: dict[int, list[SpanView]] = {}
     for sp in run.spans:
+        if sp.step == 0 and sp.name in ("park", "unpark"):
+            continue  # --interleave's untimed turn edges (ms): in the setup lane they would stretch it to the end
         lane = END_LANE if (sp.step == 0 and sp.name == "shutdown") else sp.step
         out.setdefault(lane, []).append(sp)
     return out

@@ -50,14 +50,19 @@ def test_kl_term_is_added_with_its_coefficient():
 
 
 def test_collate_masks_exactly_the_completion_predictions():
-    items = [batchmod.Encoded(input_ids=[5, 6, 7, 8, 9], prompt_len=2, advantage=1.0),
+    items = [batchmod.Encoded(input_ids=[5, 6, 7, 8, 9], prompt_len=2, advantage=1.0,
+                              engine_logprobs=[-0.5, -1.5, -2.5]),
              batchmod.Encoded(input_ids=[1, 2, 3], prompt_len=1, advantage=-1.0)]
-    ids, mask, adv = batchmod.collate(items, pad_id=0, multiple=8)
-    assert ids.shape == (2, 8) and ids[1, 3:].eq(0).all()
+    mb = batchmod.collate(items, pad_id=0, multiple=8)
+    assert mb.ids.shape == (2, 8) and mb.ids[1, 3:].eq(0).all()
     # position t predicts token t+1: completion tokens 7,8,9 are predicted at positions 1,2,3
-    assert mask[0].tolist() == [0, 1, 1, 1, 0, 0, 0]
-    assert mask[1].tolist() == [1, 1, 0, 0, 0, 0, 0]
-    assert adv.tolist() == [1.0, -1.0]
+    assert mb.mask[0].tolist() == [0, 1, 1, 1, 0, 0, 0]
+    assert mb.mask[1].tolist() == [1, 1, 0, 0, 0, 0, 0]
+    assert mb.adv.tolist() == [1.0, -1.0]
+    # the engine's logprobs sit at the same positions as the tokens they score; none given, none masked in
+    assert mb.engine_logp[0].tolist() == [0, -0.5, -1.5, -2.5, 0, 0, 0]
+    assert mb.engine_mask[0].tolist() == mb.mask[0].tolist()
+    assert mb.engine_mask[1].sum() == 0
 
 
 def _full_adapter(layers=2, r=4, h=8, q=8, kv=4, inter=12):
