@@ -28,6 +28,8 @@ ENGINE_GROUPS = {
     "tests/runner/test_vllm_real.py": "engines-b",
     "tests/tui/test_tui_real_engine.py": "engines-b",
     "tests/faults/test_engine_faults.py": "engines-b",
+    "tests/runner/test_full_sync_vllm.py": "engines-b",  # full-weight sync: a server of each engine
+    "tests/runner/test_full_sync_sglang.py": "engines-b",
 }
 
 

@@ -22,7 +22,11 @@
 # rollouts (256 prompt / 512 output tokens, concurrency 64), memory fraction 0.5, export txt,json,md.
 # On the host: sessions /tmp/rl/s-<tag>/, log /tmp/rl_loop.log, markers /tmp/rl_loop.started,
 # /tmp/rl_loop.<tag>.rc (sgtui's exit code), /tmp/rl_loop.done; poll_rl_loop.sh copies them into $OUT.
-# Env: LIMIT_A (default 900) and LIMIT_B (1500) seconds for each sgtui run; RLW_VLLM_CUTE=1 (see
+# Env: RLW_RUNS, the --run flags (default "--run vllm:sleep1 --run sglang:release"; the full-weight sync
+# session of issue 16: "--run vllm:sleep1+ipc --run sglang:release+ipc --run vllm:sleep1+disk
+# --run sglang:release+disk", which needs ray in the vLLM site for +ipc: vLLM 0.26's IPC weight transfer
+# imports it, preflight refuses the run without it, and pack_sites.sh does not pack it yet);
+# LIMIT_A (default 900) and LIMIT_B (1500) seconds for each sgtui run; RLW_VLLM_CUTE=1 (see
 # write_wrappers). For a dry run elsewhere:
 # RLW_PIECES, RLW_SITES, RLW_TOOLS, RLW_SRC, RLW_BIN (paths), RLW_NO_ZSTD=1 (python zstandard), RLW_DRY=1
 # (stop before the worker).
@@ -185,8 +189,9 @@ worker() {  # the background job
     fi
     stamp "run $tag: sgtui on $dir (limit $limit s)"
     nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader
+    # shellcheck disable=SC2086  # RLW_RUNS is a list of --run flags
     (cd /tmp && timeout -k 120 "$limit" python3 -m sgtui.cli --no-ui --mode training \
-      --run vllm:sleep1 --run sglang:release --model "$dir" \
+      ${RLW_RUNS:---run vllm:sleep1 --run sglang:release} --model "$dir" \
       --vllm-python "$BIN/vllm-python" --sglang-python "$BIN/sglang-python" \
       --num-steps 4 --num-rollouts 64 --concurrency 64 --max-input-tokens 256 --max-output-tokens 512 \
       --gpu-memory-utilization 0.5 --export txt,json,md -o "$RL/s-$tag")

@@ -163,6 +163,13 @@ def verdict_renderable(snap: Snapshot | None, files: list[tuple[str, str]], widt
             parts.append(Text(finding_line(f), style="bold #ff8787" if f.severity == "warning" else "yellow"))
         for run, why in v.unranked.items():
             parts.append(Text.assemble(("not ranked: ", "#ff8787"), (run, "bold"), f" — {why}"))
+    # errors right under the headline: the first thing to read when a run failed, before any table
+    errors = [(r.key, e) for r in runs for e in r.error_events]
+    if errors:
+        parts.append(Text("errors", style="bold #ff5f5f"))
+        for key, e in errors:
+            parts.append(Text.assemble(f"  {key}: ", (f"[{e.category}] ", theme.ERROR_STYLE), e.message,
+                                       (f"  → {e.advice}" if e.advice else "", "#d7af00")))
     parts.extend(_files(files))
     if v is not None:
         parts.append(Text(""))
@@ -176,12 +183,6 @@ def verdict_renderable(snap: Snapshot | None, files: list[tuple[str, str]], widt
         parts.append(phase_table(summaries))
         parts.append(Text(""))
         parts.append(memory_lines(summaries))
-    errors = [(r.key, e) for r in runs for e in r.error_events]
-    if errors:
-        parts.append(Text("errors", style="bold #ff5f5f"))
-        for key, e in errors:
-            parts.append(Text.assemble(f"  {key}: ", (f"[{e.category}] ", theme.ERROR_STYLE), e.message,
-                                       (f"  → {e.advice}" if e.advice else "", "#d7af00")))
     return Group(*parts)
 
 
