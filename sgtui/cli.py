@@ -7,6 +7,7 @@ file) is one line on stderr and a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import signal
@@ -71,6 +72,15 @@ def has_gpu() -> bool:
     return bool(gpu.list_devices())
 
 
+def _resolve_python(value: str, where: str) -> str:
+    from sgtui.pythons import PythonError, resolve_python
+
+    try:
+        return resolve_python(value, where)
+    except PythonError as e:
+        raise ConfigError(str(e)) from None
+
+
 def default_python(backend: str, on_gpu: bool) -> str:
     venv = (GPU_VENVS if on_gpu else CPU_VENVS)[backend]
     return str(venv / "bin" / "python")
@@ -102,11 +112,16 @@ def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, o
     if not specs:
         raise ConfigError("--backends/--run: no run given (e.g. --backends vllm,sglang)")
     pythons = {"vllm": vllm_python, "sglang": sglang_python}
-    for spec in specs:
-        py = spec.python or pythons[spec.backend] or default_python(spec.backend, on_gpu)
-        if not Path(py).exists():
+    for i, spec in enumerate(specs):
+        if spec.python:  # the run's own: errors name the exact --run spec
+            where = f"--run {run[i]}" if run else f"--backends {backends}"
+            specs[i] = dataclasses.replace(spec, python=_resolve_python(spec.python, where))
+        elif pythons[spec.backend]:
+            pythons[spec.backend] = _resolve_python(pythons[spec.backend], f"--{spec.backend}-python")
+        elif not Path(py := default_python(spec.backend, on_gpu)).exists():
             flag = f"--{spec.backend}-python"
-            raise ConfigError(f"{flag}: {py} not found; run `bash setup/setup.sh` or pass {flag} PATH")
+            raise ConfigError(f"{flag}: the default {py} is not set up; run `bash setup/setup.sh` or pass {flag} "
+                              "(an interpreter, a venv directory or an engine executable)")
     if model is None:
         if on_gpu:
             model = GPU_DEFAULT_MODEL

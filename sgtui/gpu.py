@@ -49,6 +49,30 @@ def nvml_error() -> str:
     return _state["error"]
 
 
+#: NVML's per-process queries, newest first. nvidia-ml-py's unsuffixed name is the _v3 call, which older
+#: drivers lack (NVML_ERROR_FUNCTION_NOT_FOUND): without the fallback such a host showed no processes at
+#: all, so every run's memory read as nobody's.
+PROCESS_QUERIES = ("nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses_v2",
+                   "nvmlDeviceGetComputeRunningProcesses")
+
+
+def running_processes(nv: Any, handle: Any) -> tuple[list, str]:
+    """(processes, how): the first per-process query the driver answers, and its name ("v3", "v2", or
+    "default": the binding's unsuffixed call, v3 in today's nvidia-ml-py, older in older ones), or
+    ([], "unsupported: <last error>") when none does; the name travels in the sample so a session says why
+    it has no per-process memory instead of showing none."""
+    last = "no query in this pynvml"
+    for name in PROCESS_QUERIES:
+        fn = getattr(nv, name, None)
+        if fn is None:
+            continue
+        try:
+            return list(fn(handle) or []), name.rsplit("_", 1)[1] if name[-3:-1] == "_v" else "default"
+        except Exception as e:  # noqa: BLE001 - NVMLError_FunctionNotFound / NotSupported: try the older call
+            last = f"{type(e).__name__}: {e}"
+    return [], f"unsupported: {last}"
+
+
 def _safe(fn: Callable, *args: Any) -> Any:
     try:
         return fn(*args)
@@ -99,14 +123,16 @@ def sample(owner_of: Callable[[int], str] = lambda pid: "", role_of: Callable[[i
         mem = _safe(nv.nvmlDeviceGetMemoryInfo, h)
         util = _safe(nv.nvmlDeviceGetUtilizationRates, h)
         name = _safe(nv.nvmlDeviceGetName, h) or ""
+        procs, how = running_processes(nv, h)
         devices.append({
             "index": i,
             "name": name.decode() if isinstance(name, bytes) else name,
             "used_mib": round(mem.used / _MIB, 1) if mem else None,
             "total_mib": round(mem.total / _MIB, 1) if mem else None,
             "util": util.gpu if util else None,
+            "proc_query": how,
         })
-        for p in _safe(nv.nvmlDeviceGetComputeRunningProcesses, h) or []:
+        for p in procs:
             used = getattr(p, "usedGpuMemory", None)  # None (or NVML's N/A value) when not reported
             known = isinstance(used, int) and 0 <= used < _NVML_NA
             proc = {"pid": p.pid, "device": i, "used_mib": round(used / _MIB, 1) if known else None,

@@ -379,7 +379,7 @@ class Orchestrator:
                     preexec_fn=_die_with_orchestrator if _PRCTL is not None else None)
             except OSError as e:
                 self._not_started(h, "IMPORT_ERROR", f"cannot start runner {cfg.python!r}: {e.strerror or e}",
-                                  "check --vllm-python/--sglang-python or re-run setup/setup.sh")
+                                  f"check the interpreter of run {cfg.label} (--{cfg.backend}-python or --run ...@PYTHON)")
                 return
         proc = h.proc
         self._pgid_owner[proc.pid] = cfg.label

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pwd
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,12 +27,38 @@ import orjson
 
 
 def lock_dir() -> Path:
-    """Per user, beside sgtui's other caches (SGTUI_LOCK_DIR overrides it, e.g. for tests)."""
+    """Host-wide: ports belong to the host, not to a user, so two users' sgtuis on one GPU box must see each
+    other's locks (a folder per user let both start engines on one port). SGTUI_LOCK_DIR overrides it, e.g.
+    for tests. The folder is world-writable and sticky, as /tmp: anyone may add a lock, nobody may remove
+    another user's."""
     env = os.environ.get("SGTUI_LOCK_DIR")
     if env:
         return Path(env)
-    cache = Path(os.environ.get("SGTUI_CACHE", str(Path.home() / ".cache" / "sgtui")))
-    return cache / "locks"
+    return Path(tempfile.gettempdir()) / "sgtui-locks"
+
+
+def _make_dir(d: Path) -> None:
+    if d.is_dir():
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    try:
+        os.chmod(d, 0o1777)  # mkdir's mode is cut by the umask
+    except OSError:
+        pass  # another user made it meanwhile: theirs is already 1777
+
+
+def _open(port: int) -> int:
+    """The port's lock file, readable and writable by every user (a lock file another user made 0600 before
+    locks were host-wide still locks: flock works on a read-only descriptor; only who holds it goes unsaid)."""
+    try:
+        fd = os.open(_path(port), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except PermissionError:
+        return os.open(_path(port), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o666)  # the umask cut the mode; fails (harmlessly) on another user's file
+    except OSError:
+        pass
+    return fd
 
 
 class PortBusy(Exception):
@@ -62,6 +90,11 @@ def _describe(port: int) -> str:
     except (OSError, orjson.JSONDecodeError):
         info = {}
     who = f"pid {info['pid']}" if isinstance(info, dict) and info.get("pid") else "another process"
+    if isinstance(info, dict) and isinstance(info.get("uid"), int) and info["uid"] != os.getuid():
+        try:
+            who += f" of user {pwd.getpwuid(info['uid']).pw_name}"
+        except KeyError:
+            who += f" of uid {info['uid']}"
     session = info.get("session") if isinstance(info, dict) else None
     return f"port {port} is taken by another sgtui ({who}" + (f", session {session})" if session else ")")
 
@@ -89,12 +122,12 @@ def acquire(ports: list[int], session: str = "") -> PortLocks:
     """Take every port's lock or none; raises PortBusy naming the holder of the first one taken."""
     locks = PortLocks()
     try:
-        lock_dir().mkdir(parents=True, exist_ok=True)
+        _make_dir(lock_dir())
     except OSError:
-        return locks  # no lock dir (read-only home): fall back to the bind checks alone
+        return locks  # no lock dir (read-only file system): fall back to the bind checks alone
     for port in sorted(set(ports)):
         try:
-            fd = os.open(_path(port), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = _open(port)
         except OSError:
             continue
         try:
@@ -104,8 +137,11 @@ def acquire(ports: list[int], session: str = "") -> PortLocks:
             locks.release()
             raise PortBusy(_describe(port) + f"; wait for it, stop it (`sgtui stop {session_hint(port)}`) "
                                              "or pick another port") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, orjson.dumps({"pid": os.getpid(), "session": session}))
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, orjson.dumps({"pid": os.getpid(), "session": session, "uid": os.getuid()}))
+        except OSError:
+            pass  # read-only descriptor (see _open): locked all the same
         locks.fds[port] = fd
     return locks
 

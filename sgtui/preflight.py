@@ -111,6 +111,16 @@ def _is_leftover(proc_root: Path, pid: int, marks: dict[bytes, bytes]) -> int | 
     return owner
 
 
+def _made_by_setup(python: str) -> bool:
+    """An engine venv of setup/setup.sh (under the sgtui cache), which re-running the setup repairs; a user's
+    own interpreter is theirs to fix, and telling them to re-run our setup sends them the wrong way."""
+    cache = Path(os.environ.get("SGTUI_CACHE", str(Path.home() / ".cache" / "sgtui"))) / "venvs"
+    try:
+        return Path(python).absolute().is_relative_to(cache.absolute())
+    except (OSError, ValueError):
+        return False
+
+
 def find_leftovers(proc_root: Path = Path("/proc")) -> list[Leftover]:
     """Processes carrying sgtui's marker whose owning sgtui/runner process is gone.
 
@@ -233,14 +243,18 @@ def run_checks(runs: list[RunConfig], sessions_dir: Path, check_imports: bool = 
         if key in seen:
             continue
         seen.add(key)
+        ours = _made_by_setup(r.python)
         if not Path(r.python).exists():
             checks.append(Check(f"{r.backend} venv", False, f"{r.python} not found",
-                                f"run `bash setup/setup.sh` or pass --{r.backend}-python"))
+                                f"run `bash setup/setup.sh` or pass --{r.backend}-python" if ours else
+                                f"pass an existing interpreter (--{r.backend}-python or --run ...@PYTHON)"))
             continue
         if check_imports:
             ok, what = engine_version(r.python, r.backend, r.device)
+            fix = ("re-run `bash setup/setup.sh` (the venv is incomplete)" if ours else
+                   f"install {r.backend} into {r.python} (`{r.python} -m pip install {r.backend}`) or pass another")
             checks.append(Check(f"{r.backend} venv", ok, f"{r.backend} {what}" if ok else f"cannot import {r.backend}: {what}",
-                                "" if ok else "re-run `bash setup/setup.sh` (the venv is incomplete)"))
+                                "" if ok else fix))
     for ref in sorted({r.model for r in runs if r.model}):
         checks.append(_check_hub_model(ref) if _is_unresolved_hub_id(ref) else _check_model(Path(ref)))
     try:

@@ -88,10 +88,42 @@ def test_unsupported_queries_are_none_and_processes_map_to_runs(monkeypatch):
     mine = os.getpgrp()
     s = gpu.sample(owner_of=lambda pid: "run-a" if gpu.pgid_of(pid) == mine else "")
     assert s.error == "" and s.devices == [{"index": 0, "name": "Fake H100", "used_mib": 1024.0,
-                                            "total_mib": 81920.0, "util": None}]
+                                            "total_mib": 81920.0, "util": None, "proc_query": "default"}]
     assert s.processes == [{"pid": os.getpid(), "device": 0, "used_mib": 512.0, "run": "run-a"},
                            {"pid": 999999999, "device": 0, "used_mib": None, "run": "other"}]
     assert [d.name for d in gpu.list_devices()] == ["Fake H100"]
+
+
+class OldDriverNvml(FakeNvml):
+    """pynvml's _v3 call on a driver that predates it (NVML_ERROR_FUNCTION_NOT_FOUND), _v2 answering."""
+
+    def nvmlDeviceGetComputeRunningProcesses_v3(self, h):
+        raise self.NVMLError("Function Not Found")
+
+    def nvmlDeviceGetComputeRunningProcesses_v2(self, h):
+        return FakeNvml.nvmlDeviceGetComputeRunningProcesses(self, h)[:1]
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h):  # the binding's unsuffixed name is v3 as well
+        raise self.NVMLError("Function Not Found")
+
+
+class NoProcessQueryNvml(OldDriverNvml):
+    def nvmlDeviceGetComputeRunningProcesses_v2(self, h):
+        raise self.NVMLError("Not Supported")
+
+
+def test_process_query_falls_back_to_older_calls_and_says_which(monkeypatch):
+    import os
+
+    monkeypatch.setitem(gpu._state, "init", OldDriverNvml(os.getpid()))
+    s = gpu.sample(owner_of=lambda pid: "run-a")
+    assert s.devices[0]["proc_query"] == "v2"
+    assert s.processes == [{"pid": os.getpid(), "device": 0, "used_mib": 512.0, "run": "run-a"}]
+    # no call answers: no processes, and the sample says why instead of looking like an idle GPU
+    monkeypatch.setitem(gpu._state, "init", NoProcessQueryNvml(os.getpid()))
+    s = gpu.sample(owner_of=lambda pid: "run-a")
+    assert s.processes == [] and s.devices[0]["proc_query"] == "unsupported: NVMLError: Function Not Found"
+    assert s.devices[0]["used_mib"] == 1024.0  # the device itself is still sampled
 
 
 def test_sampler_reports_an_exception_instead_of_dying():

@@ -63,13 +63,19 @@ def test_port_in_use(tmp_path):
     assert not c.ok and c.message == f"127.0.0.1:{port} is in use" and "--vllm-port" in c.fix
 
 
-def test_venv_missing_and_engine_not_importable(tmp_path):
+def test_venv_missing_and_engine_not_importable(tmp_path, monkeypatch):
+    monkeypatch.setenv("SGTUI_CACHE", str(tmp_path / "cache"))
+    ours = str(tmp_path / "cache" / "venvs" / "vllm-cpu" / "bin" / "python")
+    c = by_name(preflight.run_checks([run_cfg(tmp_path, python=ours)], tmp_path))["vllm venv"]
+    assert not c.ok and c.message == f"{ours} not found" and "setup/setup.sh" in c.fix
+    # a user's own interpreter: re-running our setup would not make it; the fix says what would
     missing = run_cfg(tmp_path, python="/nope/bin/python")
     c = by_name(preflight.run_checks([missing], tmp_path))["vllm venv"]
-    assert not c.ok and c.message == "/nope/bin/python not found" and "setup/setup.sh" in c.fix
+    assert not c.ok and c.message == "/nope/bin/python not found" and "setup.sh" not in c.fix
     # sgtui's own venv is a real python without vLLM: the import fails and the error line is shown
     c = by_name(preflight.run_checks([run_cfg(tmp_path)], tmp_path))["vllm venv"]
     assert not c.ok and "cannot import vllm" in c.message and "No module named 'vllm'" in c.message
+    assert c.fix == f"install vllm into {sys.executable} (`{sys.executable} -m pip install vllm`) or pass another"
 
 
 def test_engine_version_is_shown(tmp_path):
