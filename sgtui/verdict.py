@@ -254,8 +254,11 @@ def verdict(summaries: list[RunSummary], opts: ReportOptions = ReportOptions()) 
             confidence = (f"95% interval of the difference vs {runner_up}: {band[0]:.1f}% to {band[1]:.1f}% "
                           "(includes 0)" if band else step.note)
     train_row = next(r for r in rows if r.key == "train")
-    # a train difference below the resolution needs no explaining
-    train_diff = None if train_row.equal.get(runner_up or "") else dict(breakdown).get("train")
+    # a train difference below the resolution needs no explaining; `equal` is keyed by the run that is not
+    # the best at training, which may be either of the two
+    pair = set(ranked[:2])
+    train_equal = any(train_row.equal.get(k) for k in pair if k != train_row.best)
+    train_diff = None if train_equal else dict(breakdown).get("train")
     caveats = (*(d.caveat() for d in diffs),
                "ranked although the runs differ in " + " and ".join(d.title for d in block) + " (--allow-mismatch)"
                if block and rank and len(ranked) >= 2 else "",
