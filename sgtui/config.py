@@ -32,6 +32,8 @@ MODES = ("inference", "training")
 PLACEMENTS = ("shared", "split")
 WORKLOADS = ("synthetic", "jsonl", "multiturn")
 TRAINER_LAUNCHES = ("persistent", "per-step")
+#: The trainer of a run: `megatron` trains (training mode), `simulated` only holds memory (inference mode).
+TRAINERS = ("simulated", "megatron")
 
 
 def cuda_env(devices: list[int]) -> dict[str, str]:
@@ -90,7 +92,7 @@ class RunConfig:
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     initial_adapter: str = ""  # PEFT adapter dir loaded at step 0 / used by the simulated trainer
     trainer: str = "simulated"  # simulated | megatron
-    trainer_python: str = ""  # megatron trainer interpreter; "": the CPU trainer venv of setup/, or the runner's on GPU
+    trainer_python: str = ""  # megatron trainer interpreter; "": the CPU trainer venv of `sgtui setup`, or the runner's on GPU
     trainer_launch: str = "persistent"  # persistent (one torchrun per run) | per-step (one per step)
     train_tp: int = 0  # trainer ranks (TP degree); 0: the engine's tp
     train_micro_batch: int = 8  # sequences per forward/backward of the megatron trainer (gradients accumulate)
@@ -105,6 +107,7 @@ class RunConfig:
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = ""  # logs, adapters, trainer files of this run
+    external_url: str = ""  # a server someone else started (--vllm-url/--sglang-url): not started or stopped here
 
     def effective_max_model_len(self) -> int:
         """Headroom of 64 tokens: a prompt re-tokenised by the server or wrapped in a chat template can be a
@@ -166,6 +169,24 @@ class RunConfig:
             raise ConfigError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1..65535, got {self.port}")
+        if self.external_url:
+            why = external_config_refusal(self.backend, self.strategy, self.sync)
+            if why:
+                raise ConfigError(f"run {self.label}: {self.backend}:{self.strategy}+{self.sync} with "
+                                  f"--{self.backend}-url {self.external_url}: {why}")
+
+
+def external_config_refusal(backend: str, strategy: str, sync: str) -> str:
+    """Why a run cannot measure a server sgtui did not start, whatever that server allows ("" when it may: what
+    the server's endpoints allow is sgtui.external's to say, asking the server)."""
+    if strategy == "restart":
+        return "sgtui cannot restart a server it did not start (use keep, or the server's own offload: " \
+               + ("sleep1/sleep2)" if backend == "vllm" else "release)")
+    if sync == "restart":
+        return "+restart syncs by restarting the server, which sgtui did not start (use +lora or +none)"
+    if sync in FULL_SYNCS:
+        return f"+{sync} full-weight sync is not supported on an external server (use +lora or +none)"
+    return ""
 
 
 @dataclass(frozen=True)

@@ -2,67 +2,112 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from sgtui.config import RunConfig
-from sgtui.events import Error, Event, Phase, RunEnd, RunStart, SessionHeader
+from sgtui.events import Event
 from sgtui.options import ReportOptions
 from sgtui.portlock import PortBusy
-from sgtui.state import SessionState, step_summary
+from sgtui.progress import HEARTBEAT_S, Plan, ProgressRow, Ticker, make_printer, progress_rows
+from sgtui.state import SessionState
+
+if TYPE_CHECKING:
+    from sgtui.session import SessionTail
 
 
 class Progress:
-    """One stderr line per phase end, step summary, error and run end; the state is folded as events come."""
+    """The headless subscriber: folds events into `state` and shows them (`sgtui.progress`): on a terminal a live
+    table of every run (phase, step N/M, requests done/expected, tok/s) under the phase-end, error and run-end
+    lines; on a pipe or file, ISO-UTC-timestamped lines at each phase start and end, errors, run ends, and a
+    heartbeat per running run at least every `heartbeat_s` (so a log shows a 200 s engine start as it goes).
 
-    def __init__(self, console: Console, session_path: Path | None = None) -> None:
+    Use it as a context manager around the run (starts the live display or the heartbeat thread, and stops them
+    however the block ends). Without one (the detached orchestrator's log), heartbeats come with the events."""
+
+    def __init__(self, console: Console, session_path: Path | None = None, *, live: bool | None = None,
+                 clock: Callable[[], float] = time.time, heartbeat_s: float | None = None,
+                 plans: Mapping[str, Plan] | None = None, ticker: bool = True) -> None:
         self.console = console
         self.state = SessionState("live")
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the state and the printer's bookkeeping
+        self.print_lock = threading.Lock()  # whole events' lines together; never taken with `lock` held
         self.session_path = session_path  # announced with the header: only once the file really exists
+        self.clock = clock
+        self.plans = dict(plans or {})
+        hb = heartbeat_s if heartbeat_s is not None else heartbeat_from_env()
+        # the ticker checks every `every` s: a heartbeat due after hb - every keeps every gap within hb
+        every = min(0.5, hb / 4) if ticker else 0.0
+        self.printer = make_printer(console, live=live, clock=clock, heartbeat_s=hb - every,
+                                    session_path=str(session_path) if session_path is not None else None)
+        self._ticker = Ticker(self.tick, every) if ticker and not self.printer.live else None
 
     def __call__(self, e: Event) -> None:
         with self.lock:
             self.state.apply(e)
-            c = self.console
-            if isinstance(e, SessionHeader) and self.session_path is not None:
-                c.print(f"session: {self.session_path}")
-            elif isinstance(e, RunStart):
-                c.print(f"[bold]{e.run}[/]: {e.backend} {e.engine_version} strategy={e.strategy} on {e.device}")
-            elif isinstance(e, Phase) and e.edge == "end":
-                run = self.state.runs[e.run]
-                span = run.steps[e.step].phases.get(e.name)
-                dur = f"{span.duration:.2f}s" if span and span.duration is not None else "?"
-                mark = "" if e.ok else " [red]FAILED[/]"
-                where = f"step {e.step}" if e.step else "turn" if e.name in ("park", "unpark") else "setup"
-                c.print(f"  {e.run} {where} {e.name:<11} {dur:>9}{mark} [dim]{e.detail}[/]")
-                if e.name == "weight_sync" and e.step:
-                    s = step_summary(run.steps[e.step])
-                    m = s.metrics
-                    c.print(f"  {e.run} step {e.step} done: {m.output_throughput:.1f} tok/s, "
-                            f"TTFT {m.mean_ttft_ms:.0f} ms, {m.completed} ok / {m.errors} errors, "
-                            f"step {s.total_s or 0:.2f}s")
-            elif isinstance(e, Error):
-                c.print(f"  [red]{e.run} error [{e.category}][/] {e.message}")
-                if e.advice:
-                    c.print(f"    -> {e.advice}")
-            elif isinstance(e, RunEnd):
-                style = {"ok": "green", "failed": "red"}.get(e.status, "yellow")
-                c.print(f"[{style}]{e.run}: {e.status}[/] {e.detail}")
+            lines = self.printer.on_event(e, self.state)
+            lines += self.printer.on_tick(self.state, self.plans)
+        if self._ticker is not None:
+            self._ticker.start()  # no-op once running
+        self._write(lines)
+
+    def tick(self) -> None:
+        """Heartbeat lines due now (the line printer); nothing on a terminal (the live table refreshes itself)."""
+        with self.lock:
+            lines = self.printer.on_tick(self.state, self.plans)
+        self._write(lines)
+
+    def rows(self) -> list[ProgressRow]:
+        with self.lock:
+            return progress_rows(self.state, self.clock(), self.plans)
+
+    def _write(self, lines: list[str]) -> None:
+        if lines:
+            with self.print_lock:
+                self.printer.write(lines)
+
+    def __enter__(self) -> Progress:
+        self.printer.start(self.rows)
+        if self._ticker is not None:
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
+        self.printer.stop()
+
+
+def heartbeat_from_env() -> float:
+    """$SGTUI_HEARTBEAT_S (seconds, > 0) or 10."""
+    try:
+        v = float(os.environ.get("SGTUI_HEARTBEAT_S", ""))
+    except ValueError:
+        return HEARTBEAT_S
+    return v if v > 0 else HEARTBEAT_S
 
 
 def run_headless(runs: list[RunConfig], session_path: Path, exports: list[str], concurrent: bool = False,
                  opts: ReportOptions = ReportOptions(), interleave: bool = False) -> int:
-    from sgtui.export import render, write_exports
+    from sgtui.export import ExportError, render, write_exports
     from sgtui.orchestrator import Orchestrator
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    progress = Progress(console, session_path)
+    progress = Progress(console, session_path, plans={r.label: Plan(r.num_steps, r.num_rollouts) for r in runs})
     orch = Orchestrator(runs, session_path, subscribers=[progress], concurrent=concurrent, interleave=interleave)
     try:
-        statuses = orch.run_sync()
+        with progress:  # the live display / heartbeat thread stop however the run ends (Ctrl-C: the
+            statuses = orch.run_sync()  # orchestrator's own handler cancels the runs and returns)
     except PortBusy as e:
         console.print(f"[red]sgtui: error: {e}[/]")
         return 2
@@ -75,8 +120,11 @@ def run_headless(runs: list[RunConfig], session_path: Path, exports: list[str], 
     state.source = str(session_path)
     print(render("txt", [state], opts), end="")
     if exports:
-        for p in write_exports([state], session_path.with_suffix(""), exports, opts):
-            console.print(f"wrote {p}")
+        try:
+            for p in write_exports([state], session_path.with_suffix(""), exports, opts):
+                console.print(f"wrote {p}")
+        except ExportError as e:
+            console.print(f"[red]sgtui: error: {escape(str(e))}[/]")
     console.print(f"session saved: {session_path}")
     return 0 if statuses and all(s == "ok" for s in statuses.values()) and not orch.fatal else 1
 
@@ -92,46 +140,18 @@ def follow_headless(session_path: Path, poll: float = 0.2, owner_every: float = 
     Ends when the owner process is gone: with the report if every run that started ended (0 all ok,
     1 otherwise), or with EXIT_DEAD and a one-line diagnosis if runs never ended (the orchestrator was
     killed): a dead session never looks like it is still running. Ctrl-C leaves the runs going."""
-    import time
-
     from sgtui.export import render
     from sgtui.session import SessionTail
-    from sgtui.sessions_index import owner_of, owner_state, session_runs
+    from sgtui.sessions_index import session_runs
 
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
     progress = Progress(console)
     progress.state.source = str(session_path)
     tail = SessionTail(session_path)
     console.print(f"attached to {session_path} (Ctrl-C leaves the runs going)")
-    next_owner = 0.0
-    announced = False
     try:
-        while True:
-            for e in tail.poll():
-                progress(e)
-            for p in tail.problems:
-                console.print(f"[yellow]sgtui: warning: {p}[/]")
-            tail.problems.clear()
-            now = time.monotonic()
-            if now >= next_owner:
-                next_owner = now + owner_every
-                st = progress.state
-                state = owner_state(Path(session_path), st) if st.header is not None else "unknown"
-                if state == "alive" and not announced:
-                    pid = owner_of(Path(session_path), st) or st.header.pid  # type: ignore[union-attr]
-                    console.print(f"sgtui pid {pid} is writing it")
-                    announced = True
-                elif state == "unknown" and st.header is not None and not announced:
-                    console.print(f"[yellow]written on {st.header.host or 'an unknown host'}: whether its sgtui is "
-                                  "alive cannot be checked from here; following until its runs end[/]")
-                    announced = True
-                runs = session_runs(st)
-                done = bool(runs) and all(r.end is not None for r in runs)
-                if state == "gone" or (state == "unknown" and done):
-                    for e in tail.poll():  # whatever it wrote before exiting
-                        progress(e)
-                    break
-            time.sleep(poll)
+        with progress:
+            _follow(session_path, tail, progress, console, poll, owner_every)
     except KeyboardInterrupt:
         console.print(f"detached from {session_path}; runs go on (stop them: sgtui stop {session_path})")
         return 0
@@ -146,3 +166,38 @@ def follow_headless(session_path: Path, poll: float = 0.2, owner_every: float = 
         return EXIT_DEAD
     print(render("txt", [st]), end="")
     return 0 if all(r.status == "ok" for r in runs) else 1
+
+
+def _follow(session_path: Path, tail: SessionTail, progress: Progress, console: Console, poll: float,
+            owner_every: float) -> None:
+    """follow_headless's loop: until the session's owner is gone (or, where that cannot be told, its runs ended)."""
+    from sgtui.sessions_index import owner_of, owner_state, session_runs
+
+    next_owner = 0.0
+    announced = False
+    while True:
+        for e in tail.poll():
+            progress(e)
+        for p in tail.problems:
+            console.print(f"[yellow]sgtui: warning: {p}[/]")
+        tail.problems.clear()
+        now = time.monotonic()
+        if now >= next_owner:
+            next_owner = now + owner_every
+            st = progress.state
+            state = owner_state(Path(session_path), st) if st.header is not None else "unknown"
+            if state == "alive" and not announced:
+                pid = owner_of(Path(session_path), st) or st.header.pid  # type: ignore[union-attr]
+                console.print(f"sgtui pid {pid} is writing it")
+                announced = True
+            elif state == "unknown" and st.header is not None and not announced:
+                console.print(f"[yellow]written on {st.header.host or 'an unknown host'}: whether its sgtui is "
+                              "alive cannot be checked from here; following until its runs end[/]")
+                announced = True
+            runs = session_runs(st)
+            done = bool(runs) and all(r.end is not None for r in runs)
+            if state == "gone" or (state == "unknown" and done):
+                for e in tail.poll():  # whatever it wrote before exiting
+                    progress(e)
+                break
+        time.sleep(poll)

@@ -293,7 +293,8 @@ class Orchestrator:
         if self._force_requested.is_set():
             self._force_event.set()
         # One sgtui per engine port (see sgtui.portlock): PortBusy here, before the session exists.
-        locks = portlock.acquire([h.cfg.port for h in self.handles], str(self.session_path))
+        locks = portlock.acquire([h.cfg.port for h in self.handles if not h.cfg.external_url],  # binds nothing
+                                 str(self.session_path))
         try:
             writer = SessionWriter(self.session_path)  # OSError here: nothing started yet
         except BaseException:

@@ -18,7 +18,7 @@ inside an engine venv, the trainer it starts) computes and shares the same one; 
 when missing or stale. If the cache cannot be written, a fresh private temporary directory is used instead.
 
 Code that finds files through `Path(__file__).resolve()` keeps seeing the real package (the symlink
-resolves), so a checkout's `setup/cpu_compat` is still found next to it. Standard library only: the
+resolves), so the package's `setup_scripts/cpu_compat` is still found in it. Standard library only: the
 runner imports this inside engine venvs.
 """
 
@@ -40,7 +40,7 @@ def package_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """sgtui's per-user cache, as the CLI and setup/ name it."""
+    """sgtui's per-user cache, as the CLI and `sgtui setup` name it."""
     return Path(os.environ.get("SGTUI_CACHE", str(Path.home() / ".cache" / "sgtui")))
 
 

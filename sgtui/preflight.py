@@ -50,7 +50,7 @@ def engine_version(python: str, backend: str, device: str = "cuda", timeout: flo
     code = f"import importlib.metadata as m, {mod}; print(getattr({mod}, '__version__', '') or m.version('{mod}'))"
     path = pkgpath.child_pythonpath(os.environ.get("PYTHONPATH", ""))  # as the orchestrator starts the runner
     if backend == "sglang" and device == "cpu":  # as the engine launches it: with the CPU compat layer
-        path = str(pkgpath.package_dir().parent / "setup" / "cpu_compat") + os.pathsep + path
+        path = str(pkgpath.package_dir() / "setup_scripts" / "cpu_compat") + os.pathsep + path
     try:
         r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=timeout,
                            env={**os.environ, "PYTHONPATH": path})
@@ -112,7 +112,7 @@ def _is_leftover(proc_root: Path, pid: int, marks: dict[bytes, bytes]) -> int | 
 
 
 def _made_by_setup(python: str) -> bool:
-    """An engine venv of setup/setup.sh (under the sgtui cache), which re-running the setup repairs; a user's
+    """An engine venv of `sgtui setup` (under the sgtui cache), which re-running the setup repairs; a user's
     own interpreter is theirs to fix, and telling them to re-run our setup sends them the wrong way."""
     cache = Path(os.environ.get("SGTUI_CACHE", str(Path.home() / ".cache" / "sgtui"))) / "venvs"
     try:
@@ -226,7 +226,8 @@ def run_checks(runs: list[RunConfig], sessions_dir: Path, check_imports: bool = 
     checks: list[Check] = []
     flags = {}
     for r in runs:
-        flags.setdefault((r.host, r.port), set()).add(f"--{r.backend}-port")
+        if not r.external_url:  # an external server's port is its owner's
+            flags.setdefault((r.host, r.port), set()).add(f"--{r.backend}-port")
     for (host, port), names in sorted(flags.items()):
         taken = portlock.holder(port)  # another sgtui's session uses it, maybe before its engine bound it
         if taken:
@@ -246,12 +247,12 @@ def run_checks(runs: list[RunConfig], sessions_dir: Path, check_imports: bool = 
         ours = _made_by_setup(r.python)
         if not Path(r.python).exists():
             checks.append(Check(f"{r.backend} venv", False, f"{r.python} not found",
-                                f"run `bash setup/setup.sh` or pass --{r.backend}-python" if ours else
+                                f"run `sgtui setup` or pass --{r.backend}-python" if ours else
                                 f"pass an existing interpreter (--{r.backend}-python or --run ...@PYTHON)"))
             continue
         if check_imports:
             ok, what = engine_version(r.python, r.backend, r.device)
-            fix = ("re-run `bash setup/setup.sh` (the venv is incomplete)" if ours else
+            fix = ("re-run `sgtui setup` (the venv is incomplete)" if ours else
                    f"install {r.backend} into {r.python} (`{r.python} -m pip install {r.backend}`) or pass another")
             checks.append(Check(f"{r.backend} venv", ok, f"{r.backend} {what}" if ok else f"cannot import {r.backend}: {what}",
                                 "" if ok else fix))
@@ -267,6 +268,7 @@ def run_checks(runs: list[RunConfig], sessions_dir: Path, check_imports: bool = 
         checks.append(Check("sessions dir", False, f"{sessions_dir} not writable ({e.strerror or e})",
                             "pass --output DIR with a writable directory"))
     checks += check_syncs(runs, probe=check_imports)
+    checks += check_external(runs)
     if any(r.device == "cuda" for r in runs):
         checks += _check_gpus(runs)
     left = find_leftovers()
@@ -362,6 +364,32 @@ def check_syncs(runs: list[RunConfig], probe: bool = True) -> list[Check]:
     return out
 
 
+def check_external(runs: list[RunConfig]) -> list[Check]:
+    """One line per run on a server someone else started (--vllm-url/--sglang-url): it answers as its engine,
+    and allows the run's strategy and sync (sgtui/external.py; the runner refuses with the same line)."""
+    from sgtui import external
+
+    out: list[Check] = []
+    servers: dict[tuple[str, str], external.Server | str] = {}
+    for r in runs:
+        if not r.external_url:
+            continue
+        key = (r.backend, r.external_url)
+        if key not in servers:
+            try:
+                servers[key] = external.probe(r.backend, r.external_url, timeout=min(10.0, r.server_timeout))
+            except external.ExternalError as e:
+                servers[key] = str(e)
+        srv = servers[key]
+        if isinstance(srv, str):
+            out.append(Check(f"{r.label} server", False, srv, f"start the server, or fix --{r.backend}-url"))
+            continue
+        why = external.refusal(r.label, r.backend, r.strategy, r.sync, srv)
+        out.append(Check(f"{r.label} server", not why, why or srv.describe(),
+                         "" if not why else f"pick a strategy and sync the server allows (--run {r.backend}:...)"))
+    return out
+
+
 def _check_gpus(runs: list[RunConfig]) -> list[Check]:
     """Enough free memory on every chosen device for the most demanding run that uses it."""
     devs = {d.index: d for d in gpu.list_devices()}
@@ -370,7 +398,7 @@ def _check_gpus(runs: list[RunConfig]) -> list[Check]:
                       "install the NVIDIA driver, or run on CPU (the CPU engine venvs)")]
     need: dict[int, tuple[float, str]] = {}
     for r in runs:
-        if r.device != "cuda":
+        if r.device != "cuda" or r.external_url:  # an external server holds its memory already
             continue
         for g in dict.fromkeys([*r.gpus, *r.train_gpus]):
             d = devs.get(g)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-EXPECTED = "an interpreter, a venv directory or an engine executable of a venv"
+EXPECTED = "an interpreter (or a wrapper that runs one), a venv directory or an engine executable of a venv"
 
 
 class PythonError(ValueError):
@@ -50,12 +50,9 @@ def resolve_python(value: str, where: str) -> str:
             if cand.exists():
                 return str(cand)
         raise PythonError(f"{where}: {value} is a directory without bin/python (expected {EXPECTED})")
-    if _is_python(p):
-        if not os.access(p, os.X_OK):
-            raise PythonError(f"{where}: {value} is not executable")
-        return str(p)
-    py = _shebang_python(p)
-    if py is None:
-        raise PythonError(f"{where}: {value} is neither a Python interpreter nor a script of a venv "
-                          f"(expected {EXPECTED})")
-    return str(py)
+    py = None if _is_python(p) else _shebang_python(p)
+    if py is not None:  # a console script of a venv (`bin/vllm`): it cannot stand in for its interpreter
+        return str(py)
+    if not os.access(p, os.X_OK):
+        raise PythonError(f"{where}: {value} is not executable (expected {EXPECTED})")
+    return str(p)  # an interpreter, or a wrapper that execs one (the offline GPU hosts' /tmp/vllm-python)

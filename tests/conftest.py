@@ -25,6 +25,7 @@ ENGINE_GROUPS = {
     "tests/test_e2e_engines.py": "engines-a",
     "tests/runner/test_sglang_real.py": "engines-a",
     "tests/test_interleave_engines.py": "engines-a",  # ~2 min: both CPU servers, taking turns
+    "tests/test_external_engine.py": "engines-a",  # one vLLM CPU server the test starts, measured via --vllm-url
     "tests/runner/test_vllm_real.py": "engines-b",
     "tests/tui/test_tui_real_engine.py": "engines-b",
     "tests/faults/test_engine_faults.py": "engines-b",

@@ -61,7 +61,8 @@ def test_usage_errors_are_one_line(tmp_path, model):
 
 
 def test_host_other_than_loopback_warns(model, tmp_path):
-    r = sgtui("--run", f"vllm@{STANDIN}", "--model", str(model), "--host", "0.0.0.0", "--placement", "nope")
+    # --num-steps 0 fails after the warning (a bad --placement now fails while parsing, before it)
+    r = sgtui("--run", f"vllm@{STANDIN}", "--model", str(model), "--host", "0.0.0.0", "--num-steps", "0")
     assert "warning: --host 0.0.0.0" in r.stderr and "dev-mode endpoints" in r.stderr
 
 

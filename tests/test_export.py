@@ -44,11 +44,13 @@ def test_json_keys_like_vllm_bench():
 
 
 def test_csv_rows_per_request_and_step():
+    """Two tables, one per format: `csv` holds a row per run and step, `csv-requests` a row per request."""
     st = state(steps=3, requests=5)
-    rows = list(csv.DictReader(io.StringIO(render("csv", [st]))))
+    steps = list(csv.DictReader(io.StringIO(render("csv", [st]))))
+    requests = list(csv.DictReader(io.StringIO(render("csv-requests", [st]))))
     n_req = sum(len(run.steps[n].requests) for run in st.runs.values() for n in run.rl_steps)
-    assert sum(r["row_type"] == "request" for r in rows) == n_req
-    assert sum(r["row_type"] == "step" for r in rows) == 3 * len(st.runs)
+    assert len(requests) == n_req
+    assert len(steps) == 3 * len(st.runs)
 
 
 def test_trace_is_valid_with_expected_tracks():
@@ -86,7 +88,7 @@ def test_simulated_trainer_shows_no_loss():
     st.source = "sessions/x.jsonl"
     loss_line = next(line for line in render("txt", [st]).splitlines() if line.startswith("Last loss"))
     assert loss_line.split()[2:] == ["simulated", "0.5000"], loss_line
-    steps = [r for r in csv.DictReader(io.StringIO(render("csv", [st]))) if r["row_type"] == "step"]
+    steps = list(csv.DictReader(io.StringIO(render("csv", [st]))))
     assert {r["loss"] for r in steps if r["run"] == "vllm-sleep1"} == {""}
 
 

@@ -141,9 +141,9 @@ def test_goodput_shows_in_every_format_with_the_same_count():
     assert run["request_goodput"] == 0.75 and run["goodput"]["good"] == 3 and run["goodput"]["completed"] == 6
     assert doc["goodput_slo_ms"] == {"ttft": 250.0, "tpot": 125.0, "e2el": 1500.0}
 
-    rows = list(csv.DictReader(io.StringIO(render("csv", [st], opts))))
-    assert sum(int(r["good"]) for r in rows if r["row_type"] == "request") == 3
-    steps = {r["step"]: r for r in rows if r["row_type"] == "step"}
+    requests = list(csv.DictReader(io.StringIO(render("csv-requests", [st], opts))))
+    assert sum(int(r["good"]) for r in requests) == 3
+    steps = {r["step"]: r for r in csv.DictReader(io.StringIO(render("csv", [st], opts)))}
     assert (steps["1"]["good"], float(steps["1"]["request_goodput"])) == ("2", 1.0)
     assert (steps["2"]["good"], float(steps["2"]["request_goodput"])) == ("1", 0.5)
 
@@ -208,16 +208,18 @@ def test_headless_run_exports_goodput(tmp_path):
 
 
 def test_detached_orchestrator_gets_the_slos(tmp_path):
-    """The detached orchestrator writes the reports at the end: it must be told the SLOs (argv)."""
+    """The detached orchestrator writes the reports at the end: it must be told the SLOs and every other report
+    option (argv: the whole ReportOptions as one JSON argument)."""
     from sgtui.config import RunConfig
     from sgtui.tui import detach
 
+    opts = ReportOptions(goodput=(("ttft", 18.2), ("e2el", 1e3)), include_first_step=True, log_to="tensorboard",
+                         log_dir="tb")
     proc = detach.spawn([RunConfig(label="vllm-keep", backend="vllm", strategy="keep")], tmp_path / "s.jsonl", ["txt"],
-                        python="/bin/echo", opts=ReportOptions(goodput=(("ttft", 18.2), ("e2el", 1e3))))
+                        python="/bin/echo", opts=opts)
     proc.wait(timeout=10)
     deadline = time.monotonic() + 5
     while not detach.log_path(tmp_path / "s.jsonl").read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     line = detach.log_path(tmp_path / "s.jsonl").read_text()
-    assert "--goodput ttft:18.2 e2el:1000.0" in line
-    assert parse_goodput(["ttft:18.2 e2el:1000.0"]) == (("ttft", 18.2), ("e2el", 1000.0))
+    assert ReportOptions.from_json(line.split("--report-options ", 1)[1].strip()) == opts

@@ -67,11 +67,11 @@ def test_venv_missing_and_engine_not_importable(tmp_path, monkeypatch):
     monkeypatch.setenv("SGTUI_CACHE", str(tmp_path / "cache"))
     ours = str(tmp_path / "cache" / "venvs" / "vllm-cpu" / "bin" / "python")
     c = by_name(preflight.run_checks([run_cfg(tmp_path, python=ours)], tmp_path))["vllm venv"]
-    assert not c.ok and c.message == f"{ours} not found" and "setup/setup.sh" in c.fix
+    assert not c.ok and c.message == f"{ours} not found" and "`sgtui setup`" in c.fix
     # a user's own interpreter: re-running our setup would not make it; the fix says what would
     missing = run_cfg(tmp_path, python="/nope/bin/python")
     c = by_name(preflight.run_checks([missing], tmp_path))["vllm venv"]
-    assert not c.ok and c.message == "/nope/bin/python not found" and "setup.sh" not in c.fix
+    assert not c.ok and c.message == "/nope/bin/python not found" and "sgtui setup" not in c.fix
     # sgtui's own venv is a real python without vLLM: the import fails and the error line is shown
     c = by_name(preflight.run_checks([run_cfg(tmp_path)], tmp_path))["vllm venv"]
     assert not c.ok and "cannot import vllm" in c.message and "No module named 'vllm'" in c.message

@@ -47,12 +47,19 @@ def test_errors_name_where_the_value_came_from(a_venv, tmp_path):
         resolve_python("/nope", "--sglang-python")
     text = tmp_path / "notes.txt"
     text.write_text("hello\n")
-    with pytest.raises(PythonError, match="neither a Python interpreter nor a script of a venv"):
+    with pytest.raises(PythonError, match=r"notes.txt is not executable \(expected an interpreter"):
         resolve_python(str(text), "--vllm-python")
-    env_script = tmp_path / "tool"
-    env_script.write_text("#!/usr/bin/env python3\n")  # not tied to a venv: which python would run it is a guess
-    with pytest.raises(PythonError):
-        resolve_python(str(env_script), "--vllm-python")
+
+
+def test_a_wrapper_that_execs_an_interpreter_is_taken_as_it_is(tmp_path):
+    """The offline GPU hosts run engines through wrappers (`/tmp/vllm-python`: a shell script that sets
+    PYTHONPATH and execs python3); an `#!/usr/bin/env python3` script is not a venv's either."""
+    for name, text in (("vllm-python", f"#!/bin/sh\nexec {sys.executable} \"$@\"\n"),
+                       ("tool", "#!/usr/bin/env python3\n")):
+        w = tmp_path / name
+        w.write_text(text)
+        w.chmod(0o755)
+        assert resolve_python(str(w), "--vllm-python") == str(w)
 
 
 def test_cli_names_the_exact_run_spec_and_starts_nothing(tmp_path):
@@ -62,6 +69,6 @@ def test_cli_names_the_exact_run_spec_and_starts_nothing(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == [
-        f"sgtui: error: --run {spec}: {tmp_path} is a directory without bin/python (expected an interpreter, "
-        "a venv directory or an engine executable of a venv)"]
+        f"sgtui: error: --run {spec}: {tmp_path} is a directory without bin/python (expected an interpreter "
+        "(or a wrapper that runs one), a venv directory or an engine executable of a venv)"]
     assert not (tmp_path / "sessions").exists() or not any((tmp_path / "sessions").iterdir())

@@ -1,10 +1,12 @@
-"""Exports of one or more sessions: txt (80-column report), md, json, csv, trace, vllm-json.
+"""Exports of one or more sessions: txt (80-column report), md, json, csv (steps table), csv-requests
+(requests table), trace, vllm-json, html (one self-contained page with charts).
 
 API:
     load_sessions(paths) -> list[SessionState]          tolerant read of each file (problems kept)
     combined(states) -> Combined                        runs of every session side by side, unique labels
     render(fmt, states) -> str                          fmt in FORMATS
-    write_exports(states, base, formats) -> list[Path]  base.txt, base.json, ... next to the session
+    write_exports(states, base, formats, opts) -> list[Path]  base.txt, base.json, ... next to the session,
+                                                        then opts.log_to's tracker runs
 
 Every number comes from `sgtui.state` and `sgtui.verdict`, so a report of a
 replayed session equals what the live run showed.
@@ -21,9 +23,9 @@ from sgtui.session import read_session
 from sgtui.state import GpuState, RunState, RunSummary, SessionState, run_summary
 from sgtui.verdict import Verdict, verdict
 
-FORMATS = ("txt", "md", "json", "csv", "trace", "vllm-json")
-EXTENSIONS = {"txt": ".txt", "md": ".md", "json": ".json", "csv": ".csv", "trace": ".trace.json",
-              "vllm-json": ".vllm.json"}
+FORMATS = ("txt", "md", "json", "csv", "csv-requests", "trace", "vllm-json", "html")
+EXTENSIONS = {"txt": ".txt", "md": ".md", "json": ".json", "csv": ".csv", "csv-requests": ".requests.csv",
+              "trace": ".trace.json", "vllm-json": ".vllm.json", "html": ".html"}
 
 
 @dataclass
@@ -88,6 +90,10 @@ def render(fmt: str, states: list[SessionState], opts: ReportOptions = ReportOpt
         from sgtui.export.csvout import render_csv
 
         return render_csv(comb)
+    if fmt == "csv-requests":
+        from sgtui.export.csvout import render_requests_csv
+
+        return render_requests_csv(comb)
     if fmt == "trace":
         from sgtui.export.trace import render_trace
 
@@ -96,14 +102,32 @@ def render(fmt: str, states: list[SessionState], opts: ReportOptions = ReportOpt
         from sgtui.export.vllm_json import render_vllm_json
 
         return render_vllm_json(comb)
+    if fmt == "html":
+        from sgtui.export.html import render_html  # imports matplotlib: only when a page is asked for
+
+        return render_html(comb)
     raise ValueError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+class ExportError(Exception):
+    """One line for the user: a report that could not be written or logged (the session itself is safe)."""
 
 
 def write_exports(states: list[SessionState], base: Path, formats: list[str],
                   opts: ReportOptions = ReportOptions()) -> list[Path]:
+    """Every format next to the session, then the tracker runs of `opts.log_to` (their directories are
+    returned too). The one place the end of a run writes its reports: headless, detached and the UI."""
     out = []
     for fmt in formats:
         path = base.with_name(base.name + EXTENSIONS[fmt])
         path.write_text(render(fmt, states, opts))
         out.append(path)
+    if opts.log_to:
+        from sgtui import trackers
+
+        try:
+            lines = trackers.log_session(states, opts.log_to, Path(opts.log_dir))
+        except trackers.TrackerError as e:
+            raise ExportError(str(e)) from None
+        out += [Path(line.split(" -> ", 1)[1]) for line in lines]
     return out

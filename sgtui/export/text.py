@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Callable
 
-from sgtui import drift, fmt, goodput
+from sgtui import drift, external, fmt, goodput
 from sgtui.export import Combined
 from sgtui.findings import finding_line
 from sgtui.state import MEMORY_DEFINITIONS, RunSummary
@@ -173,6 +173,8 @@ def render_text(c: Combined) -> str:
         strategy = f"{info.strategy}+{sync}" if info and sync else (info.strategy if info else "")
         desc = f"{info.backend} {info.engine_version} {strategy} {info.mode} on {info.device}" if info else "?"
         lines.append(f"  {label}: {desc}; {run.status}"[:WIDTH])
+        if info and (note := external.report_line(info.config)):
+            lines += _wrap(f"    {note}")
     if S and S[0].label and c.runs and c.runs[0][1].info:
         lines.append(f"model: {c.runs[0][1].info.model}"[:WIDTH])
 

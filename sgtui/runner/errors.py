@@ -73,7 +73,7 @@ PATTERNS: list[Pattern] = [
     _p(
         "IMPORT_ERROR",
         r"ModuleNotFoundError|ImportError|undefined symbol|cannot import name",
-        "the engine venv is incomplete or has mismatched versions: re-run setup/setup.sh",
+        "the engine venv is incomplete or has mismatched versions: re-run `sgtui setup`",
     ),
 ]
 

@@ -130,7 +130,7 @@ def default_preflight(runs: list[RunConfig], output: str, check_imports: bool = 
                         _engine_versions[key] = cached
             ok, what = cached
             checks.append(CheckLine(f"{r.backend} venv", ok, f"{r.backend} {what}" if ok else f"cannot import "
-                                    f"{r.backend}: {what}", "" if ok else "re-run `bash setup/setup.sh`"))
+                                    f"{r.backend}: {what}", "" if ok else "re-run `sgtui setup`"))
     devices = gpu.list_devices()
     if devices:
         for d in devices:

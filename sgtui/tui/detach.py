@@ -30,7 +30,6 @@ import orjson
 
 from sgtui import pkgpath
 from sgtui.config import RunConfig
-from sgtui.goodput import parse_goodput
 from sgtui.options import ReportOptions
 from sgtui.sessions_index import SESSION_MARKER
 
@@ -54,9 +53,7 @@ def spawn(runs: list[RunConfig], session_path: Path, exports: list[str], *, conc
         argv.append("--concurrent")
     if interleave:
         argv.append("--interleave")
-    if opts.goodput:  # the reports written at the end count goodput against the same SLOs
-        argv += ["--goodput", " ".join(f"{k}:{ms!r}" for k, ms in opts.goodput)]
-    argv += ["--allow-mismatch"] * opts.allow_mismatch + ["--include-first-step"] * opts.include_first_step
+    argv += ["--report-options", opts.to_json()]  # the reports written at the end judge as this sgtui would
     if runner_prefix:
         argv += ["--runner-prefix", orjson.dumps(runner_prefix).decode()]
     env = dict(os.environ)
@@ -108,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export", default="txt,json")
     p.add_argument("--concurrent", action="store_true")
     p.add_argument("--interleave", action="store_true")
-    p.add_argument("--goodput", default="", help="SLOs for the reports, as `sgtui --goodput`")
-    p.add_argument("--allow-mismatch", action="store_true", help="as `sgtui --allow-mismatch`")
-    p.add_argument("--include-first-step", action="store_true", help="as `sgtui --include-first-step`")
+    p.add_argument("--report-options", default="", help="ReportOptions as JSON (sgtui/options.py)")
     p.add_argument("--runner-prefix", default="", help="JSON list: argv prefix of a stand-in runner (tests)")
     args = p.parse_args(argv)
     text = Path(args.runs[1:]).read_bytes() if args.runs.startswith("@") else args.runs.encode()
@@ -142,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     exports = [f for f in args.export.split(",") if f]
     if exports:
-        from sgtui.export import load_sessions, write_exports
+        from sgtui.export import ExportError, load_sessions, write_exports
 
-        opts = ReportOptions(allow_mismatch=args.allow_mismatch, include_first_step=args.include_first_step,
-                             goodput=parse_goodput([args.goodput]))
-        for path in write_exports(load_sessions([session]), session.with_suffix(""), exports, opts):
-            print(f"wrote {path}", file=sys.stderr)
+        opts = ReportOptions.from_json(args.report_options) if args.report_options else ReportOptions()
+        try:
+            for path in write_exports(load_sessions([session]), session.with_suffix(""), exports, opts):
+                print(f"wrote {path}", file=sys.stderr)
+        except ExportError as e:
+            print(f"sgtui: error: {e}", file=sys.stderr)
     if orch.fatal:
         print(f"sgtui: error: {orch.fatal}", file=sys.stderr)
     return 0 if statuses and all(s == "ok" for s in statuses.values()) and not orch.fatal else 1

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from sgtui.export import FORMATS
 from sgtui.session import REDACTED
 from sgtui.config import (
     BACKENDS,
@@ -27,6 +28,7 @@ from sgtui.config import (
     PLACEMENTS,
     STRATEGIES,
     SYNCS,
+    TRAINERS,
     WORKLOADS,
     ConfigError,
     RunConfig,
@@ -34,8 +36,7 @@ from sgtui.config import (
     unique_labels,
 )
 
-TRAINERS = ("simulated", "megatron")
-EXPORT_FORMATS = ("txt", "md", "json", "csv", "trace")
+EXPORT_FORMATS = FORMATS  # the export registry: a format added there can be picked here
 
 
 @dataclass
@@ -81,7 +82,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("host", "engine host", "str", cli="host"),
     FieldSpec("startup_timeout", "startup timeout s", "float", cli="startup_timeout"),
     FieldSpec("output", "sessions dir", "str", cli="output"),
-    FieldSpec("exports", "reports", "str", cli="export", help="comma list of txt,md,json,csv,trace"),
+    FieldSpec("exports", "reports", "str", cli="export", help="comma list of " + ",".join(FORMATS)),
     FieldSpec("concurrent", "runs at once", "bool", help="run the backends at the same time (needs separate GPUs)"),
     FieldSpec("detach", "detach", "bool", help="runs keep going if the UI quits or SSH drops"),
 )

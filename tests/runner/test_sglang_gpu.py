@@ -2,7 +2,7 @@
 weights back exactly (greedy output before the release equals the output after the reload).
 
 Skipped cleanly without an NVIDIA GPU or without an SGLang GPU interpreter. Where things are:
-- SGTUI_SGLANG_PYTHON: the interpreter (default ~/.cache/sgtui/venvs/sglang/bin/python, from setup/gpu.sh;
+- SGTUI_SGLANG_PYTHON: the interpreter (default ~/.cache/sgtui/venvs/sglang/bin/python, from `sgtui setup --gpu`;
   on an air-gapped host, the wrapper that setup/gpu/install_offline.sh writes);
 - SGTUI_GPU_MODEL: a model directory with real safetensors (default: a small Llama with random weights
   built on the fly by sgtui.runner.tinymodel; `--load-format dummy` would not do, the reload reads disk);

@@ -2,7 +2,7 @@
 
 Setup: `bash setup/setup.sh` (venv ~/.cache/sgtui/venvs/sglang-cpu-0.5.23 and the tiny model); skipped
 with the reason when either is missing. The tests run in file order on one server; one hot-loads an adapter
-that the real megatron trainer (setup/trainer_cpu.sh) just trained; the last one kills its scheduler and
+that the real megatron trainer (`sgtui setup --cpu`) just trained; the last one kills its scheduler and
 checks that the crash is detected and nothing is left behind.
 """
 

@@ -1,6 +1,6 @@
 """Shared pieces of the megatron trainer tests: the trainer venv, a tiny GQA model, a fixed batch.
 
-The trainer runs in its own venv (setup/trainer_cpu.sh); these tests skip
+The trainer runs in its own venv (`sgtui setup --cpu`); these tests skip
 cleanly only when that venv is missing. The model is made here (2 layers,
 hidden 64, 4 query heads over 2 KV groups, so the fused-QKV grouping and the
 TP split of KV groups are both exercised) rather than taken from the cache,
@@ -21,7 +21,7 @@ from sgtui.runner.trainer.megatron_trainer import default_trainer_python
 REPO = Path(__file__).resolve().parents[2]
 TRAINER_PY = default_trainer_python("cpu")
 needs_trainer = pytest.mark.skipif(not TRAINER_PY, reason="megatron trainer venv missing: run `bash setup/setup.sh` "
-                                                          "(or setup/trainer_cpu.sh)")
+                                                          "(or `sgtui setup --cpu`)")
 
 
 def trainer_env() -> dict[str, str]:

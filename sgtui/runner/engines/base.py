@@ -25,6 +25,7 @@ from typing import Callable
 
 import httpx
 
+from sgtui import external
 from sgtui.config import FULL_SYNCS, RunConfig, cuda_env
 from sgtui.events import Error, Event, Log, Proc
 from sgtui.runner import procs
@@ -97,7 +98,11 @@ class Engine(ABC):
         self.workdir = workdir
         self.child: procs.Child | None = None
         self.log_path = workdir / f"{self.backend}-server.log"
-        self.base_url = f"http://{cfg.host}:{cfg.port}"
+        #: A server someone else started (--vllm-url/--sglang-url): attached to and measured, never started,
+        #: restarted or stopped here (`start` attaches, `stop` detaches). sgtui/external.py asks what it allows.
+        self.external = bool(cfg.external_url)
+        self.server: "external.Server | None" = None  # what the external server said at attach
+        self.base_url = cfg.external_url.rstrip("/") if self.external else f"http://{cfg.host}:{cfg.port}"
         self.client = httpx.AsyncClient(base_url=self.base_url, timeout=cfg.server_timeout)
         self.starts = 0
         #: The server's full command line as last started (empty before the first start); `server_argv()`
@@ -202,9 +207,37 @@ class Engine(ABC):
     def request_model(self) -> str:
         return self.adapter_name or self.cfg.served_model_name
 
+    async def detach(self) -> None:
+        """Leave an external server as it was found (e.g. unload the adapters this run loaded); best effort."""
+
     # -- shared lifecycle ---------------------------------------------------------------
+    async def attach(self) -> str:
+        """An external server: check that it answers as this engine, read what it is, refuse what it cannot do
+        for this run (sgtui/external.py; the same line as preflight's), and serve its model name."""
+        c = self.cfg
+        try:
+            srv = await asyncio.to_thread(external.probe, self.backend, self.base_url, min(10.0, c.server_timeout))
+        except external.ExternalError as e:
+            raise EngineError("CONFIG", str(e), advice=f"start the server, or fix --{self.backend}-url") from None
+        why = external.refusal(c.label, self.backend, c.strategy, c.sync, srv)
+        if why:
+            raise EngineError("CONFIG", why)
+        self.server = srv
+        c.served_model_name = srv.models[0]  # requests ask for the name the server serves its model under
+        detail = srv.describe()
+        if c.sync == "none" and c.initial_adapter and not srv.lora:
+            c.initial_adapter = ""  # nothing to load it with: the base model is served, and never synced
+            detail += "; no LoRA on the server: the base model is served (+none)"
+        if c.model and srv.root and Path(srv.root).expanduser().resolve() != Path(c.model).expanduser().resolve():
+            detail += f"; prompts are tokenized with {c.model}"
+        self.starts += 1
+        return detail
+
     async def start(self, adapter_dir: str | None = None) -> str:
-        """Spawn the server and wait for /health; raises EngineError with a category from the log."""
+        """Spawn the server and wait for /health; raises EngineError with a category from the log.
+        An external server is attached to instead (`attach`)."""
+        if self.external:
+            return await self.attach()
         if not procs.port_free(self.cfg.port, self.cfg.host):
             raise EngineError("PORT_IN_USE", f"port {self.cfg.port} on {self.cfg.host} is already in use",
                               advice="pick another port (--vllm-port/--sglang-port) or stop what listens there")
@@ -282,6 +315,9 @@ class Engine(ABC):
         raise EngineError("SERVER_CRASH", f"{self.backend} server stopped answering /health", self.tail())
 
     async def stop(self, grace: float = 15.0) -> None:
+        if self.external:  # never ours to stop
+            await self.detach()
+            return
         child = self.child
         if child is None:
             return

@@ -52,6 +52,7 @@ whose HTTP front end outlives its scheduler (/health 503: a crash).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sys
@@ -64,8 +65,9 @@ import httpx
 from sgtui.runner.engines.base import Engine, EngineError, parse_prometheus
 from sgtui.runner.errors import categorize
 
-#: CPU-only compatibility layer (see setup/cpu_compat/README.md); never used with a GPU.
-CPU_COMPAT = Path(__file__).resolve().parents[3] / "setup" / "cpu_compat"
+#: CPU-only compatibility layer (see sgtui/setup_scripts/cpu_compat/README.md); never used with a GPU. Inside the
+#: package, so an installed sgtui finds it too (the runner sees the package through a symlink: resolve() follows it).
+CPU_COMPAT = Path(__file__).resolve().parents[2] / "setup_scripts" / "cpu_compat"
 #: CPU serving flags (FACTS.md): torch-native attention; without --max-total-tokens the KV pool takes 17 GB;
 #: float32 makes greedy output equal HF transformers' token for token.
 CPU_FLAGS = ["--device", "cpu", "--attention-backend", "torch_native", "--disable-overlap-schedule",
@@ -278,6 +280,18 @@ class SglangEngine(Engine):
         self.loaded = self._name(self.starts) if adapter_dir else ""
         self.server_version = await self.version()
         return detail
+
+    async def detach(self) -> None:
+        """An external server: its memory back (a run cancelled mid-step may have released it), without this
+        run's adapter."""
+        if self.released is not None:
+            with contextlib.suppress(EngineError):
+                await self._resume(None)
+            self.released = None
+        if self.loaded:
+            with contextlib.suppress(EngineError):
+                await self.control("/unload_lora_adapter", json={"lora_name": self.loaded})
+            self.loaded = ""
 
     async def _health_generate(self) -> None:
         """/health_generate runs one real token through the scheduler: /health alone may answer without it."""

@@ -51,6 +51,7 @@ weights from disk: the sync brings them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -186,6 +187,18 @@ class VllmEngine(Engine):
         if adapter_dir:
             self.adapter_name, self.lora_loaded = ADAPTER_NAME, True
         return detail
+
+    async def detach(self) -> None:
+        """An external server: awake (a run cancelled mid-step may have left it asleep), without this run's
+        adapter."""
+        with contextlib.suppress(Exception):
+            r = await self.client.get("/is_sleeping", timeout=5.0)
+            if r.status_code == 200 and r.json().get("is_sleeping"):
+                await self.post("/wake_up")
+        if self.lora_loaded:
+            with contextlib.suppress(EngineError):
+                await self.post("/v1/unload_lora_adapter", json={"lora_name": ADAPTER_NAME})
+            self.lora_loaded, self.adapter_name = False, ""
 
     async def version(self) -> str:
         try:

@@ -29,7 +29,7 @@ stop inside every train phase, state carried on disk), to measure what the
 persistent trainer saves: its launch is a part of each train phase.
 
 No torch import here: the runner may live in a venv without megatron-core
-(the CPU trainer has its own venv, made by setup/trainer_cpu.sh).
+(the CPU trainer has its own venv, made by `sgtui setup --cpu`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from sgtui.events import Log, Proc, Train
 from sgtui.runner import errors, procs
 from sgtui.runner.trainer.base import Rollout, Trainer, TrainerError
 
-#: Where setup/trainer_cpu.sh puts the CPU trainer venv (name keyed by versions).
+#: Where `sgtui setup --cpu` (setup_scripts/trainer_cpu.sh) puts the CPU trainer venv (name keyed by versions).
 CPU_VENV_GLOB = "trainer-cpu-mcore*"
 STOP_GRACE = 5.0
 #: After a rank's connection closed: how long torchrun gets to notice, stop the other ranks and write its
@@ -60,7 +60,7 @@ STOP_GRACE = 5.0
 DEATH_REPORT_S = 8.0
 CONTROL_ENV = "SGTUI_TRAINER_CONTROL"  # as worker.CONTROL_ENV (worker imports torch-free, but lives in the rank)
 def default_trainer_python(device: str) -> str:
-    """The CPU trainer venv made by setup/trainer_cpu.sh; on GPU the runner's own interpreter."""
+    """The CPU trainer venv made by `sgtui setup --cpu`; on GPU the runner's own interpreter."""
     if device == "cuda":
         return sys.executable
     cache = Path(os.environ.get("SGTUI_CACHE", str(Path.home() / ".cache" / "sgtui")))
@@ -137,7 +137,7 @@ class MegatronTrainer(Trainer):
         py = self.cfg.trainer_python or default_trainer_python(self.cfg.device)
         if not py or not Path(py).exists():
             raise TrainerError("IMPORT_ERROR", f"no trainer interpreter ({py or 'none found'})",
-                               advice="run `bash setup/trainer_cpu.sh` (CPU) or pass --trainer-python with an "
+                               advice="run `sgtui setup --cpu` or pass --trainer-python with an "
                                       "interpreter that has torch, megatron-core, transformers and safetensors")
         return py
 
@@ -494,7 +494,7 @@ _ADVICE = {
     "NCCL": "NCCL failed between trainer ranks: check the training GPUs (CUDA_VISIBLE_DEVICES) and NCCL_DEBUG=INFO",
     "TRAINER": "a trainer rank failed or died (killed, e.g. by the OOM killer, or crashed): see the rank's log",
     "CONFIG": "this model's config is not supported by the megatron trainer",
-    "IMPORT_ERROR": "the trainer interpreter lacks a package: re-run setup/trainer_cpu.sh or fix --trainer-python",
+    "IMPORT_ERROR": "the trainer interpreter lacks a package: re-run `sgtui setup --cpu` or fix --trainer-python",
 }
 
 

