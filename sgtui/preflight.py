@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from sgtui import gpu, pkgpath, portlock
+from sgtui import gpu, pkgpath, portlock, procinfo
 from sgtui.config import RunConfig
 from sgtui.runner.procs import MARKER_OWNER, MARKER_RUN, group_alive, port_free
 
@@ -64,48 +64,21 @@ def engine_version(python: str, backend: str, device: str = "cuda", timeout: flo
     return True, r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "?"
 
 
-def _start_time(proc_root: Path, pid: int) -> int | None:
-    """Process start time in clock ticks since boot (field 22 of /proc/PID/stat), None if gone."""
-    try:
-        stat = (proc_root / str(pid) / "stat").read_bytes()
-    except OSError:
-        return None
-    try:  # the command name (field 2) may hold spaces and parentheses: split after its closing one
-        return int(stat[stat.rindex(b")") + 2:].split()[19])
-    except (ValueError, IndexError):
-        return None
+_MARKERS = (MARKER_OWNER, MARKER_RUN)
 
 
-def _pgrp(proc_root: Path, pid: int) -> int | None:
-    try:
-        stat = (proc_root / str(pid) / "stat").read_bytes()
-        return int(stat[stat.rindex(b")") + 2:].split()[2])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _markers(proc_root: Path, pid: int) -> dict[bytes, bytes] | None:
-    """The process's sgtui markers (empty dict: none), None if its environment can't be read."""
-    try:
-        env = (proc_root / str(pid) / "environ").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    keys = (MARKER_OWNER.encode(), MARKER_RUN.encode())
-    return {k: v for k, _, v in (e.partition(b"=") for e in env) if k in keys}
-
-
-def _is_leftover(proc_root: Path, pid: int, marks: dict[bytes, bytes]) -> int | None:
+def _is_leftover(pid: int, marks: dict[str, str]) -> int | None:
     """Owner pid if this marked process outlived the sgtui process that started it, else None.
 
     The owner counts as alive only if a process with its pid exists AND started no later than this one:
     an owner pid reused by an unrelated newer process does not keep a leftover alive."""
     try:
-        owner = int(marks[MARKER_OWNER.encode()])
+        owner = int(marks[MARKER_OWNER])
     except (KeyError, ValueError):
         return None
     if owner == os.getpid():
         return None
-    mine, theirs = _start_time(proc_root, pid), _start_time(proc_root, owner)
+    mine, theirs = procinfo.start_time(pid), procinfo.start_time(owner)
     if theirs is not None and (mine is None or theirs <= mine):
         return None  # its owner is alive
     return owner
@@ -121,43 +94,24 @@ def _made_by_setup(python: str) -> bool:
         return False
 
 
-def find_leftovers(proc_root: Path = Path("/proc")) -> list[Leftover]:
+def find_leftovers() -> list[Leftover]:
     """Processes carrying sgtui's marker whose owning sgtui/runner process is gone.
 
     Only the environment markers count; names and command lines are never matched."""
     found = []
-    me = os.getpid()
-    for d in proc_root.iterdir():
-        if not d.name.isdigit() or int(d.name) == me:
-            continue
-        pid = int(d.name)
-        marks = _markers(proc_root, pid)
-        if not marks:
-            continue
-        owner = _is_leftover(proc_root, pid, marks)
+    for pid, marks in procinfo.with_env(_MARKERS, skip=(os.getpid(),)):
+        owner = _is_leftover(pid, marks)
         if owner is None:
             continue
-        pgid = _pgrp(proc_root, pid)
+        pgid = procinfo.pgid(pid)
         if pgid is None:
             continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        except OSError:
-            cmd = ""
-        found.append(Leftover(pid, pgid, marks.get(MARKER_RUN.encode(), b"").decode("utf-8", "replace"), owner,
-                              cmd[:200]))
+        cmd = " ".join(procinfo.cmdline(pid) or [])
+        found.append(Leftover(pid, pgid, marks.get(MARKER_RUN, ""), owner, cmd[:200]))
     return found
 
 
-def _group_members(proc_root: Path, pgid: int) -> list[int]:
-    members = []
-    for d in proc_root.iterdir():
-        if d.name.isdigit() and _pgrp(proc_root, int(d.name)) == pgid:
-            members.append(int(d.name))
-    return members
-
-
-def cleanup_leftovers(found: list[Leftover], grace: float = 10.0, proc_root: Path = Path("/proc")) -> list[str]:
+def cleanup_leftovers(found: list[Leftover], grace: float = 10.0) -> list[str]:
     """Stop leftovers by process group (SIGTERM, grace, SIGKILL); returns one line per action taken.
 
     Everything is checked again right before signalling (time passes while a user decides): a group is
@@ -166,7 +120,7 @@ def cleanup_leftovers(found: list[Leftover], grace: float = 10.0, proc_root: Pat
     import time
 
     done: list[str] = []
-    current = {(x.pid, x.pgid) for x in find_leftovers(proc_root)}
+    current = {(x.pid, x.pgid) for x in find_leftovers()}
     groups: list[int] = []
     singles: list[int] = []
     for g in sorted({f.pgid for f in found}):
@@ -175,8 +129,8 @@ def cleanup_leftovers(found: list[Leftover], grace: float = 10.0, proc_root: Pat
         marked = [f.pid for f in found if f.pgid == g and (f.pid, g) in current]
         if not marked:
             continue  # gone meanwhile (or its pid reused): leave it alone
-        members = _group_members(proc_root, g)
-        clean = all((m := _markers(proc_root, p)) and _is_leftover(proc_root, p, m) is not None for p in members)
+        members = procinfo.group_members(g)
+        clean = all((m := procinfo.env_values(p, _MARKERS)) and _is_leftover(p, m) is not None for p in members)
         if clean:
             groups.append(g)
         else:
@@ -192,7 +146,7 @@ def cleanup_leftovers(found: list[Leftover], grace: float = 10.0, proc_root: Pat
     while (alive_g or alive_p) and time.monotonic() < deadline:
         time.sleep(0.1)
         alive_g = [g for g in alive_g if group_alive(g)]
-        alive_p = [p for p in alive_p if _pid_alive(p)]
+        alive_p = [p for p in alive_p if procinfo.alive(p)]
     for g in alive_g:
         _kill(lambda s, g=g: os.killpg(g, s), signal.SIGKILL)
     for p in alive_p:
@@ -207,19 +161,6 @@ def _kill(send, sig: int) -> None:
         send(sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is gone for our purposes
-        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 def run_checks(runs: list[RunConfig], sessions_dir: Path, check_imports: bool = True) -> list[Check]:

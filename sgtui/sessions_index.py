@@ -1,7 +1,7 @@
 """What `sgtui ls`, `attach` and `stop` know about a session file: status, runs, verdict, owner process.
 
 The session file is the only link back to a detached run, so everything here
-is derived from it plus what /proc says about the pid its header names. A
+is derived from it plus what `sgtui.procinfo` says about the pid its header names. A
 session is "running" only while that pid is provably the sgtui writing it:
 
 - the header was written on this host (a pid means nothing elsewhere),
@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sgtui import procinfo
 from sgtui.session import SessionReadError, read_session
 from sgtui.state import SessionState
 
@@ -37,51 +38,9 @@ _SGTUI_TOKEN = re.compile(r"(^|[/.])sgtui($|[/.])")
 _START_SLACK = 2.0
 
 
-def _proc_stat(pid: int) -> list[bytes] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return stat[stat.rindex(b")") + 2:].split()  # fields from 3 (state) on
-
-
 def pid_alive(pid: int) -> bool:
     """Alive and not a zombie (a zombie's run is over; only its parent has not reaped it yet)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    st = _proc_stat(pid)
-    if st is None:
-        return not Path("/proc/self").exists()  # no /proc at all: trust kill(0)
-    return st[0] != b"Z"
-
-
-def _start_epoch(pid: int) -> float | None:
-    """Unix time the process started, from /proc (None when unknown)."""
-    st = _proc_stat(pid)
-    if st is None:
-        return None
-    try:
-        ticks = int(st[19])  # field 22: starttime, clock ticks after boot
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith("btime "):
-                return int(line.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+    return procinfo.alive(pid)
 
 
 def is_sgtui_cmdline(argv: list[str]) -> bool:
@@ -95,36 +54,6 @@ def is_sgtui_cmdline(argv: list[str]) -> bool:
             return True
         if a.endswith(("/sgtui", "/sgtui/cli.py")) and i == 1:
             return True  # python /path/to/bin/sgtui
-    return False
-
-
-def _environ_marker(pid: int) -> str | None:
-    """The SGTUI_SESSION value of a process ("" if it has none), None if its environment can't be read."""
-    try:
-        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    key = SESSION_MARKER.encode() + b"="
-    for e in env:
-        if e.startswith(key):
-            return e[len(key):].decode("utf-8", "replace")
-    return ""
-
-
-def _holds_open(pid: int, path: Path) -> bool | None:
-    """Whether pid has `path` open (the orchestrator keeps its session open while it writes);
-    None when its file descriptors can't be inspected (another user, no /proc)."""
-    try:
-        fds = list(Path(f"/proc/{pid}/fd").iterdir())
-    except OSError:
-        return None
-    target = os.path.realpath(path)
-    for fd in fds:
-        try:
-            if os.readlink(fd) == target:
-                return True
-        except OSError:
-            continue
     return False
 
 
@@ -148,16 +77,16 @@ def owner_of(path: Path, st: SessionState) -> int | None:
     pid = h.pid
     if not pid_alive(pid):
         return None
-    started = _start_epoch(pid)
+    started = procinfo.start_time(pid)
     if started is not None and h.t and started > h.t + _START_SLACK:
         return None  # the pid was reused after the session began
-    argv = _cmdline(pid)
+    argv = procinfo.cmdline(pid)
     if argv is not None and not is_sgtui_cmdline(argv):
         return None
-    marker = _environ_marker(pid)
+    marker = (procinfo.env_values(pid, (SESSION_MARKER,)) or {}).get(SESSION_MARKER)
     if marker:
         return pid if os.path.realpath(marker) == os.path.realpath(path) else None
-    holds = _holds_open(pid, path)
+    holds = procinfo.holds_open(pid, path)
     if holds is None or argv is None:  # can't tell: alive while some run has not ended
         return pid if _unfinished(st) else None
     return pid if holds else None

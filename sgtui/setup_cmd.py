@@ -25,7 +25,7 @@ from sgtui import pkgpath
 
 ENGINES = ("vllm", "sglang")
 CPU_SCRIPTS = {"vllm": "vllm_cpu.sh", "sglang": "sglang_cpu.sh"}
-#: The engine venvs the CPU scripts make (their version keys; sgtui/cli.py's CPU_VENVS name the same).
+#: The engine venvs the CPU scripts make (their version keys; sgtui/cli.py's CPU_VENVS are built from these).
 CPU_VENV_NAMES = {"vllm": "vllm-cpu-0.32.0", "sglang": "sglang-cpu-0.5.23"}
 #: The CPU trainer venv trainer_cpu.sh makes.
 TRAINER_VENV_NAME = "trainer-cpu-mcore0.16.1-torch2.13.0"

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from sgtui.state import RunSummary, SessionState
 
-TARGETS = ("wandb", "tensorboard")  # sgtui.cli.TRACKERS names them too (its --help imports nothing)
+TARGETS = ("wandb", "tensorboard")
 EXTRAS = {"wandb": ("wandb", "sgtui[wandb]"), "tensorboard": ("tensorboardX", "sgtui[tensorboard]")}
 
 

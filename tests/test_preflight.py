@@ -190,22 +190,47 @@ def test_process_without_marker_is_never_touched(tmp_path):
             pass
 
 
-def _fake_proc(root, pid, pgrp, start, env=None):
-    d = root / str(pid)
-    d.mkdir()
-    rest = ["S", "1", str(pgrp)] + ["0"] * 16 + [str(start)] + ["0"] * 10
-    (d / "stat").write_text(f"{pid} (sleep (x)) " + " ".join(rest) + "\n")
-    (d / "environ").write_bytes(b"\0".join(f"{k}={v}".encode() for k, v in (env or {}).items()))
-    (d / "cmdline").write_bytes(b"sleep\x00600")
+_CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("SGTUI_")}
+_SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
 
 
-def test_owner_pid_reused_by_a_newer_process_does_not_hide_a_leftover(tmp_path):
-    """A process tree under a stand-in /proc: the owner's pid exists but started after the marked child."""
-    root = tmp_path / "proc"
-    root.mkdir()
-    _fake_proc(root, 100, 100, 5000, {"SGTUI_OWNER_PID": "200", "SGTUI_RUN": "a"})
-    _fake_proc(root, 200, 200, 6000)  # newer than 100: a reused pid, not the owner
-    _fake_proc(root, 300, 300, 7000, {"SGTUI_OWNER_PID": "400", "SGTUI_RUN": "b"})
-    _fake_proc(root, 400, 400, 6500)  # older than 300: its live owner
-    found = preflight.find_leftovers(root)
-    assert [(x.pid, x.pgid, x.run, x.owner_pid) for x in found] == [(100, 100, "a", 200)]
+def _sleeper(env=None, stdin=None, argv=_SLEEP):
+    return subprocess.Popen(argv, env={**_CLEAN_ENV, **(env or {})}, stdin=stdin, start_new_session=True)
+
+
+def _env_of(pid):
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
+def test_owner_pid_reused_by_a_newer_process_does_not_hide_a_leftover():
+    """Real processes: a marked process whose owner's pid now belongs to a process that started after it (as a
+    reused pid would) is a leftover; one whose owner started before it is not (its owner is alive)."""
+    # marked first, and only then told its owner's pid: it re-executes itself with the marker, which keeps its
+    # start time, so the "owner" below is a process newer than the marked one
+    exec_marked = ("import os, sys; owner = sys.stdin.readline().strip(); "
+                   "os.execve(sys.executable, [sys.executable, '-c', 'import time; time.sleep(120)'], "
+                   "{**os.environ, 'SGTUI_OWNER_PID': owner, 'SGTUI_RUN': 'a'})")
+    procs = []
+    try:
+        marked = _sleeper(stdin=subprocess.PIPE, argv=[sys.executable, "-c", exec_marked])
+        procs.append(marked)
+        time.sleep(0.1)  # start times have clock-tick resolution
+        newer = _sleeper()
+        procs.append(newer)
+        marked.stdin.write(f"{newer.pid}\n".encode())
+        marked.stdin.close()
+        live_owner = _sleeper()
+        procs.append(live_owner)
+        time.sleep(0.1)
+        owned = _sleeper({"SGTUI_OWNER_PID": str(live_owner.pid), "SGTUI_RUN": "b"})
+        procs.append(owned)
+        deadline = time.monotonic() + 10
+        while b"SGTUI_RUN=a" not in _env_of(marked.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        found = [x for x in preflight.find_leftovers() if x.pid in (marked.pid, owned.pid)]
+        assert [(x.pid, x.pgid, x.run, x.owner_pid) for x in found] == [(marked.pid, marked.pid, "a", newer.pid)]
+        assert "time.sleep(120)" in found[0].cmdline
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

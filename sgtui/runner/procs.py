@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from sgtui import procinfo
+
 #: Environment markers put into every child so preflight can recognise servers
 #: an earlier sgtui run left behind (and never touch anything else).
 MARKER_RUN = "SGTUI_RUN"
@@ -70,25 +72,10 @@ def spawn(role: str, argv: list[str], log_path: Path, env: Mapping[str, str] | N
 
 
 def group_cpu_seconds(pgid: int) -> float | None:
-    """CPU time (user + system, seconds) used so far by the live processes of a process group; None where
-    /proc can't tell (not Linux). An idle engine that busy-polls shows here: on a CPU-only box it takes
-    cores from a trainer running beside it, which would otherwise look like a slower trainer."""
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").exists():
-        return None
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for d in proc.iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+    """CPU time (user + system, seconds) used so far by the live processes of a process group (0.0: none). An
+    idle engine that busy-polls shows here: on a CPU-only box it takes cores from a trainer running beside it,
+    which would otherwise look like a slower trainer."""
+    return procinfo.group_cpu_seconds(pgid)
 
 
 def group_alive(pgid: int) -> bool:

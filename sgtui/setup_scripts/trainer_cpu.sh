@@ -15,10 +15,10 @@ install() {
   # peft pulls accelerate (imported by peft at module level); transformers for the HF model in the
   # logits-equality tests and the tokenizer; pytest so worker-side tests can run in this venv too.
   pip_in "$1" "torch==$TORCH_VERSION" "megatron-core==$MCORE_VERSION" numpy packaging \
-    transformers tokenizers safetensors peft orjson pytest
+    transformers tokenizers safetensors peft orjson psutil pytest  # psutil: sgtui.procinfo (the rank groups)
   # peft/accelerate may pull CUDA builds of torchvision; they break `transformers` imports
   # ("operator torchvision::nms does not exist") and nothing here needs them.
   pip_out "$1" torchvision torchaudio torchcodec
-  "$1/bin/python" -c "import torch, megatron.core, transformers, peft, safetensors, orjson" >&2
+  "$1/bin/python" -c "import torch, megatron.core, transformers, peft, safetensors, orjson, psutil" >&2
 }
 make_venv trainer "$venv" "megatron-core $MCORE_VERSION + torch $TORCH_VERSION CPU, ~1-2 min" install
