@@ -28,7 +28,7 @@ from sgtui.config import (BACKENDS, MODES, PLACEMENTS, STRATEGIES, SYNCS, TRAINE
 from sgtui.export import FORMATS
 from sgtui.goodput import GoodputError, join_goodput_argv, parse_goodput
 from sgtui.options import ReportOptions
-from sgtui.session import SessionReadError, new_session_path
+from sgtui.session import SessionEmpty, SessionReadError, new_session_path
 from sgtui.setup_cmd import CPU_VENV_NAMES
 from sgtui.trackers import TARGETS as TRACKERS
 
@@ -282,12 +282,15 @@ def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, o
                vllm_python: str | None, sglang_python: str | None, vllm_port: int, sglang_port: int,
                output: Path, gpus: list[int], train_gpus: list[int], placement: str,
                extra_args: dict[str, list[str]] | None = None,
-               urls: dict[str, str | None] | None = None) -> list[RunConfig]:
+               urls: dict[str, str | None] | None = None, missing_ok: bool = False) -> list[RunConfig]:
+    """missing_ok (the launch form): a default engine venv not set up is no error here; the form's preflight
+    names it and says to run `sgtui setup`, and nothing starts meanwhile."""
     specs = [parse_run_spec(r) for r in run] if run else [parse_run_spec(b) for b in backends.split(",") if b.strip()]
     urls = {b: _external_url(u, b) for b, u in (urls or {}).items() if u}
     if not specs:
         raise ConfigError("--backends/--run: no run given (e.g. --backends vllm,sglang)")
     pythons = {"vllm": vllm_python, "sglang": sglang_python}
+    missing = False
     for i, spec in enumerate(specs):
         if spec.python:  # the run's own: errors name the exact --run spec
             where = f"--run {run[i]}" if run else f"--backends {backends}"
@@ -295,6 +298,9 @@ def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, o
         elif pythons[spec.backend]:
             pythons[spec.backend] = _resolve_python(pythons[spec.backend], f"--{spec.backend}-python")
         elif not Path(py := default_python(spec.backend, on_gpu)).exists():
+            missing = True
+            if missing_ok:
+                continue
             flag = f"--{spec.backend}-python"
             raise ConfigError(f"{flag}: the default {py} is not set up; run `sgtui setup` or pass {flag} "
                               "(an interpreter, a venv directory or an engine executable)")
@@ -305,14 +311,19 @@ def build_runs(*, backends: str, run: list[str], mode: str, model: str | None, o
     if model is None:
         if on_gpu:
             model = GPU_DEFAULT_MODEL
+        elif missing:  # `sgtui setup` builds it with the engines
+            model = str(TINY_MODEL)
         else:
             first = specs[0]
             model = str(ensure_tiny_model(first.python or pythons[first.backend] or default_python(first.backend, False)))
     from sgtui.models import resolve_model
 
     # Once, here: a hub id becomes its snapshot directory, the one every run's prompts, engine and trainer read.
-    resolved = resolve_model(model, on_download=lambda msg: typer.echo(f"sgtui: {msg}", err=True))
-    model, model_id = resolved.path, resolved.model_id
+    if missing and not Path(model).expanduser().is_dir():
+        model_id = ""  # nothing starts before the engines are set up; the form's Start resolves it then
+    else:
+        resolved = resolve_model(model, on_download=lambda msg: typer.echo(f"sgtui: {msg}", err=True))
+        model, model_id = resolved.path, resolved.model_id
     initial = Path(model) / "adapters" / "initial"
     if initial.is_dir() and "lora_rank" not in overrides:
         import json
@@ -566,12 +577,13 @@ def main_command(
     except ValueError:
         fail("--gpus/--train-gpus: expected comma-separated device indices, e.g. 0,1")
     extra = {"vllm": shlex.split(vllm_args), "sglang": shlex.split(sglang_args)}
+    ui = not no_ui and sys.stdin.isatty() and sys.stdout.isatty()
     try:
         runs = build_runs(backends=backends, run=run or [], mode=mode, model=model, on_gpu=on_gpu,
                           overrides=overrides, vllm_python=vllm_python, sglang_python=sglang_python,
                           vllm_port=vllm_port, sglang_port=sglang_port, output=output, gpus=gpu_list,
                           train_gpus=train_list, placement=placement, extra_args=extra,
-                          urls={"vllm": vllm_url, "sglang": sglang_url})
+                          urls={"vllm": vllm_url, "sglang": sglang_url}, missing_ok=ui)
         assign_devices(runs, gpu_list, train_list, placement=placement, concurrent=concurrent, tp=tp,
                        gpus_given=bool(gpus.strip()), on_gpu=on_gpu)
         if concurrent:
@@ -691,22 +703,32 @@ def replay(
     sessions: List[Path] = typer.Argument(..., help="Session files to replay side by side."),
     follow: bool = typer.Option(False, "--follow", help="Keep reading a session that is still being written."),
     no_ui: bool = typer.Option(False, "--no-ui", help="Print the report instead of opening the UI."),
+    play: bool = typer.Option(False, "--play", help="Start playing at once (the UI opens at the first event, "
+                              "paused, otherwise)."),
+    speed: Literal["1x", "10x", "max"] = typer.Option("1x", "--speed", help="Playback speed (max: as fast as "
+                                                      "the events fold; --play --speed max runs to the end)."),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", rich_help_panel=REPORTS, help=ALLOW_MISMATCH_HELP),
     include_first_step: bool = typer.Option(False, "--include-first-step", rich_help_panel=REPORTS,
                                             help=FIRST_STEP_HELP),
 ) -> None:
-    """Replay saved sessions (interactive on a terminal; the report otherwise)."""
+    """Replay saved sessions (interactive on a terminal; the report otherwise). Space plays and pauses,
+    ? lists every key."""
     from sgtui.export import load_sessions, render
 
     opts = report_options(None, allow_mismatch, include_first_step)
     try:
         states = load_sessions(list(sessions))
+    except SessionEmpty as e:  # a followed session may not have its first line on disk yet
+        if not follow:
+            fail(str(e))
+        states = []
     except SessionReadError as e:
         fail(str(e))
     if not no_ui and sys.stdin.isatty() and sys.stdout.isatty():
         from sgtui.tui.app import run_replay
 
-        raise typer.Exit(run_replay([str(p) for p in sessions], follow=follow, report_options=opts))
+        raise typer.Exit(run_replay([str(p) for p in sessions], follow=follow, speed=speed, playing=play,
+                                    report_options=opts))
     for st in states:
         for p in st.problems:
             typer.echo(f"sgtui: warning: {p}", err=True)
@@ -776,7 +798,7 @@ def attach(
 
     path = _pick_session(session, output)
     try:
-        read_session(path)  # a clear error for a broken file before any screen opens
+        read_session(path, allow_empty=True)  # a clear error for a broken file before any screen opens
     except SessionReadError as e:
         fail(str(e))
     if not no_ui and sys.stdin.isatty() and sys.stdout.isatty():

@@ -87,9 +87,13 @@ def _is_leftover(pid: int, marks: dict[str, str]) -> int | None:
 def _made_by_setup(python: str) -> bool:
     """An engine venv of `sgtui setup` (under the sgtui cache), which re-running the setup repairs; a user's
     own interpreter is theirs to fix, and telling them to re-run our setup sends them the wrong way."""
-    cache = Path(os.environ.get("SGTUI_CACHE", str(Path.home() / ".cache" / "sgtui"))) / "venvs"
+    return _under_cache(Path(python), "venvs")
+
+
+def _under_cache(path: Path, sub: str) -> bool:
+    cache = Path(os.environ.get("SGTUI_CACHE", str(Path.home() / ".cache" / "sgtui"))) / sub
     try:
-        return Path(python).absolute().is_relative_to(cache.absolute())
+        return path.absolute().is_relative_to(cache.absolute())
     except (OSError, ValueError):
         return False
 
@@ -387,6 +391,9 @@ def _check_hub_model(ref: str) -> Check:
 def _check_model(model: Path) -> Check:
     model = model.expanduser()
     if not model.is_dir():
+        if _under_cache(model, "models"):  # the built-in tiny model, which `sgtui setup` builds
+            return Check("model", False, f"{model}: not built yet", "run `sgtui setup` (it builds the tiny "
+                                                                    "built-in model) or pass --model DIR")
         return Check("model", False, f"{model}: no such directory", "pass --model DIR with a Hugging Face model "
                                                                     "directory (config.json, tokenizer, weights)")
     try:

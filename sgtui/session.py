@@ -143,6 +143,15 @@ class SessionReadError(Exception):
     """A session that cannot be read at all (missing, not a session, newer schema)."""
 
 
+class SessionEmpty(SessionReadError):
+    """No complete line yet (an empty file, or only a partial first line): refused by a plain read, but a
+    session being written right now looks like this for a moment, so followers may catch it and wait."""
+
+
+#: What a session file is, for the one-line refusal of anything else.
+EXPECTED = "expected an sgtui session: JSON lines, the first a 'session' event"
+
+
 def decode_lines(data: bytes, path: Path, first_lineno: int = 1) -> tuple[list[Event], list[str]]:
     """Decode complete lines (data must end at a line break or be whole); bad lines become problems.
 
@@ -170,12 +179,15 @@ def decode_lines(data: bytes, path: Path, first_lineno: int = 1) -> tuple[list[E
     return events, problems
 
 
-def read_session(path: Path | str) -> ReadResult:
+def read_session(path: Path | str, *, allow_empty: bool = False) -> ReadResult:
     """Read a whole session, possibly still being written.
 
     A last line without a newline is a write in progress (or a crash mid-line):
     it is ignored with a single warning. Other bad lines are reported by number
-    and skipped; the rest loads.
+    and skipped; the rest loads. A file holding no sgtui event at all (empty,
+    binary, JSON of something else) raises SessionReadError, one line naming the
+    file and what was expected; with `allow_empty` (a follower, whose session may
+    not have its header on disk yet) a file without a complete line reads as no events.
     """
     path = Path(path)
     try:
@@ -196,9 +208,36 @@ def read_session(path: Path | str) -> ReadResult:
     header = events[0] if events and isinstance(events[0], SessionHeader) else None
     if header is None and events:
         raise SessionReadError(f"{path}: not an sgtui session (first event is {events[0].kind!r}, expected 'session')")
-    if header is None and problems and not truncated:
-        raise SessionReadError(f"{path}: not an sgtui session ({problems[0].split(': ', 1)[1]})")
+    if header is None:
+        _refuse_headerless(path, data, problems, truncated, allow_empty)
     return ReadResult(path=path, header=header, events=events, problems=problems, truncated_tail=truncated)
+
+
+def _refuse_headerless(path: Path, data: bytes, problems: list[str], truncated: bool, allow_empty: bool) -> None:
+    """Raise for a file with no event at all, unless it is a session not written yet and that is allowed."""
+    head = data[:4096]
+    if b"\0" in head or _not_text(head):
+        raise SessionReadError(f"{path}: not an sgtui session (binary data; {EXPECTED})")
+    bad_lines = problems[:-1] if truncated else problems
+    if bad_lines:
+        raise SessionReadError(f"{path}: not an sgtui session ({bad_lines[0].split(': ', 1)[1]}; {EXPECTED})")
+    if allow_empty:
+        return
+    if not data.strip():
+        raise SessionEmpty(f"{path}: not an sgtui session (the file is empty; {EXPECTED})")
+    try:
+        why = f"first event is {decode(data.strip(), 1).kind!r}, no line break after it"
+    except EventError as e:  # e.g. a JSON document without a newline: say what it is not
+        why = e.message
+    raise SessionEmpty(f"{path}: not an sgtui session ({why}; {EXPECTED})")
+
+
+def _not_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start < len(head) - 4  # a multi-byte character cut by the 4096-byte window is still text
+    return False
 
 
 class SessionTail:

@@ -15,8 +15,10 @@ API for the CLI (each blocks until the UI quits and returns the process exit cod
         Returns 0 when every run ended ok, 1 otherwise; 0 when the user quit from the form.
         Quitting while detached runs go leaves them running and prints how to re-attach.
 
-    run_replay(paths, follow=False, *, speed="max", playing=True) -> int
-        `sgtui replay a.jsonl [b.jsonl ...] [--follow]`. Runs of all sessions become columns.
+    run_replay(paths, follow=False, *, speed="1x", playing=False) -> int
+        `sgtui replay a.jsonl [b.jsonl ...] [--follow] [--play] [--speed S]`. Runs of all sessions
+        become columns. A replay opens at its first event, paused, at 1x (speed="max", playing=True:
+        straight to the end).
         follow=True tails files still being written (re-attach after an SSH drop).
 
     make_app(mode="launch"|"live"|"replay", **same options) -> SgtuiApp
@@ -152,13 +154,14 @@ class SgtuiApp(App[int]):
     # Ctrl-C arrives as a key in Textual's raw mode (no SIGINT). Textual's default only says "press ctrl+q";
     # here it asks the same question as quitting: attached runs are stopped cleanly, never orphaned.
     BINDINGS = [Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True),
-                Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True)]
+                Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True),
+                Binding("f1,question_mark", "help", "Help", show=False)]
 
     def __init__(self, mode: str = "launch", *, runs: list[RunConfig] | None = None,
                  session_path: str | Path | None = None, output_dir: str | Path | None = None,
                  exports: Sequence[str] = ("txt", "json"), paths: Sequence[str | Path] = (), follow: bool = False,
                  launch_options: LaunchOptions | None = None, launch_note: str = "", detach: bool = False,
-                 concurrent: bool = False, speed: str = "max", playing: bool = True, refresh_hz: float | None = None,
+                 concurrent: bool = False, speed: str = "1x", playing: bool = False, refresh_hz: float | None = None,
                  clock: Callable[[], float] | None = None,
                  runner_argv: Callable[[RunConfig], list[str]] | None = None, runner_prefix: list[str] | None = None,
                  preflight: Callable[[list[RunConfig], str], PreflightResult] | None = None,
@@ -517,6 +520,18 @@ class SgtuiApp(App[int]):
             return self.follow and bool(self.snapshot and any(r.status == "running" for r in self.snapshot.runs))
         return self.detach and self.runs_going()
 
+    def action_help(self) -> None:
+        """`?`/F1 (and `h` on the dashboards): the keys of the screen shown; again (or Escape) closes."""
+        from sgtui.tui.screens.help import HelpScreen
+
+        screen = self.screen
+        if isinstance(screen, HelpScreen):
+            screen.dismiss(None)
+            return
+        title = {ReplayScreen: "replay", DashboardScreen: "dashboard", VerdictScreen: "verdict",
+                 LaunchScreen: "launch"}.get(type(screen), type(screen).__name__)
+        self.push_screen(HelpScreen(screen, title))
+
     def action_detach_ui(self) -> None:
         if isinstance(self.screen, Choice):
             return
@@ -704,7 +719,7 @@ def run_live(runs: list[RunConfig], session_path: str | Path, exports: Sequence[
     return _run(app)
 
 
-def run_replay(paths: Sequence[str | Path], follow: bool = False, *, speed: str = "max", playing: bool = True,
+def run_replay(paths: Sequence[str | Path], follow: bool = False, *, speed: str = "1x", playing: bool = False,
                **kw) -> int:
     app = make_app("replay", paths=paths, follow=follow, speed=speed, playing=playing, **kw)
     return _run(app)

@@ -104,7 +104,12 @@ class Hub:
         self._t0: list[float] = []
         self._t_end: list[float] = []  # each session's latest event time (its file order may step back)
         self._shift: list[float] = []
-        self._step_t: list[dict[int, float]] = []
+        self._step_t: list[dict[int, float]] = []  # session -> step -> its first phase start (any run)
+        #: session -> [(time, run label, step)]: where each run's steps start, what seek can reach
+        self._points: list[list[tuple[float, str, int]]] = []
+        self._keys: list[dict[str, str]] = []  # session -> run label -> column key
+        self._focus = ""  # the run key last sought: wins ties under the playhead
+        self._epoch = 0
         self._elapsed = 0.0
         self._duration = 0.0
         self.speed = speed
@@ -153,8 +158,12 @@ class Hub:
         self._wake.set()
 
     def command(self, *cmd: object) -> None:
-        """('toggle',) ('play',) ('pause',) ('speed', '10x') ('cycle_speed',) ('seek_step', n)
-        ('seek_rel', +1/-1) ('seek_start',) ('seek_end',) ('refresh',)"""
+        """('toggle',) ('play',) ('pause',) ('speed', '10x') ('cycle_speed',) ('seek_step', n[, run key])
+        ('seek_rel', +1/-1) ('seek_start',) ('seek_end',) ('refresh',)
+
+        seek_step: step n of that run (default: the run under the playhead); a step the run does not
+        have is refused (nothing moves; the UI says so, from `ReplayStatus.run_steps`). seek_rel: the
+        previous/next step start of any run, all runs' steps in time order."""
         self._commands.append(cmd)
         self._wake.set()
 
@@ -370,12 +379,19 @@ class Hub:
             self._shift.append(0.0)
             self._cursor.append(0)
             steps: dict[int, float] = {}
+            per_run: dict[tuple[str, int], float] = {}
             for e in events:
                 if e.kind == "phase" and e.edge == "start":  # type: ignore[attr-defined]
                     s = e.step  # type: ignore[attr-defined]
                     if s not in steps or e.t < steps[s]:
                         steps[s] = e.t
+                    k = (e.run, s)  # type: ignore[attr-defined]
+                    if s >= 1 and (k not in per_run or e.t < per_run[k]):
+                        per_run[k] = e.t
             self._step_t.append(steps)
+            self._points.append(sorted((t, lbl, s) for (lbl, s), t in per_run.items()))
+            self._apply_until(i, t0)  # open at the first event, not on a blank screen
+        self._keys = self._run_keys()
         self._duration = max((self._t_end[i] - self._t0[i] for i, ev in enumerate(self._events) if ev), default=0.0)
         self._loading = False
         self._last_mono = self.mono()
@@ -434,16 +450,60 @@ class Hub:
         return max((self._t_end[i] - self._t0[i] - self._shift[i] for i, ev in enumerate(self._events) if ev),
                    default=0.0)
 
+    def _run_keys(self) -> list[dict[str, str]]:
+        """Column keys of the runs with steps, named as `views.column_keys` names columns."""
+        labels = [list(dict.fromkeys(lbl for _, lbl, _ in pts)) for pts in self._points]
+        seen: dict[str, int] = {}
+        for ls in labels:
+            for lbl in ls:
+                seen[lbl] = seen.get(lbl, 0) + 1
+        return [{lbl: lbl if seen[lbl] == 1 or len(self.sessions) == 1 else f"{ts.stem}:{lbl}" for lbl in ls}
+                for ts, ls in zip(self.sessions, labels)]
+
+    def _aligned(self) -> list[tuple[float, str, int, int, str]]:
+        """Every run's step starts on the replay clock: (position, key, step, session, label), in time order."""
+        out = []
+        for i, pts in enumerate(self._points):
+            base = self._t0[i] + self._shift[i]
+            out.extend((t - base, self._keys[i][lbl], s, i, lbl) for t, lbl, s in pts)
+        out.sort(key=lambda p: (p[0], p[1] != self._focus))
+        return out
+
+    def _run_steps(self) -> list[tuple[str, tuple[int, ...]]]:
+        out = []
+        for i, pts in enumerate(self._points):
+            per: dict[str, list[int]] = {}
+            for _, lbl, s in pts:
+                per.setdefault(lbl, []).append(s)
+            out.extend((self._keys[i][lbl], tuple(sorted(set(v)))) for lbl, v in per.items())
+        return out
+
+    def _current(self) -> tuple[str, int]:
+        """(run key, step) under the playhead: the latest step start at or before it (ties: the run last
+        sought); before any, the first run with steps at step 0."""
+        pts = self._aligned()
+        if not pts:
+            return "", 0
+        cur: tuple[float, str, int, int, str] | None = None
+        for p in pts:
+            if p[0] <= self._elapsed + 1e-6:
+                if cur is None or p[0] > cur[0] + 1e-6 or p[1] == self._focus:
+                    cur = p
+            else:
+                break
+        if cur is None:
+            return pts[0][1], 0
+        return cur[1], cur[2]
+
     def _replay_status(self) -> ReplayStatus | None:
         if self.mode != "replay":
             return None
-        step = 0
-        for ts in self.sessions:
-            for r in ts.state.runs.values():
-                if r.rl_steps:
-                    step = max(step, r.rl_steps[-1])
+        run, step = self._current() if not self._loading else ("", 0)
+        run_steps = tuple(self._run_steps()) if not self._loading else ()
+        keys = [k for k, _ in run_steps]
         return ReplayStatus(self.playing, self.speed, self._elapsed, self._duration, step, self._at_end(),
-                            self._loading)
+                            self._loading, run=run, steps=dict(run_steps).get(run, ()), run_steps=run_steps,
+                            epoch=self._epoch, run_index=keys.index(run) + 1 if run in keys else 0)
 
     def _rebuild(self, i: int, t_abs: float) -> None:
         """Seek backwards: the fold only goes forward, so refold session i from its start."""
@@ -452,6 +512,7 @@ class Hub:
         ts.state.problems = old.state.problems
         self.sessions[i] = ts
         self._cursor[i] = 0
+        self._epoch += 1
         self._apply_until(i, t_abs)
 
     def _seek_to(self, targets: list[float]) -> None:
@@ -472,19 +533,65 @@ class Hub:
             self.builder.reset()
         self._dirty = True
 
-    def _seek_step(self, n: int) -> None:
+    def _seek_start(self) -> None:
+        self._focus = ""
+        self._seek_to([self._t0[i] if ev else 0.0 for i, ev in enumerate(self._events)])
+
+    def _seek_step(self, n: int, key: str | None = None) -> bool:
+        """Step n of run `key` (default: the run under the playhead); n <= 0: the start. Sessions that
+        have a run of the same name with that step are aligned on it, others on their own step n
+        (its first start, any run), others keep their place. False (nothing moved): no such step."""
+        if n <= 0:
+            self._seek_start()
+            return True
+        if not key:
+            key = self._current()[0]
+        where = next(((i, lbl) for i, keys in enumerate(self._keys) for lbl, k in keys.items() if k == key), None)
+        if where is None:
+            return False
+        i, label = where
+        t = next((t for t, lbl, s in self._points[i] if lbl == label and s == n), None)
+        if t is None:
+            return False
+        pos = t - self._t0[i] - self._shift[i]
         targets = []
-        for i, ev in enumerate(self._events):
-            if not ev:
+        for j, ev in enumerate(self._events):
+            if j == i:
+                targets.append(t)
+            elif not ev:
                 targets.append(0.0)
-                continue
-            if n <= 0:
-                targets.append(self._t0[i])
-            elif n in self._step_t[i]:
-                targets.append(self._step_t[i][n])
             else:
-                targets.append(self._t_end[i])
+                same = next((tj for tj, lbl, s in self._points[j] if lbl == label and s == n), None)
+                if same is None:
+                    same = self._step_t[j].get(n)
+                if same is None:
+                    same = min(self._t0[j] + self._shift[j] + pos, self._t_end[j])
+                targets.append(same)
+        self._focus = key
         self._seek_to(targets)
+        return True
+
+    def _seek_rel(self, delta: int) -> None:
+        """The next (+1) or previous (-1) step start of any run."""
+        pts = self._aligned()
+        if delta > 0:
+            nxt = next((p for p in pts if p[0] > self._elapsed + 1e-6), None)
+            if nxt is not None:
+                self._seek_step(nxt[2], nxt[1])
+            return
+        key, step = self._current()
+        here = next((p[0] for p in pts if p[1] == key and p[2] == step), None)
+        if here is None:
+            return
+        prev = [p for p in pts if p[0] < here - 1e-6]
+        if prev:
+            # the latest earlier start; among equal times, the run last sought
+            last = max(p[0] for p in prev)
+            p = next((q for q in prev if q[0] >= last - 1e-6 and q[1] == self._focus),
+                     next(q for q in prev if q[0] >= last - 1e-6))
+            self._seek_step(p[2], p[1])
+        else:
+            self._seek_start()
 
     def _handle_commands(self) -> None:
         while self._commands:
@@ -511,20 +618,18 @@ class Hub:
             elif name == "cycle_speed":
                 self.speed = SPEEDS[(SPEEDS.index(self.speed) + 1) % len(SPEEDS)]
             elif name == "seek_step":
-                self._seek_step(int(cmd[1]))  # type: ignore[call-overload]
+                self._seek_step(int(cmd[1]), str(cmd[2]) if len(cmd) > 2 and cmd[2] else None)  # type: ignore[call-overload]
             elif name == "seek_rel":
-                st = self._replay_status()
-                cur = st.step if st else 0
-                self._seek_step(max(0, cur + int(cmd[1])))  # type: ignore[call-overload]
+                self._seek_rel(int(cmd[1]))  # type: ignore[call-overload]
             elif name == "seek_start":
-                self._seek_step(0)
+                self._seek_start()
             elif name == "seek_end":
                 self._seek_to([self._t_end[i] if ev else 0.0 for i, ev in enumerate(self._events)])
             self._dirty = True
 
     def _set_playing(self, playing: bool) -> None:
         if playing and self._at_end():
-            self._seek_step(0)  # play again from the start
+            self._seek_start()  # play again from the start
         self.playing = playing
         self._last_mono = self.mono()
 

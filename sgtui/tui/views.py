@@ -121,9 +121,17 @@ class ReplayStatus:
     speed: str  # "1x" | "10x" | "max"
     position: float  # seconds since the (aligned) session start
     duration: float  # longest session, seconds
-    step: int  # highest RL step started in the replayed part
+    step: int  # the RL step under the playhead (of `run`), 0 before its first
     at_end: bool
     loading: bool = False
+    run: str = ""  # column key of the run under the playhead (the one `g N` seeks in)
+    steps: tuple[int, ...] = ()  # that run's steps
+    run_steps: tuple[tuple[str, tuple[int, ...]], ...] = ()  # every run's steps: what seek can reach
+    epoch: int = 0  # +1 at each backward seek (the fold restarted): panes that accumulate start over
+    run_index: int = 0  # 1-based position of `run` among the runs with steps (0: none)
+
+    def steps_of(self, key: str) -> tuple[int, ...]:
+        return dict(self.run_steps).get(key, ())
 
 
 @dataclass(frozen=True)
@@ -231,11 +239,13 @@ def build_run_view(key: str, index: int, ts: TrackedSession, label: str, now: fl
     cur = run.current_phase
     if info is not None and not num_steps:
         num_steps = int(info.config.get("num_steps") or 0) if isinstance(info.config, dict) else 0
-    gauges = {name: s.v[-1] for name, s in run.engine.items() if s.v}
     status = run.status if (info is not None or run.end is not None) else ("running" if run.first_t else "pending")
     if dead and run.end is None:
         status = "dead"
         cur = None  # no phase is running: its sgtui is gone
+    # a gauge is a live reading: once the run ended (or died) its last value is no longer true
+    live = run.end is None and status != "dead"
+    gauges = {name: s.v[-1] for name, s in run.engine.items() if s.v} if live else {}
     n = min(LOG_TAIL, len(run.logs))
     tail = tuple(LogLine(e.source, e.line) for e in list(run.logs)[-n:]) if n else ()
     return RunView(
@@ -471,7 +481,8 @@ class SnapshotBuilder:
     def __init__(self, sessions: list[TrackedSession], mode: str, *, expected: list[str] | None = None,
                  expected_steps: dict[str, int] | None = None, heavy_factor: float = 5.0,
                  mono: Callable[[], float] = time.monotonic, on_done: Callable[[], None] = lambda: None,
-                 options: ReportOptions = ReportOptions()) -> None:
+                 options: ReportOptions = ReportOptions(),
+                 owner_gone: Callable[[SessionState], bool] | None = None) -> None:
         self.sessions = sessions
         self.options = options  # the same verdict as `sgtui report` with the same flags
         self.mode = mode
@@ -482,6 +493,9 @@ class SnapshotBuilder:
         self.seq = 0
         self.finished = False  # the orchestrator is done: expected runs without events were skipped
         self.dead: dict[int, str] = {}  # session index -> why it is dead (follow mode: its sgtui is gone)
+        self.owner_gone = owner_gone  # replay: is this session's sgtui gone (its unfinished runs are dead)?
+        self._owners: dict[int, tuple[float, str]] = {}  # session index -> (checked at, why dead or '')
+        self._ended: dict[int, tuple[GpuView, GpuView]] = {}  # session index -> (GPU view, its ended form)
         self._summaries: dict[str, tuple[tuple, RunSummary]] = {}
         self._verdict: Verdict | None = None
         self._verdict_key: tuple = ()
@@ -595,12 +609,13 @@ class SnapshotBuilder:
         for key, ts, label in cols:
             keys_by_session[ts.index][label] = key
         runs = []
+        dead_sessions = {**self._replay_dead(replay), **self.dead}
         for i, (key, ts, label) in enumerate(cols):
             run = ts.state.runs.get(label)
             summary = self._summaries.get(key, (None, None))[1]
             now = nows[ts.index]
             running = run is not None and run.current_phase is not None
-            dead = ts.index in self.dead
+            dead = ts.index in dead_sessions
             vkey = (id(run), run.version if run else -1, now if running else None, id(summary), i, self.finished,
                     dead)
             cached = self._run_views.get(key)
@@ -612,6 +627,7 @@ class SnapshotBuilder:
             self._run_views[key] = (vkey, view)
             runs.append(view)
         gpus = self._gpus(spark_width, keys_by_session, force=quiet)
+        gpus = tuple(self._ended_gpu(g) if _session_ended(runs, g.session) else g for g in gpus)
         gpus_fresh = quiet
         starts = [ts.state.header.t if ts.state.header else None for ts in self.sessions]
         elapsed = max((nows[i] - s for i, s in enumerate(starts) if s is not None), default=0.0)
@@ -628,8 +644,61 @@ class SnapshotBuilder:
             events=sum(ts.state.events for ts in self.sessions), elapsed=max(0.0, elapsed), all_ended=ended,
             replay=replay, applied=applied, heavy_age=max(0.0, self.mono() - self._heavy_at),
             session_errors=session_errors, settled=self.settled and gpus_fresh, heavy_behind=self.heavy_behind,
-            dead=tuple(self.dead[i] for i in sorted(self.dead)),
+            dead=tuple(dead_sessions[i] for i in sorted(dead_sessions)),
         )
+
+    def _ended_gpu(self, g: GpuView) -> GpuView:
+        cached = self._ended.get(g.session)
+        if cached is None or cached[0] is not g:  # the same object while unchanged: the panel skips a repaint
+            cached = self._ended[g.session] = (g, _ended_gpu(g))
+        return cached[1]
+
+    def _replay_dead(self, replay: ReplayStatus | None) -> dict[int, str]:
+        """Replay at the end of the file: runs without run_end whose sgtui is gone never finish (dead).
+        Before the end they were running at that moment; a session still written by a live sgtui is not dead."""
+        if self.mode != "replay" or replay is None or replay.loading or not replay.at_end:
+            return {}
+        out: dict[int, str] = {}
+        now = self.mono()
+        for ts in self.sessions:
+            runs = [r for lbl, r in ts.state.runs.items() if not (lbl == "session" and r.info is None)]
+            if not runs or all(r.end is not None for r in runs):
+                continue
+            checked = self._owners.get(ts.index)
+            if checked is None or now - checked[0] >= OWNER_RECHECK_S:
+                gone = (self.owner_gone or _owner_gone)(ts.state)
+                pid = ts.state.header.pid if ts.state.header else 0
+                checked = self._owners[ts.index] = (
+                    now, f"sgtui pid {pid} is gone; runs without run_end will never finish" if gone else "")
+            if checked[1]:
+                out[ts.index] = checked[1]
+        return out
+
+
+#: Replay at its end: how often a session's owner is looked up again (one /proc look).
+OWNER_RECHECK_S = 2.0
+
+
+def _owner_gone(st: SessionState) -> bool:
+    from sgtui.sessions_index import owner_state
+
+    try:
+        return owner_state(Path(st.source), st) == "gone"
+    except OSError:
+        return False
+
+
+def _session_ended(runs: list[RunView], session: int) -> bool:
+    mine = [r for r in runs if r.session == session]
+    return bool(mine) and all(r.status in ("ok", "failed", "cancelled", "skipped", "dead") for r in mine)
+
+
+def _ended_gpu(g: GpuView) -> GpuView:
+    """Every run of the session ended: the last sample is history (kept in the sparkline), not a reading."""
+    if not g.devices or all(d.used_mib is None and d.util is None and not d.shares for d in g.devices):
+        return g
+    return dataclasses.replace(g, devices=tuple(dataclasses.replace(d, used_mib=None, util=None, shares=())
+                                                for d in g.devices))
 
 
 def fmt_clock(seconds: float) -> str:
@@ -638,3 +707,20 @@ def fmt_clock(seconds: float) -> str:
     h, rem = divmod(s, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def fmt_steps(steps: tuple[int, ...] | list[int]) -> str:
+    """"1-4" for contiguous steps, "1-3, 5" otherwise, "none" for no step."""
+    if not steps:
+        return "none"
+    out: list[str] = []
+    s = sorted(steps)
+    lo = prev = s[0]
+    for n in s[1:] + [None]:  # type: ignore[list-item]
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        out.append(str(lo) if lo == prev else f"{lo}-{prev}")
+        if n is not None:
+            lo = prev = n
+    return ", ".join(out)

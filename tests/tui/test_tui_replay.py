@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from gen_session import DEFAULT_RUNS, RunSpec, generate, six_runs, write_session
 from sgtui import fmt
+from textual.binding import Binding
 from sgtui.state import SessionState, run_summary
 from sgtui.tui.app import make_app
+from sgtui.tui.views import fmt_clock
 from sgtui.tui.screens.replay import ReplayScreen
 from sgtui.tui.screens.verdict import VerdictScreen
 from sgtui.tui.widgets.log_pane import LogPanes
@@ -29,8 +31,17 @@ async def replay_to_end(pilot, app, n_events: int) -> None:
 
 
 def replay_app(session: Path, events: list, **kw):
-    """The replay app on `events`, written to the file `session` first, as a recording on disk would be."""
+    """The replay app on `events`, written to the file `session` first, as a recording on disk would be.
+    Playing at max unless told otherwise (`sgtui replay --play --speed max`): these tests read the end state;
+    a plain `sgtui replay` opens paused at the first event (test_replay_opens_paused_at_the_first_event)."""
+    kw.setdefault("speed", "max")
+    kw.setdefault("playing", True)
     return make_app("replay", paths=[write_session(session, events)], **kw)
+
+
+def replay_bar(app) -> str:
+    """The transport line above the footer, as shown."""
+    return screen_text(app).splitlines()[-2]
 
 
 @asynccontextmanager
@@ -108,19 +119,19 @@ async def test_playback_keys(tmp_path):
         await wait_for(pilot, lambda: app.snapshot.replay.step == 1 and app.snapshot.settled, what="seek to step 1")
         await pilot.press("right_square_bracket")
         await wait_for(pilot, lambda: app.snapshot.replay.step == 2 and app.snapshot.settled, what="seek to step 2")
-        assert "step 2" in screen_text(app).splitlines()[0]
+        assert "step 2 of 1-8" in replay_bar(app)
         await pilot.press("left_square_bracket")
         await wait_for(pilot, lambda: app.snapshot.replay.step == 1 and app.snapshot.settled, what="seek back")
         await pilot.press("s")  # 1x -> 10x
         await pilot.press("space")
-        await wait_for(pilot, lambda: "▶ 10x" in screen_text(app).splitlines()[0], what="the header to show 10x play")
+        await wait_for(pilot, lambda: "playing · 10x" in replay_bar(app), what="the bar to show 10x play")
         assert app.snapshot.replay.playing and app.snapshot.replay.speed == "10x"
         await pilot.press("space")
         await wait_for(pilot, lambda: not app.snapshot.replay.playing)
         await pilot.press("s")  # -> max
         await pilot.press("space")
         await replay_to_end(pilot, app, len(events))
-        assert "■ end" in screen_text(app).splitlines()[0]
+        assert replay_bar(app).lstrip().startswith("end · max")
         await pilot.press("g")
         await pilot.press("2", "enter")
         await wait_for(pilot, lambda: app.snapshot.replay.step == 2 and app.snapshot.settled, what="go to step 2")
@@ -183,7 +194,7 @@ async def test_one_or_six_runs_and_resizes_keep_a_readable_layout(tmp_path, n, s
 async def test_sessions_side_by_side_become_columns(tmp_path):
     a = write_session(tmp_path / "a.jsonl", generate(seed=17, runs=(DEFAULT_RUNS[0],)))
     b = write_session(tmp_path / "b.jsonl", generate(seed=18, runs=(DEFAULT_RUNS[0], DEFAULT_RUNS[1])))
-    app = make_app("replay", paths=[a, b])
+    app = make_app("replay", paths=[a, b], speed="max", playing=True)
     async with app.run_test(size=(160, 45)) as pilot:
         await wait_for(pilot, lambda: settled(app) and app.snapshot.replay.at_end)
         table = app.screen.query_one(MetricsTable)
@@ -260,7 +271,7 @@ async def test_verdict_screen_shows_the_text_reports_numbers_and_notes(flags):
     path = SESSIONS / "20261203T221836Z-vllm-sleep1_vs_sglang-release-training-h200-1b.jsonl"
     opts = ReportOptions(**flags)
     text = " ".join(render("txt", load_sessions([path]), opts).split())
-    app = make_app("replay", paths=[path], report_options=opts)
+    app = make_app("replay", paths=[path], report_options=opts, speed="max", playing=True)
     async with app.run_test(size=(200, 60)) as pilot:
         await replay_to_end(pilot, app, 0)
         await pilot.press("v")
@@ -294,7 +305,7 @@ async def test_verdict_screen_and_reports_name_the_findings(tmp_path):
     states = load_sessions([path])
     txt, md = (" ".join(render(f, states).split()) for f in ("txt", "md"))
     doc = orjson.loads(render("json", states))
-    app = make_app("replay", paths=[path])
+    app = make_app("replay", paths=[path], speed="max", playing=True)
     async with app.run_test(size=(200, 60)) as pilot:
         await replay_to_end(pilot, app, 0)
         await pilot.press("v")
@@ -306,3 +317,178 @@ async def test_verdict_screen_and_reports_name_the_findings(tmp_path):
     assert line in txt and line in md and line in shown
     assert [(x["run"], x["key"]) for x in doc["verdict"]["findings"]] == [("vllm-sleep1", "offload_freed_little")]
     assert "still held 7.81GiB (device above idle floor" in shown
+
+
+# -- driving a replay (issue 14, "Use"): each of these failed on the replay that opened at the end ----------
+
+
+def _step_starts(events: list) -> dict[tuple[str, int], float]:
+    """(run, step) -> the step's first phase start: where seek by step goes."""
+    from sgtui.events import Phase
+
+    out: dict[tuple[str, int], float] = {}
+    for e in events:
+        if isinstance(e, Phase) and e.edge == "start" and e.step >= 1:
+            out[(e.run, e.step)] = min(e.t, out.get((e.run, e.step), e.t))
+    return out
+
+
+async def _loaded(pilot, app) -> None:
+    await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.replay is not None
+                   and not app.snapshot.replay.loading and app.snapshot.replay.run != "", what="the replay to load")
+
+
+async def test_replay_opens_paused_at_the_first_event_and_space_is_the_one_pause(tmp_path):
+    """`sgtui replay FILE` (the CLI's defaults): first event, paused, 1x, and the bar says so; Space plays and
+    pauses; `p` is the same pause (not a second, view-only one)."""
+    import inspect
+
+    from sgtui.tui.app import run_replay
+
+    events = generate(seed=31, steps=4)  # ~50 s of session
+    assert inspect.signature(run_replay).parameters["speed"].default == "1x"
+    assert inspect.signature(run_replay).parameters["playing"].default is False
+    path = write_session(tmp_path / "a.jsonl", events)
+    app = make_app("replay", paths=[path])  # what `sgtui replay a.jsonl` builds
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _loaded(pilot, app)
+        await pilot.pause(0.3)
+        r = app.snapshot.replay
+        assert (r.playing, r.speed, r.position, r.step, r.at_end) == (False, "1x", 0.0, 0, False)
+        assert app.snapshot.events == sum(1 for e in events if e.t <= events[0].t)  # the first event, no more
+        duration = fmt_clock(events[-1].t - events[0].t)
+        bar = replay_bar(app)
+        assert f"paused · 1x · 0:00 / {duration} · step 0 of 1-4 · vllm-sleep1 (run 1 of 2)" in bar, bar
+        await pilot.press("space")
+        await wait_for(pilot, lambda: app.snapshot.replay.playing and app.snapshot.replay.position > 0.3,
+                       what="space to play")
+        assert "playing · 1x" in replay_bar(app)
+        await pilot.press("space")
+        await wait_for(pilot, lambda: not app.snapshot.replay.playing, what="space to pause")
+        at = app.snapshot.replay.position
+        await pilot.pause(0.4)
+        assert app.snapshot.replay.position == at and "paused · 1x" in replay_bar(app)
+        await pilot.press("p")  # the same pause: playback goes on, the view is not frozen
+        await wait_for(pilot, lambda: app.snapshot.replay.playing and app.snapshot.replay.position > at,
+                       what="p to play")
+        assert not app.screen.view_paused and "VIEW PAUSED" not in screen_text(app)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: not app.snapshot.replay.playing, what="p to pause")
+        assert not app.screen.view_paused
+
+
+@pytest.mark.parametrize("key", ["question_mark", "f1", "h"])
+async def test_help_lists_every_key_of_the_screen(tmp_path, key):
+    from sgtui.tui.app import SgtuiApp
+    from sgtui.tui.screens.help import HelpScreen
+    from sgtui.tui.screens.live import DashboardScreen
+
+    app = replay_app(tmp_path / "a.jsonl", generate(seed=32, steps=2), speed="1x", playing=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _loaded(pilot, app)
+        replay = app.screen
+        await pilot.press(key)
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help screen")
+        shown = screen_text(app)
+        for binding in ReplayScreen.BINDINGS + DashboardScreen.BINDINGS + SgtuiApp.BINDINGS:
+            action = binding.action.removeprefix("app.")
+            if action in ("cancel_runs", "detach_ui"):  # not possible in a replay: hidden, as in the footer
+                assert replay.check_action(action, ()) is False
+                continue
+            for k in binding.key.split(","):
+                if (k.strip(), action) in (("p", "pause_view"),):  # replaced by the replay's own `p`
+                    continue
+                want = app.get_key_display(Binding(k.strip(), action))
+                line = next((ln for ln in shown.splitlines() if f" {want} " in ln or f" {want}," in ln), None)
+                assert line is not None, (k, action, shown)
+                if action != "help":
+                    assert binding.description in line, (k, binding.description, line)
+        assert "Play/pause" in next(ln for ln in shown.splitlines() if " space" in ln or " p, space" in ln)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is replay, what="escape to close the help")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: app.screen is replay, what="? to close the help")
+
+
+async def test_seek_walks_every_runs_steps_and_refuses_a_step_that_is_not_there(tmp_path):
+    events = generate(seed=33, steps=3)  # two runs one after the other, steps 1-3 each
+    starts = _step_starts(events)
+    app = replay_app(tmp_path / "a.jsonl", events, speed="1x", playing=False)
+    async with app.run_test(size=(160, 45), notifications=True) as pilot:  # the refusal is a toast
+        await _loaded(pilot, app)
+        assert app.snapshot.replay.run_steps == (("vllm-sleep1", (1, 2, 3)), ("sglang-release", (1, 2, 3)))
+        walked = []
+        for _ in range(6):
+            before = app.snapshot.seq
+            await pilot.press("right_square_bracket")
+            await wait_for(pilot, lambda: app.snapshot.seq > before and app.snapshot.settled
+                           and (app.snapshot.replay.run, app.snapshot.replay.step) not in walked[-1:],
+                           what="] to seek")
+            r = app.snapshot.replay
+            walked.append((r.run, r.step))
+            assert app.snapshot.events == sum(1 for e in events if e.t <= starts[(r.run, r.step)])
+        assert walked == [("vllm-sleep1", 1), ("vllm-sleep1", 2), ("vllm-sleep1", 3),
+                          ("sglang-release", 1), ("sglang-release", 2), ("sglang-release", 3)]
+        assert "step 3 of 1-3 · sglang-release (run 2 of 2)" in replay_bar(app)
+        # back across the runs' boundary
+        await pilot.press("left_square_bracket", "left_square_bracket", "left_square_bracket")
+        await wait_for(pilot, lambda: (app.snapshot.replay.run, app.snapshot.replay.step) == ("vllm-sleep1", 3)
+                       and app.snapshot.settled, what="[ back into the first run")
+        # g N: a step of the run under the playhead ...
+        await pilot.press("g", "2", "enter")
+        await wait_for(pilot, lambda: (app.snapshot.replay.run, app.snapshot.replay.step) == ("vllm-sleep1", 2)
+                       and app.snapshot.settled, what="g 2")
+        await pilot.press("right_curly_bracket")  # the end: the playhead is in the second run
+        await wait_for(pilot, lambda: app.snapshot.replay.at_end and app.snapshot.settled, what="} to the end")
+        await pilot.press("g", "2", "enter")
+        await wait_for(pilot, lambda: (app.snapshot.replay.run, app.snapshot.replay.step) == ("sglang-release", 2)
+                       and app.snapshot.settled, what="g 2 in the second run")
+        assert app.snapshot.events == sum(1 for e in events if e.t <= starts[("sglang-release", 2)])
+        # ... or of a column picked with ←/→
+        await pilot.press("right", "left")
+        assert app.screen.query_one(MetricsTable).selected_run == "vllm-sleep1"
+        await pilot.press("g", "3", "enter")
+        await wait_for(pilot, lambda: (app.snapshot.replay.run, app.snapshot.replay.step) == ("vllm-sleep1", 3)
+                       and app.snapshot.settled, what="g 3 in the picked run")
+        assert app.snapshot.events == sum(1 for e in events if e.t <= starts[("vllm-sleep1", 3)])
+        # a step that is not there: refused, said on screen, nothing moves (it used to jump to the end)
+        where = (app.snapshot.replay.position, app.snapshot.events)
+        await pilot.press("g", "5", "enter")
+        await wait_for(pilot, lambda: "no step 5 in vllm-sleep1: its steps are 1-3" in screen_text(app),
+                       what="the refusal")
+        await pilot.pause(0.3)
+        assert (app.snapshot.replay.position, app.snapshot.events) == where and not app.snapshot.replay.at_end
+
+
+async def test_log_rewinds_with_the_playhead(tmp_path):
+    from sgtui.events import Log
+    from sgtui.tui.widgets.log_pane import format_line
+    from sgtui.tui.views import LogLine
+
+    events = generate(seed=34, steps=3)
+    starts = _step_starts(events)
+    app = replay_app(tmp_path / "a.jsonl", events)  # played to the end
+    async with app.run_test(size=(160, 45)) as pilot:
+        await replay_to_end(pilot, app, len(events))
+        panes = app.screen.query_one(LogPanes).panes
+        first = panes["vllm-sleep1"]
+        assert not first.collapsed  # 160x45 opens the logs: its Log widget shows what the pane holds
+        assert "step 3 reload done" in first.text()
+        await pilot.press("left_curly_bracket", "right_square_bracket", "right_square_bracket")  # start, s1, s2
+        t = starts[("vllm-sleep1", 2)]
+        await wait_for(pilot, lambda: abs(app.snapshot.replay.position - (t - events[0].t)) < 1e-6
+                       and app.snapshot.settled, what="seek back to step 2")
+        await pilot.pause(0.6)  # a log flush
+        want = [format_line(LogLine(e.source, e.line)) for e in events
+                if isinstance(e, Log) and e.run == "vllm-sleep1" and e.t <= t]
+        assert first.text().splitlines() == want
+        assert "step 2 offload done" not in first.text() and "step 1 reload done" in first.text()
+        assert first.log_widget.lines == want  # what the open pane shows
+        assert panes["sglang-release"].text() == ""  # that run has not started at the playhead
+        # and forward again: the lines come back
+        await pilot.press("right_curly_bracket")
+        await wait_for(pilot, lambda: app.snapshot.replay.at_end and app.snapshot.settled, what="seek to the end")
+        await pilot.pause(0.6)
+        assert "step 3 reload done" in first.text()

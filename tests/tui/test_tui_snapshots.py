@@ -31,7 +31,7 @@ def _session(name: str, **kw) -> tuple[Path, int]:
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_replay_dashboard(snap_compare, in_tmp, size):
     path, n = _session("replay.jsonl", seed=21)
-    app = make_app("replay", paths=[path])
+    app = make_app("replay", paths=[path], speed="max", playing=True)
 
     async def run_before(pilot):
         await wait_for(pilot, lambda: settled(app, n))
@@ -58,7 +58,7 @@ def test_replay_paused_mid_run_two_sessions(snap_compare, in_tmp, size):
 def test_verdict(snap_compare, in_tmp, size):
     path, n = _session("verdict.jsonl", seed=24, runs=DEFAULT_RUNS + (RunSpec("vllm-oom", "vllm", "sleep2",
                                                                               fail_step=2),))
-    app = make_app("replay", paths=[path])
+    app = make_app("replay", paths=[path], speed="max", playing=True)
 
     async def run_before(pilot):
         await wait_for(pilot, lambda: settled(app, n))
@@ -89,7 +89,7 @@ def test_live_dashboard_mid_run(snap_compare, in_tmp, size):
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_replay_six_runs(snap_compare, in_tmp, size):
     path, n = _session("six.jsonl", seed=26, runs=six_runs(), steps=2)
-    app = make_app("replay", paths=[path])
+    app = make_app("replay", paths=[path], speed="max", playing=True)
 
     async def run_before(pilot):
         await wait_for(pilot, lambda: settled(app, n))

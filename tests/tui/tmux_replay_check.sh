@@ -39,7 +39,13 @@ wait_for() {
 tmux new-session -d -s "$NAME" -x 80 -y 24 -e "REPO=$REPO" \
   "cd '$REPO' && TERM=tmux-256color '$REPO/.venv/bin/sgtui' replay '$SESSION'; echo SGTUI-EXIT=\$?; sleep 30"
 
-wait_for end "■ end"                        # played to the end at max speed
+wait_for open "paused · 1x · 0:00"          # opens at the first event, paused, at 1x
+tmux send-keys -t "$NAME" "?"               # the help lists the keys
+wait_for help "Play/pause"
+tmux send-keys -t "$NAME" Escape
+sleep 0.3                                   # a key right after Escape would read as alt+key
+tmux send-keys -t "$NAME" "s" "s" Space     # 1x -> 10x -> max, play
+wait_for end "end · max"                    # played to the end at max speed
 wait_for_re() {                             # like wait_for, with an extended regex
   local n="$1" re="$2" secs="${3:-20}" i
   for ((i = 0; i < secs * 10; i++)); do
@@ -53,12 +59,12 @@ wait_for_re end "tok/s mean +[0-9]"         # percentiles come in the background
 grep -qF "vllm-sleep1" "$OUT/end.txt" || fail end "run column vllm-sleep1 missing"
 grep -qF "sglang-release" "$OUT/end.txt" || fail end "run column sglang-release missing"
 grep -qE "tok/s mean +[0-9]" "$OUT/end.txt" || fail end "no throughput number"
-grep -qF "step 3" "$OUT/end.txt" || fail end "status line does not say step 3"
+grep -qF "step 3 of 1-3" "$OUT/end.txt" || fail end "replay bar does not say step 3 of 1-3"
 
 tmux send-keys -t "$NAME" "{"               # back to the start, paused
-wait_for start "step 0"
-tmux send-keys -t "$NAME" "]" "]"           # seek by step: step 2
-wait_for step2 "step 2"
+wait_for start "step 0 of 1-3"
+tmux send-keys -t "$NAME" "]" "]"           # seek by step: the first run's step 2
+wait_for step2 "step 2 of 1-3"
 tmux send-keys -t "$NAME" "v"               # the verdict
 wait_for verdict "sgtui · verdict"
 grep -qE "WINNER|no clear winner|no verdict" "$OUT/verdict.txt" || fail verdict "no verdict headline"
@@ -70,7 +76,7 @@ wait_for wide "phases:"
 grep -qE "tok/s mean.*phases:|phases:.*" "$OUT/wide.txt" || fail wide "no timeline legend"
 [ "$(wc -l < "$OUT/wide.txt")" -ge 49 ] || fail wide "pane not resized"
 tmux send-keys -t "$NAME" "}"               # to the end
-wait_for wide_end "■ end"
+wait_for wide_end "end · max"
 grep -qF "▼ log · vllm-sleep1" "$OUT/wide_end.txt" || fail wide_end "logs not open on a big screen"
 
 tmux resize-window -t "$NAME" -x 60 -y 18   # very narrow: still one status line, still the table
@@ -78,7 +84,11 @@ sleep 0.5
 wait_for narrow "tok/s mean"                # the table is still there, narrower
 [ "$(wc -l < "$OUT/narrow.txt")" -le 18 ] || fail narrow "pane not resized"
 [ "$(wc -L < "$OUT/narrow.txt")" -le 60 ] || fail narrow "lines wider than 60"
-grep -qE "^ sgtui .*step 3" "$OUT/narrow.txt" || fail narrow "status line lost"
+grep -qE "^ sgtui .*replay" "$OUT/narrow.txt" || fail narrow "status line lost"
+grep -qF "step 3 of 1-3" "$OUT/narrow.txt" || fail narrow "replay bar lost"
+tmux send-keys -t "$NAME" "g"; sleep 0.3    # no such step: refused (last: its toast covers the bar)
+tmux send-keys -t "$NAME" "5" Enter
+wait_for refused "no step 5"
 
 tmux send-keys -t "$NAME" "q"
 wait_for exit "SGTUI-EXIT=0" 10

@@ -53,13 +53,17 @@ class Choice(ModalScreen[str]):
 class AskStep(ModalScreen[int | None]):
     DEFAULT_CSS = """
     AskStep { align: center middle; }
-    AskStep > Vertical { width: 40; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
+    AskStep > Vertical { width: 60; max-width: 95%; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
     """
     BINDINGS = [Binding("escape", "cancel", "Back")]
 
+    def __init__(self, prompt: str = "Go to step (0 = start):") -> None:
+        super().__init__()
+        self.prompt = prompt
+
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Go to step (0 = start):")
+            yield Label(self.prompt)
             yield Input(placeholder="step", type="integer", id="step")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -64,6 +64,7 @@ class DashboardScreen(Screen):
         Binding("c", "cancel_runs", "Cancel"),
         Binding("d", "detach_ui", "Detach"),  # shown only while runs go in a process of their own
         Binding("q", "app.request_quit", "Quit"),
+        Binding("question_mark,f1,h", "app.help", "Help"),
     ]
 
     def __init__(self, mode: str = "live", title: str = "") -> None:
@@ -142,7 +143,7 @@ class DashboardScreen(Screen):
             self.query_one(GpuPanel).show(snap.gpus, snap.runs)
             self.query_one(Timeline).show(snap.runs)
             logs = self.query_one(LogPanes)
-            logs.show(snap.runs)
+            logs.show(snap.runs, epoch=snap.replay.epoch if snap.replay is not None else 0)
             logs.set_class(len(snap.runs) == 1, "-one")
             logs.set_class(len(snap.runs) in (2, 4), "-two")
             self.query_one(StatusLine).show(snap, view_paused=self.view_paused, selected=table.selected_run)

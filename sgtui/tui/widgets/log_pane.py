@@ -92,6 +92,17 @@ class RunLog(Collapsible):
         err = f" · {errors} error{'s' if errors != 1 else ''}" if errors else ""
         return f"log · {self.run_key}{err}"
 
+    def reset(self) -> None:
+        """Start over (the replay sought backwards: the lines shown are from after the playhead)."""
+        self.lines_buffer.clear()
+        self.seen_lines = 0
+        self.seen_errors = 0
+        self._pending = []
+        if self.log_widget.is_mounted:
+            self.log_widget.clear()
+        self.title = self._make_title(0)
+        self.remove_class("-has-errors")
+
     def feed(self, run: RunView) -> None:
         new: list[str] = []
         if run.log_count > self.seen_lines:
@@ -175,6 +186,7 @@ class LogPanes(Vertical):
         super().__init__(**kw)
         self.panes: dict[str, RunLog] = {}
         self.expand_new = False  # big screens open logs as runs appear
+        self.epoch = 0  # the replay's fold generation the panes were fed from
 
     def on_mount(self) -> None:
         self.set_interval(self.FLUSH_S, self.flush)
@@ -183,7 +195,13 @@ class LogPanes(Vertical):
         for pane in self.panes.values():
             pane.flush()
 
-    def show(self, runs: tuple[RunView, ...]) -> None:
+    def show(self, runs: tuple[RunView, ...], epoch: int = 0) -> None:
+        """epoch: `ReplayStatus.epoch`; a new one (a backward seek) empties every pane first, so they
+        show only lines up to the playhead."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            for pane in self.panes.values():
+                pane.reset()
         for r in runs:
             pane = self.panes.get(r.key)
             if pane is None:

@@ -26,11 +26,9 @@ def status_text(snap: Snapshot | None, *, view_paused: bool = False, selected: s
         r = snap.replay
         if r.loading:
             parts.append((" replay: loading… ", "bold", 0))
-        else:
-            state = "▶" if r.playing else ("■ end" if r.at_end else "❚❚")
-            parts.append((f" {state} {r.speed} ", "bold #5fd75f" if r.playing else "bold #d7af00", 0))
-            parts.append((f" {fmt_clock(r.position)}/{fmt_clock(r.duration)}", "", 3))
-            parts.append((f" step {r.step}", "bold", 0))
+        else:  # the transport (state, speed, position, step and range) is the bar above the footer
+            state = "▶" if r.playing else ("■" if r.at_end else "❚❚")
+            parts.append((f" replay {state} ", "bold #5fd75f" if r.playing else "bold #d7af00", 0))
     elif snap.mode == "follow" and snap.dead:
         parts.append((" DEAD ", "bold #ffffff on #870000", 0))
         parts.append((f" {snap.dead[0]}", "bold #ff5f5f", 0))
