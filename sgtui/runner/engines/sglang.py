@@ -509,6 +509,9 @@ class SglangEngine(Engine):
             self.released = [t for t in self.released if t not in tags]
 
     async def _update_from_disk(self, path: str) -> None:
+        # the reload flushes the cache, which SGLang refuses (400, "requests are still running") until the
+        # scheduler is fully idle: a batch lingers a loop iteration after the last request (CI on a loaded box)
+        await self.wait_idle()
         r = await self.control("/update_weights_from_disk", json={"model_path": path},
                                timeout=self.cfg.startup_timeout)
         try:
