@@ -482,7 +482,7 @@ def main_command(
                                               help="Default: megatron in training mode, else simulated."),
     trainer_python: str = typer.Option("", envvar=env("trainer_python"), rich_help_panel=TRAINER,
                                        help="Python for the megatron trainer (torch, megatron-core, transformers; "
-                                       "default: the CPU trainer venv of setup/, or the runner's Python on GPU)."),
+                                       "default: the CPU trainer venv of `sgtui setup`, or the runner's Python on GPU)."),
     trainer_launch: TrainerLaunch = typer.Option("persistent", envvar=env("trainer_launch"),
                                                  parser=one_of(TRAINER_LAUNCHES), rich_help_panel=TRAINER,
                                                  help="Megatron trainer: persistent (one torchrun per run, "

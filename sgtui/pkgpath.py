@@ -18,7 +18,7 @@ inside an engine venv, the trainer it starts) computes and shares the same one; 
 when missing or stale. If the cache cannot be written, a fresh private temporary directory is used instead.
 
 Code that finds files through `Path(__file__).resolve()` keeps seeing the real package (the symlink
-resolves), so the package's `setup_scripts/cpu_compat` is still found in it. Standard library only: the
+resolves), so the package's `runner/cpu_compat` is still found in it. Standard library only: the
 runner imports this inside engine venvs.
 """
 

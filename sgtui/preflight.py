@@ -50,7 +50,7 @@ def engine_version(python: str, backend: str, device: str = "cuda", timeout: flo
     code = f"import importlib.metadata as m, {mod}; print(getattr({mod}, '__version__', '') or m.version('{mod}'))"
     path = pkgpath.child_pythonpath(os.environ.get("PYTHONPATH", ""))  # as the orchestrator starts the runner
     if backend == "sglang" and device == "cpu":  # as the engine launches it: with the CPU compat layer
-        path = str(pkgpath.package_dir() / "setup_scripts" / "cpu_compat") + os.pathsep + path
+        path = str(pkgpath.package_dir() / "runner" / "cpu_compat") + os.pathsep + path
     try:
         r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=timeout,
                            env={**os.environ, "PYTHONPATH": path})

@@ -29,7 +29,9 @@ CPU_VENVS = {"vllm": "vllm-cpu-0.32.0", "sglang": "sglang-cpu-0.5.23",
              "trainer": "trainer-cpu-mcore0.16.1-torch2.13.0"}
 GPU_VENVS = {"vllm": "vllm", "sglang": "sglang"}
 SCRIPTS = ["lib.sh", "vllm_cpu.sh", "sglang_cpu.sh", "tiny_model.sh", "trainer_cpu.sh", "gpu.sh",
-           "gpu/install_offline.sh", "cpu_compat/sitecustomize.py", "cpu_compat/sgl_kernel/__init__.py"]
+           "gpu/install_offline.sh"]
+#: the SGLang CPU layer: runner code (it runs in the SGLang server), package data beside the runner
+CPU_COMPAT = ["sitecustomize.py", "sgl_kernel/__init__.py"]
 CLI = "from sgtui.cli import main; main()"
 
 # Stands in for uv: logs its argv; `uv venv ... DIR` makes DIR/bin/python (a logging stub), anything else succeeds.
@@ -89,9 +91,11 @@ def test_the_scripts_are_package_data_and_the_checkout_links_to_them():
     assert setup_cmd.scripts_dir() == REPO / "sgtui" / "setup_scripts"
     for name in SCRIPTS:
         assert (setup_cmd.scripts_dir() / name).is_file(), name
+    for name in CPU_COMPAT:
+        assert (REPO / "sgtui" / "runner" / "cpu_compat" / name).is_file(), name
     # the README's command and the old paths of the runtime pieces stay; the scripts are not copied
     assert (REPO / "setup" / "setup.sh").is_file()
-    assert (REPO / "setup" / "cpu_compat").resolve() == setup_cmd.scripts_dir() / "cpu_compat"
+    assert (REPO / "setup" / "cpu_compat").resolve() == setup_cmd.scripts_dir().parent / "runner" / "cpu_compat"
     assert not any((REPO / "setup").glob("*_cpu.sh"))
     assert "sgtui setup" in (REPO / "setup" / "setup.sh").read_text()
 
@@ -221,6 +225,8 @@ def test_installed_wheel_sets_up_from_the_readme_cache_and_runs_outside_the_chec
     assert where.is_relative_to(tmp_path / "sgtui-venv") and where.parent.parent.name == "site-packages"
     for name in SCRIPTS:
         assert (where / name).is_file(), name
+    for name in CPU_COMPAT:
+        assert (where.parent / "runner" / "cpu_compat" / name).is_file(), name
 
     # 2. `sgtui setup --cpu` from that venv: everything found done, nothing installed (a logging uv shim is
     #    first on PATH, so any install or venv creation would go through it), the stamps untouched.

@@ -2,7 +2,7 @@
 # SGLang on a machine without a GPU (tests, the CPU default): the real `sglang` server from PyPI.
 # The wheel pins CUDA-only dependencies (torch 2.14.1 CUDA, flashinfer, sglang-kernel); installing it with
 # --no-deps next to torch 2.13.0+cpu and the pure-Python packages it imports at module level gives a
-# server that runs on CPU once cpu_compat/ (next to this script) supplies the few CUDA-only pieces (see its README).
+# server that runs on CPU once sgtui/runner/cpu_compat/ supplies the few CUDA-only pieces (see its README).
 # Idempotent: a stamp file keyed by version makes a second run instant.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -23,7 +23,7 @@ install() {
     "outlines==0.1.11" nvidia-ml-py pyyaml dill \
     httpx
   # SGLang imports torchvision at module level; the PyPI build is CUDA-only, so it goes in without its deps
-  # and cpu_compat/sitecustomize.py defines the two op schemas it needs to import beside torch+cpu.
+  # and sgtui/runner/cpu_compat/sitecustomize.py defines the two op schemas it needs to import beside torch+cpu.
   pip_in "$1" --no-deps "torchvision==0.28.0"
 }
 make_venv sglang "$venv" "SGLang $SGLANG_VERSION on CPU, ~1-2 min" install

@@ -65,9 +65,10 @@ import httpx
 from sgtui.runner.engines.base import Engine, EngineError, parse_prometheus
 from sgtui.runner.errors import categorize
 
-#: CPU-only compatibility layer (see sgtui/setup_scripts/cpu_compat/README.md); never used with a GPU. Inside the
-#: package, so an installed sgtui finds it too (the runner sees the package through a symlink: resolve() follows it).
-CPU_COMPAT = Path(__file__).resolve().parents[2] / "setup_scripts" / "cpu_compat"
+#: CPU-only compatibility layer (see sgtui/runner/cpu_compat/README.md); never used with a GPU. Runner code (it runs
+#: inside the SGLang server and imports torch there), inside the package so an installed sgtui finds it too (the
+#: runner sees the package through a symlink: resolve() follows it).
+CPU_COMPAT = Path(__file__).resolve().parents[1] / "cpu_compat"
 #: CPU serving flags (FACTS.md): torch-native attention; without --max-total-tokens the KV pool takes 17 GB;
 #: float32 makes greedy output equal HF transformers' token for token.
 CPU_FLAGS = ["--device", "cpu", "--attention-backend", "torch_native", "--disable-overlap-schedule",
@@ -509,9 +510,6 @@ class SglangEngine(Engine):
             self.released = [t for t in self.released if t not in tags]
 
     async def _update_from_disk(self, path: str) -> None:
-        # the reload flushes the cache, which SGLang refuses (400, "requests are still running") until the
-        # scheduler is fully idle: a batch lingers a loop iteration after the last request (CI on a loaded box)
-        await self.wait_idle()
         r = await self.control("/update_weights_from_disk", json={"model_path": path},
                                timeout=self.cfg.startup_timeout)
         try:
@@ -573,6 +571,10 @@ class SglangEngine(Engine):
 
     async def load_checkpoint(self, path: str) -> None:
         self.check_checkpoint(path)
+        # a serving engine's reload flushes the cache, which SGLang refuses (400, "requests are still running")
+        # until the scheduler is fully idle: a batch lingers a loop iteration after the last request (seen in
+        # CI on a loaded box). The base-weight re-read at resume needs no wait: a released engine serves nothing.
+        await self.wait_idle()
         await self._update_from_disk(path)
         self._buckets = 0
 

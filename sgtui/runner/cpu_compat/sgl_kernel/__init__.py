@@ -11,7 +11,10 @@ gave wrong decode tokens on an AVX-512 CPU), so it uses its native torch ops.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the body needs only tensor methods; SGLang has imported torch long before calling it
+    import torch
 
 __version__ = "0.0.0+sgtui-cpu-compat"
 
