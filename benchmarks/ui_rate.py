@@ -20,7 +20,7 @@ Mixes: `logs` (a chatty engine: 70% log lines, 25% finished requests with 16
 ITL values each, the rest phases/gauges/GPU samples) and `requests` (95%
 requests with 32 ITL values: every percentile is over a fast-growing
 sample). Targets: p99 delay < 100 ms and UI CPU < 50% of a core at 10k/s. The delay target
-was set for 30 snapshots/s (`--hz 30`); the live dashboard runs at 10 (`sgtui.tui.hub.LIVE_HZ`: it
+was set for 30 snapshots/s (`--hz 30`); the live dashboard runs at 10 (`sgtui.viewmodel.hub.LIVE_HZ`: it
 shares the machine with the engine it measures), where a steady stream's p99 is ~120 ms by
 construction.
 """

@@ -8,6 +8,10 @@ Options with a fixed set of values are typed with the values of `sgtui.config` (
 `sgtui.export.FORMATS`), so `--help`, shell completion and the parser all read one list, and a bad value
 fails while the command line is parsed: before any GPU probe, preflight or engine. Every run option also
 reads an `SGTUI_<OPTION>` environment default (`--num-steps`: `SGTUI_NUM_STEPS`), shown in `--help`.
+
+Defaults are not spelled here: a run option takes its default from its `RunConfig` field (`default(...)`,
+sgtui/config.py), a report option from `ReportOptions`, so the value `--help` shows, the one a run gets and
+the one the launch form starts from are one value (tests/test_defaults.py checks every option).
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from typing import Any, Callable, List, Literal, Optional, Sequence
 import typer
 
 from sgtui import __version__
-from sgtui.config import (BACKENDS, MODES, PLACEMENTS, STRATEGIES, SYNCS, TRAINER_LAUNCHES, TRAINERS, WORKLOADS,
-                          ConfigError, RunConfig, parse_run_spec, unique_labels)
+from sgtui.config import (BACKENDS, CPU_DEFAULTS, DEFAULT_EXPORTS, DEFAULT_PORTS, MODES, PLACEMENTS, SESSIONS_DIR,
+                          STRATEGIES, SYNCS, TRAINER_LAUNCHES, TRAINERS, WORKLOADS, ConfigError, RunConfig, default,
+                          device_default, parse_run_spec, unique_labels)
 from sgtui.export import FORMATS
 from sgtui.goodput import GoodputError, join_goodput_argv, parse_goodput
 from sgtui.options import ReportOptions
@@ -37,9 +42,8 @@ TINY_MODEL = CACHE / "models" / "tiny-llama-v1"
 CPU_VENVS = {b: CACHE / "venvs" / name for b, name in CPU_VENV_NAMES.items()}  # what `sgtui setup --cpu` makes
 GPU_VENVS = {"vllm": CACHE / "venvs" / "vllm", "sglang": CACHE / "venvs" / "sglang"}
 GPU_DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"
-#: Small limits that keep the CPU default quick on a 2-core machine.
-CPU_DEFAULTS = {"num_steps": 2, "num_rollouts": 8, "concurrency": 8, "max_input_tokens": 128, "max_output_tokens": 64}
-GPU_DEFAULTS = {"num_steps": 3, "num_rollouts": 16, "concurrency": 32, "max_input_tokens": 1024, "max_output_tokens": 1024}
+#: The options whose default depends on the device (config.CPU_DEFAULTS on CPU); on GPU, RunConfig's.
+GPU_DEFAULTS = {name: default(name) for name in CPU_DEFAULTS}
 
 PROG = "sgtui"
 #: Environment variable the shell's completion script sets when it asks for completions (typer's protocol).
@@ -62,6 +66,12 @@ Format = Literal[FORMATS]  # type: ignore[valid-type]
 
 # Help panels of the run options, in the order --help shows them.
 RUNS, WORKLOAD, ENGINES, TRAINER, OUTPUT, REPORTS = "Runs", "Workload", "Engines", "Trainer", "Output", "Reports"
+
+
+def device_help(text: str, name: str) -> str:
+    """Help of an option whose default depends on the device: `text [GPU; CPU cpu]`, both read from
+    sgtui.config (typer cannot show a default that is only known once the GPU is probed)."""
+    return f"{text} [{default(name)}; CPU {CPU_DEFAULTS[name]}]."
 
 
 def env(option: str) -> str:
@@ -220,8 +230,9 @@ def log_trackers(states: list, target: str, directory: Path) -> None:
         fail(str(e))
 
 
-def report_options(goodput: list[str] | None, allow_mismatch: bool = False, include_first_step: bool = False,
-                   log_to: str | None = None, log_dir: Path = Path("runs")) -> ReportOptions:
+def report_options(goodput: list[str] | None, allow_mismatch: bool = ReportOptions.allow_mismatch,
+                   include_first_step: bool = ReportOptions.include_first_step, log_to: str | None = None,
+                   log_dir: Path = Path(ReportOptions.log_dir)) -> ReportOptions:
     """The report flags as one value object (sgtui/options.py); a bad --goodput fails in one line."""
     try:
         slos = parse_goodput(goodput or [])
@@ -229,6 +240,11 @@ def report_options(goodput: list[str] | None, allow_mismatch: bool = False, incl
         fail(str(e))
     return ReportOptions(allow_mismatch=allow_mismatch, include_first_step=include_first_step, goodput=slos,
                          log_to=log_to or "", log_dir=str(log_dir))
+
+
+def comma_ints(values: Sequence[int]) -> str:
+    """A device list as the text of --gpus / --train-gpus (`0,1`; "" for none)."""
+    return ",".join(str(v) for v in values)
 
 
 def has_gpu() -> bool:
@@ -425,29 +441,30 @@ def main_command(
                                             "sleep2 restart keep; sglang: release restart keep; SYNC: lora restart "
                                             "none, or full weights: disk ipc; @PYTHON: an interpreter, a venv "
                                             "directory or an engine executable)."),
-    mode: Mode = typer.Option("inference", envvar=env("mode"), parser=one_of(MODES), rich_help_panel=RUNS,
+    mode: Mode = typer.Option(default("mode"), envvar=env("mode"), parser=one_of(MODES), rich_help_panel=RUNS,
                               help="inference (simulated trainer) or training (megatron-core)."),
     model: Optional[str] = typer.Option(None, envvar=env("model"), rich_help_panel=WORKLOAD,
                                         help="Model directory or Hugging Face hub id, resolved once through the "
                                         "HF cache (HF_HOME, HF_HUB_OFFLINE) (default: tiny built-in on CPU, "
                                         f"{GPU_DEFAULT_MODEL} on GPU)."),
     num_steps: Optional[int] = typer.Option(None, envvar=env("num_steps"), rich_help_panel=WORKLOAD,
-                                            help="RL steps per run [3; CPU 2]."),
+                                            help=device_help("RL steps per run", "num_steps")),
     num_rollouts: Optional[int] = typer.Option(None, envvar=env("num_rollouts"), rich_help_panel=WORKLOAD,
-                                               help="Rollouts per step [16; CPU 8]."),
+                                               help=device_help("Rollouts per step", "num_rollouts")),
     concurrency: Optional[int] = typer.Option(None, envvar=env("concurrency"), rich_help_panel=WORKLOAD,
-                                              help="Requests in flight [32; CPU 8]."),
+                                              help=device_help("Requests in flight", "concurrency")),
     max_input_tokens: Optional[int] = typer.Option(None, envvar=env("max_input_tokens"), rich_help_panel=WORKLOAD,
-                                                   help="Prompt length [1024; CPU 128]."),
+                                                   help=device_help("Prompt length", "max_input_tokens")),
     max_output_tokens: Optional[int] = typer.Option(None, envvar=env("max_output_tokens"), rich_help_panel=WORKLOAD,
-                                                    help="Output tokens per rollout [1024; CPU 64]."),
-    tp: int = typer.Option(1, envvar=env("tp"), rich_help_panel=ENGINES, help="Tensor parallel size."),
-    gpu_memory_utilization: float = typer.Option(0.7, envvar=env("gpu_memory_utilization"), rich_help_panel=ENGINES,
+                                                    help=device_help("Output tokens per rollout", "max_output_tokens")),
+    tp: int = typer.Option(default("tp"), envvar=env("tp"), rich_help_panel=ENGINES, help="Tensor parallel size."),
+    gpu_memory_utilization: float = typer.Option(default("gpu_memory_utilization"),
+                                                 envvar=env("gpu_memory_utilization"), rich_help_panel=ENGINES,
                                                  help="vLLM --gpu-memory-utilization / SGLang mem fraction."),
-    vllm_port: int = typer.Option(8100, envvar=env("vllm_port"), rich_help_panel=ENGINES,
+    vllm_port: int = typer.Option(DEFAULT_PORTS["vllm"], envvar=env("vllm_port"), rich_help_panel=ENGINES,
                                   help="Port of the vLLM server (concurrent or interleaved runs take the next free "
                                   "ones)."),
-    sglang_port: int = typer.Option(8200, envvar=env("sglang_port"), rich_help_panel=ENGINES,
+    sglang_port: int = typer.Option(DEFAULT_PORTS["sglang"], envvar=env("sglang_port"), rich_help_panel=ENGINES,
                                     help="Port of the SGLang server (concurrent or interleaved runs take the next "
                                     "free ones)."),
     vllm_python: Optional[str] = typer.Option(None, envvar=env("vllm_python"), rich_help_panel=ENGINES,
@@ -464,66 +481,71 @@ def main_command(
                                              help="Measure an SGLang server someone else started: sgtui "
                                              "neither starts nor stops it (strategies: keep, release where the "
                                              "server allows)."),
-    placement: Placement = typer.Option("shared", envvar=env("placement"), parser=one_of(PLACEMENTS),
+    placement: Placement = typer.Option(default("placement"), envvar=env("placement"), parser=one_of(PLACEMENTS),
                                         rich_help_panel=ENGINES,
                                         help="shared (engine offloads for the trainer) or split."),
-    gpus: str = typer.Option("", envvar=env("gpus"), rich_help_panel=ENGINES,
+    gpus: str = typer.Option(comma_ints(default("gpus")), envvar=env("gpus"), rich_help_panel=ENGINES,
                              help="Engine GPUs, e.g. 0,1 (default: NVML auto)."),
-    train_gpus: str = typer.Option("", envvar=env("train_gpus"), rich_help_panel=ENGINES,
+    train_gpus: str = typer.Option(comma_ints(default("train_gpus")), envvar=env("train_gpus"), rich_help_panel=ENGINES,
                                    help="Trainer GPUs in split placement."),
-    workload: Workload = typer.Option("synthetic", envvar=env("workload"), parser=one_of(WORKLOADS),
+    workload: Workload = typer.Option(default("workload"), envvar=env("workload"), parser=one_of(WORKLOADS),
                                       rich_help_panel=WORKLOAD,
                                       help="Prompts: synthetic (random tokens of --max-input-tokens), jsonl "
                                       "(--dataset) or multiturn."),
-    dataset: str = typer.Option("", envvar=env("dataset"), rich_help_panel=WORKLOAD,
+    dataset: str = typer.Option(default("dataset"), envvar=env("dataset"), rich_help_panel=WORKLOAD,
                                 help="JSONL prompts for --workload jsonl."),
     trainer: Optional[Trainer] = typer.Option(None, envvar=env("trainer"), parser=one_of(TRAINERS),
                                               rich_help_panel=TRAINER,
                                               help="Default: megatron in training mode, else simulated."),
-    trainer_python: str = typer.Option("", envvar=env("trainer_python"), rich_help_panel=TRAINER,
+    trainer_python: str = typer.Option(default("trainer_python"), envvar=env("trainer_python"), rich_help_panel=TRAINER,
                                        help="Python for the megatron trainer (torch, megatron-core, transformers; "
                                        "default: the CPU trainer venv of `sgtui setup`, or the runner's Python on GPU)."),
-    trainer_launch: TrainerLaunch = typer.Option("persistent", envvar=env("trainer_launch"),
+    trainer_launch: TrainerLaunch = typer.Option(default("trainer_launch"), envvar=env("trainer_launch"),
                                                  parser=one_of(TRAINER_LAUNCHES), rich_help_panel=TRAINER,
                                                  help="Megatron trainer: persistent (one torchrun per run, "
                                                  "offloaded between steps, as RL stacks run it) or per-step (one "
                                                  "torchrun per step: measures what persistence saves)."),
-    train_tp: int = typer.Option(0, envvar=env("train_tp"), rich_help_panel=TRAINER,
+    train_tp: int = typer.Option(default("train_tp"), envvar=env("train_tp"), rich_help_panel=TRAINER,
                                  help="Megatron trainer ranks (tensor parallel); 0: the engine's --tp."),
-    sync_bucket_mb: int = typer.Option(512, envvar=env("sync_bucket_mb"), rich_help_panel=TRAINER,
+    sync_bucket_mb: int = typer.Option(default("sync_bucket_mb"), envvar=env("sync_bucket_mb"), rich_help_panel=TRAINER,
                                        help="Full-weight sync (--run ...+disk / +ipc): MiB per bucket (one "
                                        "safetensors shard, one IPC buffer)."),
-    sim_train_seconds: float = typer.Option(2.0, envvar=env("sim_train_seconds"), rich_help_panel=TRAINER,
+    sim_train_seconds: float = typer.Option(default("sim_train_seconds"), envvar=env("sim_train_seconds"),
+                                            rich_help_panel=TRAINER,
                                             help="Simulated trainer: seconds per step."),
-    sim_train_mib: int = typer.Option(0, envvar=env("sim_train_mib"), rich_help_panel=TRAINER,
+    sim_train_mib: int = typer.Option(default("sim_train_mib"), envvar=env("sim_train_mib"), rich_help_panel=TRAINER,
                                       help="Simulated trainer: MiB held on the train GPUs."),
-    seed: int = typer.Option(0, envvar=env("seed"), rich_help_panel=WORKLOAD,
+    seed: int = typer.Option(default("seed"), envvar=env("seed"), rich_help_panel=WORKLOAD,
                              help="Seed of the prompts and sampling: the same seed gives every run the same "
                              "prompts."),
-    host: str = typer.Option("127.0.0.1", envvar=env("host"), rich_help_panel=ENGINES,
+    host: str = typer.Option(default("host"), envvar=env("host"), rich_help_panel=ENGINES,
                              help="Engine bind address."),
-    startup_timeout: float = typer.Option(600.0, envvar=env("startup_timeout"), rich_help_panel=ENGINES,
+    startup_timeout: float = typer.Option(default("startup_timeout"), envvar=env("startup_timeout"),
+                                          rich_help_panel=ENGINES,
                                           help="Seconds for an engine to become healthy."),
-    vllm_args: str = typer.Option("", envvar=env("vllm_args"), rich_help_panel=ENGINES,
+    vllm_args: str = typer.Option(shlex.join(default("extra_args")), envvar=env("vllm_args"), rich_help_panel=ENGINES,
                                   help="Extra vLLM server flags, e.g. '--enforce-eager'."),
-    sglang_args: str = typer.Option("", envvar=env("sglang_args"), rich_help_panel=ENGINES,
+    sglang_args: str = typer.Option(shlex.join(default("extra_args")), envvar=env("sglang_args"),
+                                    rich_help_panel=ENGINES,
                                     help="Extra SGLang server flags, e.g. '--sampling-backend pytorch'."),
-    output: Path = typer.Option(Path("sessions"), "--output", "-o", envvar=env("output"), rich_help_panel=OUTPUT,
+    output: Path = typer.Option(Path(SESSIONS_DIR), "--output", "-o", envvar=env("output"), rich_help_panel=OUTPUT,
                                 help="Sessions directory."),
-    export: str = typer.Option("txt,json", envvar=env("export"), parser=comma_list_of(FORMATS),
+    export: str = typer.Option(",".join(DEFAULT_EXPORTS), envvar=env("export"), parser=comma_list_of(FORMATS),
                                autocompletion=complete_comma_list(FORMATS), metavar="FORMAT,...",
                                rich_help_panel=OUTPUT,
                                help=f"Reports written next to the session at the end: a comma list of "
                                     f"{', '.join(FORMATS)} ('' for none)."),
     goodput: Optional[List[str]] = typer.Option(None, "--goodput", envvar=env("goodput"), rich_help_panel=REPORTS,
                                                 help=GOODPUT_HELP),
-    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", envvar=env("allow_mismatch"),
+    allow_mismatch: bool = typer.Option(ReportOptions.allow_mismatch, "--allow-mismatch", envvar=env("allow_mismatch"),
                                         rich_help_panel=REPORTS, help=ALLOW_MISMATCH_HELP),
-    include_first_step: bool = typer.Option(False, "--include-first-step", envvar=env("include_first_step"),
+    include_first_step: bool = typer.Option(ReportOptions.include_first_step, "--include-first-step",
+                                            envvar=env("include_first_step"),
                                             rich_help_panel=REPORTS, help=FIRST_STEP_HELP),
     log_to: Optional[str] = typer.Option(None, "--log-to", envvar=env("log_to"), parser=one_of(TRACKERS),
                                          rich_help_panel=OUTPUT, help=LOG_TO_HELP),
-    log_dir: Path = typer.Option(Path("runs"), "--log-dir", envvar=env("log_dir"), rich_help_panel=OUTPUT,
+    log_dir: Path = typer.Option(Path(ReportOptions.log_dir), "--log-dir", envvar=env("log_dir"),
+                                 rich_help_panel=OUTPUT,
                                  help=LOG_DIR_HELP),
     no_ui: bool = typer.Option(False, "--no-ui", envvar=env("no_ui"), rich_help_panel=RUNS,
                                help="Headless: progress on stderr, report on stdout."),
@@ -554,10 +576,9 @@ def main_command(
     if ctx.invoked_subcommand is not None:
         return
     on_gpu = has_gpu()
-    defaults = GPU_DEFAULTS if on_gpu else CPU_DEFAULTS
     given = {"num_steps": num_steps, "num_rollouts": num_rollouts, "concurrency": concurrency,
              "max_input_tokens": max_input_tokens, "max_output_tokens": max_output_tokens}
-    overrides = {k: (v if v is not None else defaults[k]) for k, v in given.items()}
+    overrides = {k: (v if v is not None else device_default(k, on_gpu)) for k, v in given.items()}
     trainer = trainer or ("megatron" if mode == "training" else "simulated")
     overrides.update(tp=tp, gpu_memory_utilization=gpu_memory_utilization, workload=workload, dataset=dataset,
                      trainer=trainer, trainer_python=trainer_python, trainer_launch=trainer_launch, train_tp=train_tp,
@@ -667,12 +688,13 @@ def report(
     out: Optional[Path] = typer.Option(None, "-o", "--out", rich_help_panel=OUTPUT,
                                        help="Write here instead of stdout."),
     goodput: Optional[List[str]] = typer.Option(None, "--goodput", rich_help_panel=REPORTS, help=GOODPUT_HELP),
-    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", rich_help_panel=REPORTS, help=ALLOW_MISMATCH_HELP),
-    include_first_step: bool = typer.Option(False, "--include-first-step", rich_help_panel=REPORTS,
-                                            help=FIRST_STEP_HELP),
+    allow_mismatch: bool = typer.Option(ReportOptions.allow_mismatch, "--allow-mismatch", rich_help_panel=REPORTS,
+                                        help=ALLOW_MISMATCH_HELP),
+    include_first_step: bool = typer.Option(ReportOptions.include_first_step, "--include-first-step",
+                                            rich_help_panel=REPORTS, help=FIRST_STEP_HELP),
     log_to: Optional[str] = typer.Option(None, "--log-to", parser=one_of(TRACKERS), rich_help_panel=OUTPUT,
                                          help=LOG_TO_HELP),
-    log_dir: Path = typer.Option(Path("runs"), "--log-dir", rich_help_panel=OUTPUT, help=LOG_DIR_HELP),
+    log_dir: Path = typer.Option(Path(ReportOptions.log_dir), "--log-dir", rich_help_panel=OUTPUT, help=LOG_DIR_HELP),
 ) -> None:
     """Print or write a report of one or more sessions (runs side by side)."""
     from sgtui.export import load_sessions, render
@@ -707,9 +729,10 @@ def replay(
                               "paused, otherwise)."),
     speed: Literal["1x", "10x", "max"] = typer.Option("1x", "--speed", help="Playback speed (max: as fast as "
                                                       "the events fold; --play --speed max runs to the end)."),
-    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", rich_help_panel=REPORTS, help=ALLOW_MISMATCH_HELP),
-    include_first_step: bool = typer.Option(False, "--include-first-step", rich_help_panel=REPORTS,
-                                            help=FIRST_STEP_HELP),
+    allow_mismatch: bool = typer.Option(ReportOptions.allow_mismatch, "--allow-mismatch", rich_help_panel=REPORTS,
+                                        help=ALLOW_MISMATCH_HELP),
+    include_first_step: bool = typer.Option(ReportOptions.include_first_step, "--include-first-step",
+                                            rich_help_panel=REPORTS, help=FIRST_STEP_HELP),
 ) -> None:
     """Replay saved sessions (interactive on a terminal; the report otherwise). Space plays and pauses,
     ? lists every key."""
@@ -737,7 +760,7 @@ def replay(
 
 @app.command("ls")
 def ls_command(
-    directory: Path = typer.Argument(Path("sessions"), envvar=env("output"), help="Sessions directory."),
+    directory: Path = typer.Argument(Path(SESSIONS_DIR), envvar=env("output"), help="Sessions directory."),
     json_out: bool = typer.Option(False, "--json", help="One JSON document (the same sessions, fields instead "
                                   "of a line each) for scripts and jq."),
 ) -> None:
@@ -787,7 +810,7 @@ def _pick_session(session: Optional[Path], output: Path) -> Path:
 @app.command()
 def attach(
     session: Optional[Path] = typer.Argument(None, help="Session file (default: the newest unfinished one)."),
-    output: Path = typer.Option(Path("sessions"), "--output", "-o", envvar=env("output"),
+    output: Path = typer.Option(Path(SESSIONS_DIR), "--output", "-o", envvar=env("output"),
                                 help="Sessions directory to pick from."),
     no_ui: bool = typer.Option(False, "--no-ui", help="Print progress lines instead of opening the dashboard."),
 ) -> None:

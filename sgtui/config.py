@@ -3,6 +3,11 @@
 The orchestrator hands each runner its `RunConfig` as one JSON argument; the
 same dict is stored in the session (`run_start.config`), so a session says
 exactly how each run was made. Pure data, no IO.
+
+It is also the one source of defaults: the CLI's options, their `--help` and the launch form read a run
+option's default from the `RunConfig` field (`default("num_steps")`), and the few that are not one field
+(each backend's port, the small CPU limits, the sessions directory and reports) are constants here. A default
+spelled twice drifts: the help said one number while the run used another.
 """
 
 from __future__ import annotations
@@ -34,6 +39,15 @@ WORKLOADS = ("synthetic", "jsonl", "multiturn")
 TRAINER_LAUNCHES = ("persistent", "per-step")
 #: The trainer of a run: `megatron` trains (training mode), `simulated` only holds memory (inference mode).
 TRAINERS = ("simulated", "megatron")
+#: Each backend's engine port by default: apart, so sequential and concurrent runs of both never meet.
+DEFAULT_PORTS: dict[str, int] = {"vllm": 8100, "sglang": 8200}
+#: Where sessions are written, and the reports written next to them at the end (`--output`, `--export`).
+SESSIONS_DIR = "sessions"
+DEFAULT_EXPORTS: tuple[str, ...] = ("txt", "json")
+#: On CPU these small limits replace RunConfig's defaults (which are sized for a GPU): the CPU default stays
+#: quick on a 2-core machine.
+CPU_DEFAULTS: dict[str, int] = {"num_steps": 2, "num_rollouts": 8, "concurrency": 8, "max_input_tokens": 128,
+                                "max_output_tokens": 64}
 
 
 def cuda_env(devices: list[int]) -> dict[str, str]:
@@ -73,7 +87,7 @@ class RunConfig:
     gpu_memory_utilization: float = 0.7
     dtype: str = "auto"
     host: str = "127.0.0.1"
-    port: int = 8100
+    port: int = DEFAULT_PORTS["vllm"]  # each backend's own is DEFAULT_PORTS[backend] (the CLI and form set it)
     gpus: list[int] = field(default_factory=list)  # engine devices (CUDA_VISIBLE_DEVICES of the engine)
     train_gpus: list[int] = field(default_factory=list)  # trainer devices (same as gpus in shared placement)
     placement: str = "shared"
@@ -176,6 +190,31 @@ class RunConfig:
                                   f"--{self.backend}-url {self.external_url}: {why}")
 
 
+def default(name: str) -> Any:
+    """The default of RunConfig field `name` (a fresh list or dict where the field has a factory); KeyError for a
+    name that is no field, so a renamed field fails where its default is read, not silently."""
+    f = _FIELDS[name]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise KeyError(f"RunConfig.{name} has no default")
+
+
+def defaults() -> dict[str, Any]:
+    """Every RunConfig field that has a default, with it (label, backend and strategy have none)."""
+    return {name: default(name) for name, f in _FIELDS.items()
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+
+
+def device_default(name: str, on_gpu: bool) -> Any:
+    """The default of `name` on this kind of machine: CPU_DEFAULTS on CPU, RunConfig's otherwise."""
+    return default(name) if on_gpu or name not in CPU_DEFAULTS else CPU_DEFAULTS[name]
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
 def external_config_refusal(backend: str, strategy: str, sync: str) -> str:
     """Why a run cannot measure a server sgtui did not start, whatever that server allows ("" when it may: what
     the server's endpoints allow is sgtui.external's to say, asking the server)."""
@@ -201,8 +240,13 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        default_sync = "restart" if self.strategy == "restart" else "lora"
-        return f"{self.backend}-{self.strategy}" + ("" if self.sync == default_sync else f"-{self.sync}")
+        return f"{self.backend}-{self.strategy}" + ("" if self.sync == default_sync(self.strategy) else f"-{self.sync}")
+
+
+def default_sync(strategy: str) -> str:
+    """The weight sync a `--run` without `+SYNC` gets: a restart reloads the weights anyway, every other strategy
+    loads the trained LoRA (RunConfig's default sync)."""
+    return "restart" if strategy == "restart" else default("sync")
 
 
 def parse_run_spec(text: str) -> RunSpec:
@@ -219,7 +263,7 @@ def parse_run_spec(text: str) -> RunSpec:
     strategy = strategy or DEFAULT_STRATEGY[backend]
     if strategy not in STRATEGIES[backend]:
         raise ConfigError(f"--run {text!r}: strategy {strategy!r}, {backend} supports {', '.join(STRATEGIES[backend])}")
-    sync = sync or ("restart" if strategy == "restart" else "lora")
+    sync = sync or default_sync(strategy)
     if sync not in SYNCS[backend]:
         raise ConfigError(f"--run {text!r}: weight sync {sync!r}, {backend} supports {', '.join(SYNCS[backend])}")
     return RunSpec(backend=backend, strategy=strategy, sync=sync, python=python)

@@ -339,7 +339,9 @@ def _compile_builder(kind: str) -> Any:
             lines.append(f"    {v} = d[{f.name!r}]")
         lines.append(f"    if type({v}) not in T{i}: fail(kind, {f.name!r}, N{i}, {v}, lineno)")
         lo, hi = (0.0, TIME_LIMIT) if f.name in ("t", "start") else (-VALUE_LIMIT, VALUE_LIMIT)
-        if set(accepted) & {int, float}:
+        if set(accepted) <= {int, float}:  # the type check above made it a number
+            lines.append(f"    if not {lo!r} <= {v} <= {hi!r}: absurd(kind, {f.name!r}, {v}, {hi!r}, lineno)")
+        elif set(accepted) & {int, float}:
             lines.append(f"    if type({v}) in NUM and not {lo!r} <= {v} <= {hi!r}: "
                          f"absurd(kind, {f.name!r}, {v}, {hi!r}, lineno)")
         if set(accepted) & {list, dict}:

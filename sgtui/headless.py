@@ -15,12 +15,11 @@ from rich.markup import escape
 from sgtui.config import RunConfig
 from sgtui.events import Event
 from sgtui.options import ReportOptions
-from sgtui.portlock import PortBusy
 from sgtui.progress import HEARTBEAT_S, Plan, ProgressRow, Ticker, make_printer, progress_rows
 from sgtui.state import SessionState
 
 if TYPE_CHECKING:
-    from sgtui.session import SessionTail
+    from sgtui.follow import SessionFollower
 
 
 class Progress:
@@ -98,35 +97,34 @@ def heartbeat_from_env() -> float:
 
 
 def run_headless(runs: list[RunConfig], session_path: Path, exports: list[str], concurrent: bool = False,
-                 opts: ReportOptions = ReportOptions(), interleave: bool = False) -> int:
-    from sgtui.export import ExportError, render, write_exports
-    from sgtui.orchestrator import Orchestrator
+                 opts: ReportOptions = ReportOptions(), interleave: bool = False, **orchestrator_kwargs) -> int:
+    """`--no-ui`: the runs with progress on stderr, the text report on stdout, the reports next to the session;
+    returns the exit code (`sgtui.lifecycle.Outcome.exit_code`). Keyword arguments go to the orchestrator."""
+    from sgtui.export import render
+    from sgtui.lifecycle import run_session
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     progress = Progress(console, session_path, plans={r.label: Plan(r.num_steps, r.num_rollouts) for r in runs})
-    orch = Orchestrator(runs, session_path, subscribers=[progress], concurrent=concurrent, interleave=interleave)
-    try:
-        with progress:  # the live display / heartbeat thread stop however the run ends (Ctrl-C: the
-            statuses = orch.run_sync()  # orchestrator's own handler cancels the runs and returns)
-    except PortBusy as e:
-        console.print(f"[red]sgtui: error: {e}[/]")
-        return 2
-    except OSError as e:
-        console.print(f"[red]sgtui: error: cannot write session {session_path}: {e.strerror or e}[/]")
-        return 2
-    if orch.fatal:
-        console.print(f"[red]sgtui: error: {orch.fatal}; runs were stopped[/]")
+    with progress:  # the live display / heartbeat thread stop however the run ends (Ctrl-C: the
+        out = run_session(runs, session_path, exports, opts=opts, subscribers=[progress],  # orchestrator's
+                          concurrent=concurrent, interleave=interleave, **orchestrator_kwargs)  # handler cancels)
+    if not out.started:
+        console.print(f"[red]sgtui: error: {escape(out.fatal)}[/]")
+        return out.exit_code
+    if out.fatal:
+        first, _, rest = out.fatal.partition("\n")
+        console.print(f"[red]sgtui: error: {escape(first)}; runs were stopped[/]")
+        if rest:
+            console.print(escape(rest))
     state = progress.state
     state.source = str(session_path)
     print(render("txt", [state], opts), end="")
-    if exports:
-        try:
-            for p in write_exports([state], session_path.with_suffix(""), exports, opts):
-                console.print(f"wrote {p}")
-        except ExportError as e:
-            console.print(f"[red]sgtui: error: {escape(str(e))}[/]")
+    for p in out.exports:
+        console.print(f"wrote {p}")
+    if out.export_error:
+        console.print(f"[red]sgtui: error: {escape(out.export_error)}[/]")
     console.print(f"session saved: {session_path}")
-    return 0 if statuses and all(s == "ok" for s in statuses.values()) and not orch.fatal else 1
+    return out.exit_code
 
 
 #: Exit code of `sgtui attach --no-ui` when the session's sgtui died with runs unfinished.
@@ -141,17 +139,17 @@ def follow_headless(session_path: Path, poll: float = 0.2, owner_every: float = 
     1 otherwise), or with EXIT_DEAD and a one-line diagnosis if runs never ended (the orchestrator was
     killed): a dead session never looks like it is still running. Ctrl-C leaves the runs going."""
     from sgtui.export import render
-    from sgtui.session import SessionTail
+    from sgtui.follow import SessionFollower
     from sgtui.sessions_index import session_runs
 
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
     progress = Progress(console)
     progress.state.source = str(session_path)
-    tail = SessionTail(session_path)
+    follower = SessionFollower([session_path], poll_s=poll, owner_every=owner_every)
     console.print(f"attached to {session_path} (Ctrl-C leaves the runs going)")
     try:
         with progress:
-            _follow(session_path, tail, progress, console, poll, owner_every)
+            _follow(follower, progress, console, poll)
     except KeyboardInterrupt:
         console.print(f"detached from {session_path}; runs go on (stop them: sgtui stop {session_path})")
         return 0
@@ -168,36 +166,28 @@ def follow_headless(session_path: Path, poll: float = 0.2, owner_every: float = 
     return 0 if all(r.status == "ok" for r in runs) else 1
 
 
-def _follow(session_path: Path, tail: SessionTail, progress: Progress, console: Console, poll: float,
-            owner_every: float) -> None:
+def _follow(follower: SessionFollower, progress: Progress, console: Console, poll: float) -> None:
     """follow_headless's loop: until the session's owner is gone (or, where that cannot be told, its runs ended)."""
-    from sgtui.sessions_index import owner_of, owner_state, session_runs
 
-    next_owner = 0.0
-    announced = False
+    def read() -> None:
+        for batch in follower.read():
+            for e in batch.events:
+                progress(e)
+            for p in batch.problems:
+                console.print(f"[yellow]sgtui: warning: {escape(p)}[/]")
+
+    owner = follower.owners[0]
     while True:
-        for e in tail.poll():
-            progress(e)
-        for p in tail.problems:
-            console.print(f"[yellow]sgtui: warning: {p}[/]")
-        tail.problems.clear()
-        now = time.monotonic()
-        if now >= next_owner:
-            next_owner = now + owner_every
-            st = progress.state
-            state = owner_state(Path(session_path), st) if st.header is not None else "unknown"
-            if state == "alive" and not announced:
-                pid = owner_of(Path(session_path), st) or st.header.pid  # type: ignore[union-attr]
-                console.print(f"sgtui pid {pid} is writing it")
-                announced = True
-            elif state == "unknown" and st.header is not None and not announced:
-                console.print(f"[yellow]written on {st.header.host or 'an unknown host'}: whether its sgtui is "
+        read()
+        if follower.check_owners([progress.state]):
+            if owner.state == "alive" and not owner.announced:
+                console.print(f"sgtui pid {owner.pid} is writing it")
+                owner.announced = True
+            elif owner.state == "unknown" and owner.header and not owner.announced:
+                console.print(f"[yellow]written on {escape(owner.host or 'an unknown host')}: whether its sgtui is "
                               "alive cannot be checked from here; following until its runs end[/]")
-                announced = True
-            runs = session_runs(st)
-            done = bool(runs) and all(r.end is not None for r in runs)
-            if state == "gone" or (state == "unknown" and done):
-                for e in tail.poll():  # whatever it wrote before exiting
-                    progress(e)
+                owner.announced = True
+            if owner.over:
+                read()  # whatever it wrote before exiting
                 break
         time.sleep(poll)

@@ -4,7 +4,8 @@ Why one object: the flags that change what a verdict says (`--allow-mismatch`, `
 `--goodput`) must give the same numbers in text, Markdown, JSON, CSV and every UI screen; threading them
 one by one through each renderer is how two of them would drift apart. Where the reports go besides files
 (`--log-to` a tracker) travels with them, and the detached orchestrator gets the whole object as one JSON
-argument (`to_json`/`from_json`), not flag by flag.
+argument (`to_json`/`from_json`), not flag by flag. The CLI's report flags take their defaults from these
+fields (sgtui/cli.py), so this is the one place a report default is spelled.
 """
 
 from __future__ import annotations

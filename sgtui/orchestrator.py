@@ -46,12 +46,12 @@ from pathlib import Path
 from typing import Callable
 
 from sgtui import gpu, host, pkgpath, portlock
+from sgtui.childproc import MARKER_OWNER, MARKER_RUN
+from sgtui.childproc import group_alive as _group_alive
 from sgtui.config import RunConfig, cuda_env
 from sgtui.events import Error, Event, EventError, Log, Phase, Proc, RunEnd, RunStart, SessionHeader, decode
-from sgtui.runner.procs import MARKER_OWNER, MARKER_RUN
-from sgtui.runner.procs import group_alive as _group_alive
-from sgtui.runner.turns import PARK, turn_line
 from sgtui.session import SessionWriter, make_header
+from sgtui.turns import PARK, turn_line
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # a checkout's root (tests, setup/); never a child's PYTHONPATH
 STDOUT_LIMIT = 64 * 1024 * 1024  # one request event with a long ITL list can be large

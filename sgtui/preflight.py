@@ -16,8 +16,8 @@ from pathlib import Path
 import orjson
 
 from sgtui import gpu, pkgpath, portlock, procinfo
+from sgtui.childproc import MARKER_OWNER, MARKER_RUN, group_alive, port_free
 from sgtui.config import RunConfig
-from sgtui.runner.procs import MARKER_OWNER, MARKER_RUN, group_alive, port_free
 
 IMPORT_NAME = {"vllm": "vllm", "sglang": "sglang"}
 

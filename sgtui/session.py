@@ -188,29 +188,59 @@ def read_session(path: Path | str, *, allow_empty: bool = False) -> ReadResult:
     binary, JSON of something else) raises SessionReadError, one line naming the
     file and what was expected; with `allow_empty` (a follower, whose session may
     not have its header on disk yet) a file without a complete line reads as no events.
+
+    Lines are decoded as the file is read, one at a time (never the whole file and all its lines in
+    memory at once: a 700 MiB session would hold three copies before its first event).
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            events, problems, truncated = _decode_file(f, path)
     except FileNotFoundError:
         raise SessionReadError(f"{path}: no such session file") from None
     except OSError as e:
         raise SessionReadError(f"{path}: cannot read ({e.strerror})") from None
-    truncated = False
-    complete_end = data.rfind(b"\n") + 1
-    tail = data[complete_end:]
-    if tail.strip():
-        truncated = True
-    events, problems = decode_lines(data[:complete_end], path)
-    if truncated:
-        nlines = data.count(b"\n", 0, complete_end) + 1
-        problems.append(f"{path}:{nlines}: last line is incomplete (session still being written or cut off); ignored")
     header = events[0] if events and isinstance(events[0], SessionHeader) else None
     if header is None and events:
         raise SessionReadError(f"{path}: not an sgtui session (first event is {events[0].kind!r}, expected 'session')")
     if header is None:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise SessionReadError(f"{path}: cannot read ({e.strerror})") from None
         _refuse_headerless(path, data, problems, truncated, allow_empty)
     return ReadResult(path=path, header=header, events=events, problems=problems, truncated_tail=truncated)
+
+
+def _decode_file(f: Any, path: Path) -> tuple[list[Event], list[str], bool]:
+    """(events, problems, truncated) of an open session file, as `decode_lines` reads complete lines; a
+    last line without its newline is not decoded (a write in progress) and sets truncated."""
+    events: list[Event] = []
+    problems: list[str] = []
+    append = events.append
+    truncated = False
+    was_enabled = gc.isenabled()
+    gc.disable()  # as in decode_lines: events hold no cycles
+    try:
+        for lineno, raw in enumerate(f, 1):
+            if raw[-1:] != b"\n":  # the last line, still being written (or cut off)
+                if not raw.isspace():
+                    truncated = True
+                    problems.append(f"{path}:{lineno}: last line is incomplete (session still being written or "
+                                    "cut off); ignored")
+                break
+            if raw.isspace():
+                continue
+            try:
+                append(decode(raw, lineno))
+            except SchemaTooNew as e:
+                raise SessionReadError(f"{path}:{lineno}: {e.message}") from None
+            except EventError as e:
+                problems.append(f"{path}:{lineno}: {e.message}")
+    finally:
+        if was_enabled:
+            gc.enable()
+    return events, problems, truncated
 
 
 def _refuse_headerless(path: Path, data: bytes, problems: list[str], truncated: bool, allow_empty: bool) -> None:

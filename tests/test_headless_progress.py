@@ -299,3 +299,89 @@ def test_no_ui_piped_shows_timestamped_phase_starts_and_heartbeats(tmp_path):
     assert any(re.fullmatch(r"vllm-sleep1 step 1/1 rollout [0-6]/6 requests(, \d+ tok/s)?, 0\.\d s", t)
                for t in text), r.stderr
     assert text[-1] == "vllm-sleep1: ok "
+
+
+# -- run_headless and follow_headless over the shared lifecycle (sgtui.lifecycle) and follower (sgtui.follow) --
+FAKE = Path(__file__).parent / "fixtures" / "fake_runner.py"
+
+
+def _headless(tmp_path, modes, exports, port=8100):
+    from sgtui.config import RunConfig
+    from sgtui.headless import run_headless
+    from sgtui.orchestrator import REPO_ROOT
+
+    runs = [RunConfig(label=f"r{i}-{m}", backend="vllm", strategy="sleep1", workdir=str(tmp_path / f"w{i}"),
+                      port=port + i) for i, m in enumerate(modes)]
+    mode_of = {r.label: m for r, m in zip(runs, modes)}
+    os.environ["SGTUI_REPO"] = str(REPO_ROOT)
+    return run_headless(runs, tmp_path / "s.jsonl", exports, sample_gpus=False, grace=3.0,
+                        runner_argv=lambda c: [sys.executable, str(FAKE), mode_of[c.label], c.label])
+
+
+def test_run_headless_reports_on_stdout_and_says_what_it_wrote(tmp_path, capsys):
+    assert _headless(tmp_path, ["ok", "crash"], ["json"]) == 1  # a failed run: exit 1
+    out, err = capsys.readouterr()
+    assert "sgtui benchmark report" in out and "r1-crash" in out
+    assert f"wrote {tmp_path / 's.json'}" in err and f"session saved: {tmp_path / 's.jsonl'}" in err
+    assert (tmp_path / "s.json").exists() and "sgtui: error:" not in err
+
+
+def test_run_headless_on_a_taken_port_runs_nothing_and_exits_2(tmp_path, capsys):
+    from sgtui import portlock
+
+    locks = portlock.acquire([45211], "other.jsonl")
+    try:
+        assert _headless(tmp_path, ["ok"], ["txt"], port=45211) == 2
+    finally:
+        locks.release()
+    out, err = capsys.readouterr()
+    assert out == "" and "sgtui: error:" in err and "45211" in err and "session saved" not in err
+    assert not (tmp_path / "s.jsonl").exists()
+
+
+def _recorded(tmp_path, *, pid: int, host: str, end: bool):
+    import socket
+
+    from sgtui.session import SessionWriter
+
+    path = tmp_path / "s.jsonl"
+    with SessionWriter(path) as w:
+        w.write(E.SessionHeader(t=1.0, pid=pid, host=host or socket.gethostname()))
+        w.write(E.RunStart(t=2.0, run="a", backend="vllm", strategy="sleep1"))
+        if end:
+            w.write(E.RunEnd(t=3.0, run="a", status="ok"))
+    return path
+
+
+def _gone_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_follow_headless_ends_with_the_report_when_the_writer_is_gone_after_its_runs(tmp_path, capsys):
+    from sgtui.headless import follow_headless
+
+    path = _recorded(tmp_path, pid=_gone_pid(), host="", end=True)
+    console = Console(file=io.StringIO(), highlight=False, soft_wrap=True)
+    assert follow_headless(path, poll=0.01, owner_every=0.01, console=console) == 0
+    assert "sgtui benchmark report" in capsys.readouterr().out
+
+
+def test_follow_headless_says_dead_when_the_writer_died_with_runs_unfinished(tmp_path):
+    from sgtui.headless import EXIT_DEAD, follow_headless
+
+    pid = _gone_pid()
+    path = _recorded(tmp_path, pid=pid, host="", end=False)
+    buf = io.StringIO()
+    assert follow_headless(path, poll=0.01, owner_every=0.01, console=Console(file=buf, soft_wrap=True)) == EXIT_DEAD
+    assert f"(pid {pid}) is gone and a never ended: dead session" in buf.getvalue()
+
+
+def test_follow_headless_of_another_hosts_session_follows_until_its_runs_end(tmp_path):
+    from sgtui.headless import follow_headless
+
+    path = _recorded(tmp_path, pid=_gone_pid(), host="elsewhere.invalid", end=True)
+    buf = io.StringIO()
+    assert follow_headless(path, poll=0.01, owner_every=0.01, console=Console(file=buf, soft_wrap=True)) == 0
+    assert "written on elsewhere.invalid: whether its sgtui is alive cannot be checked" in buf.getvalue()

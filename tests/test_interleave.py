@@ -15,8 +15,8 @@ import pytest
 from sgtui.config import RunConfig
 from sgtui.events import Phase, RunEnd
 from sgtui.orchestrator import REPO_ROOT, Orchestrator
-from sgtui.runner.turns import NoTurn, ProtocolError, Turns, parse_turn, turn_line
 from sgtui.session import read_session
+from sgtui.turns import NoTurn, ProtocolError, Turns, parse_turn, turn_line
 from tests.test_orchestrator import FAKE, alive
 
 STEPS = 2

@@ -133,7 +133,7 @@ def test_build_runs_carries_the_snapshot_dir_and_keeps_the_id(hub, tiny_files, t
 
 
 def test_the_launch_form_resolves_a_hub_id_and_shows_the_id(hub, tiny_files, tmp_path):
-    from sgtui.tui.launch_model import LaunchOptions, resolve_models
+    from sgtui.viewmodel.launch_model import LaunchOptions, resolve_models
 
     snap = add_to_hub_cache(hub, HUB_ID, tiny_files)
     runs = build_runs(backends="vllm", run=[], mode="inference", model=HUB_ID, on_gpu=False, overrides={},
@@ -223,7 +223,7 @@ def test_an_exact_cut_survives_a_round_trip_that_merges_tokens():
 def test_huggingface_hub_is_imported_only_to_resolve_a_hub_id(tmp_path):
     """Importing the core, and resolving a local directory, leave huggingface_hub unimported."""
     (tmp_path / "config.json").write_text("{}")
-    code = ("import sys, sgtui.cli, sgtui.models, sgtui.preflight, sgtui.tui.launch_model; "
+    code = ("import sys, sgtui.cli, sgtui.models, sgtui.preflight, sgtui.viewmodel.launch_model; "
             f"assert sgtui.models.resolve_model({str(tmp_path)!r}).path == {str(tmp_path)!r}; "
             "print('huggingface_hub' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)

@@ -111,6 +111,30 @@ def test_live_fold_open_phase_and_cancel_closes_it():
     assert span.end == 4 and span.ok is False and run.status == "cancelled"
 
 
+def test_running_request_counters_agree_with_the_metrics_at_every_prefix():
+    """The fold's own counters (what the dashboard reads every tick) count as `request_stats` does, after any
+    prefix of the stream: errors only as errors, output tokens of successful requests, warm-up (step 0) apart."""
+    evs = generate(labels=("vllm-sleep1", "vllm-restart"), steps=3, requests=12, seed=4)
+    evs.insert(5, E.Request(t=evs[4].t, run="vllm-sleep1", step=0, output_tokens=9))  # a warm-up request
+    assert any(isinstance(e, E.Request) and e.error for e in evs)
+    st = SessionState()
+    cuts = set(range(0, len(evs), max(1, len(evs) // 7))) | {len(evs) - 1}
+    for i, e in enumerate(evs):
+        st.apply(e)
+        if i not in cuts:
+            continue
+        for run in st.runs.values():
+            for step in run.steps.values():
+                m = calculate_metrics(step.requests, 1.0)
+                assert (step.requests_completed, step.requests_failed, step.output_tokens) == (
+                    m.completed, m.errors, m.total_output_tokens)
+            rl = calculate_metrics([r for n in run.rl_steps for r in run.steps[n].requests], 1.0)
+            assert (run.requests_completed, run.requests_failed) == (rl.completed, rl.errors)
+    warm = st.runs["vllm-sleep1"].steps[0]
+    assert warm.requests_completed == 1 and warm.output_tokens == 9
+    assert st.runs["vllm-sleep1"].requests_completed == run_summary(st.runs["vllm-sleep1"], st.gpu).metrics.completed
+
+
 def test_summary_cache_invalidates_on_new_events():
     evs = generate(labels=("vllm-sleep1",), steps=2)
     st = load_state(evs[:-20])

@@ -6,7 +6,8 @@
 #
 #   .gpu/pNN      the pieces of sites.tar.zst (tar of vllm-site/ and sglang-site/, unpacked in /tmp/gpuw there)
 #   .gpu/sums     sha256 of each piece and of the whole (carried in every call: a lost machine shows at once)
-#   .gpu/w/*.whl  zstandard (the host may have no zstd binary), orjson, megatron-core, sniffio (absent there)
+#   .gpu/w/*.whl  zstandard (the host may have no zstd binary), orjson, megatron-core, sniffio, and textual with
+#                 the two of its dependencies rich does not bring (the observer-effect benchmark's live UI): absent there
 #   .gpu/w/opt/   typer, rich, nvidia-ml-py: the host has them; installed there only if importing them fails
 #
 # Each site is made by `pip install --no-deps --target` of the wheel set of setup/gpu/<engine>.txt (as
@@ -22,14 +23,14 @@
 #   - the tar lists both sites' files interleaved by path, so two versions of one package lie side by side.
 # zstd -19 --long=30 (ZSTD_LEVEL, ZSTD_LONG): ~10 min on 2 cores, ~15% smaller than -15 --long=27 (one or
 # two pieces, i.e. device calls, fewer). The host decodes with --long=31 / max_window_size=2**31, which
-# admits any window up to 2 GiB. Pieces of PIECE_MIB (default 48: with a working tree of up to ~15 MiB a
-# call stays under the 64 MiB the device tool carries); the script prints each call's size.
+# admits any window up to 2 GiB. Pieces of PIECE_MIB (default 38: with a working tree of up to ~24 MiB (the
+# committed GPU sessions are most of it) a call stays under the 64 MiB the device tool carries); the script prints each call's size.
 # Env: WORK (default /tmp/gpuw), PIECE_MIB, ZSTD_LEVEL (19), ZSTD_LONG (30); PIECES_ONLY=1 cuts an existing
 # $WORK/sites.tar.zst again (another PIECE_MIB) and refreshes .gpu/w, without the 10 minutes before.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 work="${WORK:-/tmp/gpuw}"
-piece="${PIECE_MIB:-48}" level="${ZSTD_LEVEL:-19}" long="${ZSTD_LONG:-30}"
+piece="${PIECE_MIB:-38}" level="${ZSTD_LEVEL:-19}" long="${ZSTD_LONG:-30}"
 req_of() { case "$1" in vllm) echo setup/gpu/vllm-0.26.0-py312-cu130.txt ;; sglang) echo setup/gpu/sglang-0.5.17-py312-cu130.txt ;; esac; }
 drops_of() {  # paths relative to the site; see above why each is safe to leave out
   case "$1" in
@@ -114,7 +115,8 @@ split -b "${piece}M" -d -a 2 "$work/sites.tar.zst" .gpu/p
 
 stamp "small wheels for sgtui's core and trainer: .gpu/w"
 rm -rf .gpu/w && mkdir -p .gpu/w/opt
-pipq download -q --no-deps "${plat[@]}" -d .gpu/w zstandard==0.25.0 orjson==3.13.0 megatron-core==0.19.2 sniffio==1.3.1
+pipq download -q --no-deps "${plat[@]}" -d .gpu/w zstandard==0.25.0 orjson==3.13.0 megatron-core==0.19.2 sniffio==1.3.1 \
+  textual==8.2.8 mdit-py-plugins==0.7.0 platformdirs==4.14.9
 pipq download -q --no-deps "${plat[@]}" -d .gpu/w/opt typer rich nvidia-ml-py
 ls -la .gpu/w .gpu/w/opt
 w_mib=$(( ($(du -sb .gpu/w | cut -f1) + 1048575) / 1048576 ))

@@ -51,8 +51,13 @@ tags_of() {  # "ab" -> " a b"; anything but a, b, ab, ba is an error
 }
 
 copy_src() {  # this call's sgtui and scripts to $SRC: later calls re-sync the working tree under a run
+  # A carried .gpu/src (git-ignored: `git archive <commit> sgtui setup benchmarks pyproject.toml`) is used
+  # instead of the working tree: a recording runs a landed commit while the tree here is mid-change.
+  local from="$repo"
+  [ -d "$repo/.gpu/src/sgtui" ] && from="$repo/.gpu/src"
   rm -rf "$SRC.new" "$SRC.old" && mkdir -p "$SRC.new" || return 1
-  (cd "$repo" && cp -a sgtui setup benchmarks pyproject.toml "$SRC.new/") || return 1
+  (cd "$from" && cp -a sgtui setup benchmarks pyproject.toml "$SRC.new/") || return 1
+  echo "sgtui source: $from"
   if [ -d "$SRC" ]; then mv "$SRC" "$SRC.old"; fi
   mv "$SRC.new" "$SRC" && rm -rf "$SRC.old"
 }

@@ -18,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from sgtui.labels import run_labels
 from sgtui.options import ReportOptions
 from sgtui.session import read_session
 from sgtui.state import GpuState, RunState, RunSummary, SessionState, run_summary
@@ -51,18 +52,14 @@ def load_sessions(paths: list[str | Path]) -> list[SessionState]:
 
 
 def combined(states: list[SessionState], opts: ReportOptions = ReportOptions()) -> Combined:
-    seen: dict[str, int] = {}
-    for st in states:
-        for label in st.runs:
-            seen[label] = seen.get(label, 0) + 1
+    # Short and unambiguous, as the dashboard's columns: `sgtui.labels` tags a colliding label with its
+    # session's position on the command line (the sources list them).
+    own = [[label for label, run in st.runs.items() if not (label == "session" and run.info is None)] for st in states]
     runs = []
     summaries = []
-    for n, st in enumerate(states, start=1):
-        for label, run in st.runs.items():
-            if label == "session" and run.info is None:
-                continue
-            # Short and unambiguous: the session's position on the command line (sources list it).
-            shown = label if seen[label] == 1 or len(states) == 1 else f"{label}#{n}"
+    for st, labels, shown_labels in zip(states, own, run_labels(own)):
+        for label, shown in zip(labels, shown_labels):
+            run = st.runs[label]
             runs.append((shown, run, st.gpu, st))
             s = run_summary(run, st.gpu, opts.include_first_step)
             if shown != label:

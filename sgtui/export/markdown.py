@@ -13,6 +13,7 @@ from sgtui import drift, fmt, goodput
 from sgtui.export import Combined
 from sgtui.export.text import TRAIN_PARTS, memory_notes
 from sgtui.findings import finding_line
+from sgtui.labels import legend
 from sgtui.state import PhaseSpan, RunState
 
 #: The step the gantt shows: step 1 pays one-time costs (CUDA graphs, first LoRA load), so the first steady
@@ -112,6 +113,8 @@ def render_markdown(c: Combined) -> str:
         lines.append(f"<br>note: {caveat}")
     for f in v.findings:
         lines.append(f"<br>{finding_line(f)}")
+    if len(c.sources) > 1:  # the key of the "#n" tags colliding run labels carry (`sgtui.labels`)
+        lines.append("<br>sessions: " + ", ".join(f"`{tag}` {name}" for tag, name in legend(c.sources)))
     lines += ["", *(f"<br>{line}" for line in drift.design_lines(c.sources, [st for _l, _r, _g, st in c.runs]))]
     from sgtui.external import report_line  # runs on a server sgtui did not start: what it did not control
 

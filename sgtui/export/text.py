@@ -8,6 +8,7 @@ from typing import Callable
 from sgtui import drift, external, fmt, goodput
 from sgtui.export import Combined
 from sgtui.findings import finding_line
+from sgtui.labels import session_tag
 from sgtui.state import MEMORY_DEFINITIONS, RunSummary
 
 WIDTH = 80
@@ -164,7 +165,7 @@ def render_text(c: Combined) -> str:
     S = c.summaries
     lines = [_rule(), "sgtui benchmark report".center(WIDTH), _rule()]
     for n, src in enumerate(c.sources, start=1):
-        lines += _wrap(f"session #{n}: {src}" if len(c.sources) > 1 else f"session: {src}")
+        lines += _wrap(f"session {session_tag(n)}: {src}" if len(c.sources) > 1 else f"session: {src}")
     for line in drift.design_lines(c.sources, [st for _l, _r, _g, st in c.runs]):
         lines += _wrap(line)
     for label, run, _gpu, _st in c.runs:

@@ -10,7 +10,7 @@ has ok=false), stop every child group and end with `run_end cancelled`.
 
 With `--interleave` the runner takes turns with the session's other runs:
 it waits for `turn N` on stdin before its setup and before each step, and
-parks its engine at the end of each turn (protocol: sgtui/runner/turns.py).
+parks its engine at the end of each turn (protocol: sgtui/turns.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from sgtui.runner import loadgen, procs, rewards, weights, workload
 from sgtui.runner.emit import Emitter
 from sgtui.runner.engines.base import Engine, EngineError
 from sgtui.runner.trainer.base import Rollout, Trainer, TrainerError
-from sgtui.runner.turns import PARK, UNPARK, NoTurn, ProtocolError, Turns
+from sgtui.turns import PARK, UNPARK, NoTurn, ProtocolError, Turns
 
 
 #: Shortest train phase whose engine CPU is reported: /proc counts CPU time in 10 ms clock ticks, so a shorter
@@ -340,9 +340,8 @@ class Runner:
             if o.error:
                 raise EngineError("REQUEST", f"request with model {name!r} failed: {o.error}", self.engine.tail())
             outs.append(o)
-        check = getattr(self.engine, "served_model_matches", None)
         got = outs[0].served_model
-        if not (check(want, got) if check else got == want):
+        if not self.engine.served_model_matches(want, got):
             raise EngineError("OTHER", f"asked for adapter {want!r} but {got!r} answered", self.engine.tail())
         if len(outs) == 2 and outs[0].text == outs[1].text and self.cfg.initial_adapter:
             raise EngineError("OTHER", f"adapter {want!r} answers exactly like the base model: the adapter is not "
@@ -432,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sgtui.runner")
     p.add_argument("--config", required=True, help="RunConfig as JSON, or @path to a JSON file")
     p.add_argument("--interleave", action="store_true", help="take turns with other runs: wait for `turn N` "
-                   "lines on stdin (sgtui/runner/turns.py)")
+                   "lines on stdin (sgtui/turns.py)")
     args = p.parse_args(argv)
     text = Path(args.config[1:]).read_text() if args.config.startswith("@") else args.config
     emit = Emitter.take_stdout()

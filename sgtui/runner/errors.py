@@ -1,9 +1,13 @@
-"""Turn engine and trainer log text into an error category and the advice a user needs.
+"""The engines' own failure texts, laid over the shared rules (sgtui/errors.py) with advice right for the engine.
 
-Engines fail with long tracebacks; what a user needs is the one thing that
-went wrong and what to do. Patterns are checked in order: the most specific
-(OOM, a taken port) before generic import errors, since e.g. an OOM during
-import-time kernel warmup also prints an ImportError-like traceback.
+The shared rules know what any engine or trainer prints (an OOM, a taken
+port, a missing model); some failures need an engine's own words to be told
+apart, and some generic advice is wrong for one engine. SGLang's: releasing
+memory while a request still runs (its scheduler asserts and the server
+exits), OOM at resume (torch_memory_saver's own message), resuming what was
+not released, the TP memory imbalance check (whose switch was renamed in 0.5),
+and the optional-module import notes it logs at every start, which are not the
+import error that broke a start.
 """
 
 from __future__ import annotations
@@ -11,95 +15,75 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sgtui.errors import categorize
+from sgtui.runner.engines.base import parse_version
+
 
 @dataclass(frozen=True)
-class Pattern:
+class Rule:
     category: str
     regex: re.Pattern[str]
     advice: str
 
 
-def _p(category: str, pattern: str, advice: str) -> Pattern:
-    return Pattern(category, re.compile(pattern, re.IGNORECASE), advice)
-
-
-PATTERNS: list[Pattern] = [
-    _p(
-        "TP_IMBALANCE",
-        r"memory capacity is unbalanced|TP_MEMORY_INBALANCE|memory (is )?imbalanced",
-        "GPU memory differs across TP ranks (other processes on some GPUs); free them or set "
-        "SGLANG_ENABLE_TP_MEMORY_INBALANCE_CHECK=0 (SGLang 0.5.x; the older SGL_DISABLE_... name no longer works)",
-    ),
-    _p(
-        "OOM",
-        # vLLM v1/core/kv_cache_utils.py (_check_enough_kv_cache_memory); SGLang's pool check
-        r"No available memory for the cache blocks|cache is needed, which is larger than the available KV cache|"
-        r"Not enough memory\. Please try to increase",
-        "the KV cache does not fit in the memory share left after the weights: raise "
-        "--gpu-memory-utilization (mem fraction) or lower --max-model-len",
-    ),
-    _p(
-        "OOM",
-        r"CUDA out of memory|OutOfMemoryError|torch\.OutOfMemoryError|cudaErrorMemoryAllocation|"
-        r"not enough (GPU )?memory|insufficient memory|Cannot allocate memory|out of memory",
-        "lower --gpu-memory-utilization / mem fraction, --max-model-len or concurrency, or free the GPU",
-    ),
-    _p(
-        "PORT_IN_USE",
-        r"Address already in use|address is already in use|port \d+ is (already )?in use|Errno 98",
-        "another process listens on the port: pick another port or stop it",
-    ),
-    _p(
-        "NCCL",
-        r"NCCL error|ncclInternalError|ncclSystemError|ncclUnhandledCudaError|NCCL WARN|ProcessGroupNCCL",
-        "NCCL failed: check that the GPUs of the run are visible and not used by another job; NCCL_DEBUG=INFO shows more",
-    ),
-    _p(
-        "MODEL_PATH",
-        r"does not appear to have a file named|Repository Not Found|is not a local folder|"
-        r"No such file or directory.*(config\.json|model|tokenizer)|Can't load the configuration|"
-        r"HFValidationError|not a valid model identifier|OfflineModeIsEnabled|LocalEntryNotFoundError|"
-        r"Invalid repository ID|Unrecognized model in|Cannot find any model weights|"
-        # vLLM config/model.py: an `architectures` entry neither vLLM nor transformers implements
-        r"does not recognize this architecture|are not supported for now",
-        "check --model: it must be a local directory with config.json, tokenizer and weights",
-    ),
-    _p(
-        "CONFIG",
-        # vLLM config/model.py: --enable-sleep-mode on a platform without it (CPU)
-        r"Sleep mode is not supported on current platform",
-        "the engine refuses a flag on this platform (e.g. --enable-sleep-mode on CPU): drop it from the extra flags",
-    ),
-    _p(
-        "IMPORT_ERROR",
-        r"ModuleNotFoundError|ImportError|undefined symbol|cannot import name",
-        "the engine venv is incomplete or has mismatched versions: re-run `sgtui setup`",
-    ),
+SGLANG_RULES = [
+    Rule("SERVER_CRASH", re.compile(r"release_memory_occupation should be called only when server is idle"),
+         "memory was released while a request was still running: the server asserts on that and exits"),
+    Rule("OOM", re.compile(r"torch_memory_saver.*(OUT_OF_MEMORY|out of memory)", re.IGNORECASE),
+         "resuming SGLang's memory failed: the trainer (or another process) still holds GPU memory when the "
+         "engine resumes; free it first, or lower --gpu-memory-utilization (SGLang's --mem-fraction-static)"),
+    Rule("OOM", re.compile(r"Not enough memory\. Please try to increase --mem-fraction-static"),
+         "the KV cache got no memory: raise --gpu-memory-utilization (SGLang's --mem-fraction-static), "
+         "or free the GPU"),
+    Rule("SERVER_CRASH", re.compile(r"Cannot resume allocation that is not paused|KeyError: '(weights|kv_cache|cuda_graph)'"),
+         "memory was resumed that had not been released; the server exits on that"),
 ]
 
+#: SGLang logs these at every start (optional model files that need CUDA-only modules); they are not the
+#: import error that broke a start, so the shared IMPORT_ERROR pattern must not see them.
+SGLANG_BENIGN = re.compile(r"Ignore import error when loading|has no attribute '\w+_cpu'")
 
-def categorize(lines: list[str] | str, default: str = "OTHER") -> tuple[str, str]:
-    """(category, advice) for the first matching pattern in the log text."""
+#: Categories an engine call decides by itself (what was asked and how it failed), whatever the log says.
+_DECIDED = ("PORT_IN_USE", "SERVER_TIMEOUT", "CONFIG")
+
+
+def tp_advice(version: str) -> str:
+    """The switch was renamed in 0.5: since then the old `SGL_DISABLE_...=1` is mapped onto the new
+    `SGLANG_ENABLE_...` name *with the same value*, which leaves the check on."""
+    v = parse_version(version)
+    if v and v < (0, 5):
+        switch = "SGL_DISABLE_TP_MEMORY_INBALANCE_CHECK=1"
+    else:
+        switch = ("SGLANG_ENABLE_TP_MEMORY_INBALANCE_CHECK=0 (SGLang < 0.5: SGL_DISABLE_TP_MEMORY_INBALANCE_CHECK=1; "
+                  "from 0.5 that old name keeps the check on)")
+    return ("free memory differs across the TP ranks' GPUs (another process on some of them): free those GPUs, "
+            f"or skip the check with the engine env {switch}")
+
+
+def categorize_sglang(lines: list[str] | str, default: str = "OTHER", version: str = "") -> tuple[str, str]:
+    """(category, advice): SGLang's own failure texts first, then the shared patterns (sgtui/errors.py)."""
     text = lines if isinstance(lines, str) else "\n".join(lines)
-    for p in PATTERNS:
-        if p.regex.search(text):
-            return p.category, p.advice
-    return default, ""
+    for rule in SGLANG_RULES:
+        if rule.regex.search(text):
+            return rule.category, rule.advice
+    text = "\n".join(line for line in text.splitlines() if not SGLANG_BENIGN.search(line))
+    cat, advice = categorize(text, default)
+    if cat == "TP_IMBALANCE":
+        advice = tp_advice(version)
+    return cat, advice
 
 
-def failure(lines: list[str], default: str, keep: int = 40) -> tuple[str, str, list[str]]:
-    """(category, advice, log tail) for a process that failed.
-
-    The category is read from all of `lines` (a long log: an engine's root cause is often followed by
-    dozens of lines of worker teardown), the tail kept for the user is the last `keep` lines, with the
-    line that decided the category put first when it lies above them.
-    """
-    cat, advice = categorize(lines, default)
-    tail = list(lines[-keep:])
-    if cat != default:
-        pattern = next(p for p in PATTERNS if p.category == cat and p.regex.search("\n".join(lines)))
-        if not any(pattern.regex.search(line) for line in tail):
-            cause = next((line for line in lines if pattern.regex.search(line)), None)
-            if cause is not None:
-                tail = [cause, "..."] + tail[2:]
-    return cat, advice, tail
+def recategorize_sglang(category: str, advice: str, text: str, version: str = "") -> tuple[str, str]:
+    """(category, advice) of an SGLang failure the shared rules categorized as (`category`, `advice`), from
+    its message and log `text`: SGLang's own texts (and advice) come first, and its benign start-up import
+    notes must not make a crash look like an IMPORT_ERROR. What the call decided itself stays."""
+    if category in _DECIDED:
+        return category, advice
+    for rule in SGLANG_RULES:  # SGLang's own failure texts: their advice replaces the generic one
+        if rule.regex.search(text):
+            return rule.category, rule.advice
+    default = "SERVER_CRASH" if category == "IMPORT_ERROR" else category
+    cat, new = categorize_sglang(text, default, version)
+    if cat == category and cat != "TP_IMBALANCE" and (advice or not new):
+        return category, advice
+    return cat, new

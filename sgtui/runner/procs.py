@@ -3,7 +3,9 @@
 Every child runs in its own process group (a new session), so it can be
 stopped with everything it spawned (vLLM's engine core, SGLang's scheduler
 and detokenizer, torchrun's ranks) by one signal to the group, and never
-by matching names of processes that may belong to someone else.
+by matching names of processes that may belong to someone else. The
+markers every child carries, and whether a group lives or a port is free,
+are the core's too (sgtui/childproc.py: preflight and the orchestrator ask).
 """
 
 from __future__ import annotations
@@ -20,11 +22,7 @@ from pathlib import Path
 from typing import Mapping
 
 from sgtui import procinfo
-
-#: Environment markers put into every child so preflight can recognise servers
-#: an earlier sgtui run left behind (and never touch anything else).
-MARKER_RUN = "SGTUI_RUN"
-MARKER_OWNER = "SGTUI_OWNER_PID"
+from sgtui.childproc import MARKER_OWNER, MARKER_RUN, group_alive, port_free
 
 
 @dataclass
@@ -78,16 +76,6 @@ def group_cpu_seconds(pgid: int) -> float | None:
     return procinfo.group_cpu_seconds(pgid)
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop_group(pgid: int, grace: float = 10.0, proc: subprocess.Popen | None = None) -> bool:
     """SIGTERM the group, wait up to `grace`, then SIGKILL. Returns True if SIGKILL was needed."""
     try:
@@ -119,16 +107,6 @@ def _reap(proc: subprocess.Popen | None) -> None:
             proc.poll()
         except Exception:  # noqa: BLE001 - reaping is best effort
             pass
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _ephemeral_low() -> int:

@@ -12,7 +12,8 @@ API for the CLI (each blocks until the UI quits and returns the process exit cod
         (default: session_path's directory). launch=False starts the runs at once. The form runs
         its own preflight (with engine versions), so the CLI need not run its own before the UI.
         The session is written at session_path unless the form changed the runs or the directory.
-        Returns 0 when every run ended ok, 1 otherwise; 0 when the user quit from the form.
+        Returns 0 when every run ended ok, 1 otherwise, 2 when nothing ran (a port another sgtui
+        holds, an unwritable session: `sgtui.lifecycle`, as --no-ui); 0 when the user quit from the form.
         Quitting while detached runs go leaves them running and prints how to re-attach.
 
     run_replay(paths, follow=False, *, speed="1x", playing=False) -> int
@@ -28,124 +29,49 @@ API for the CLI (each blocks until the UI quits and returns the process exit cod
         orchestrator_kwargs, preflight (a function (runs, output) -> PreflightResult),
         check_imports, refresh_hz (snapshot rate cap; default by mode: hub.LIVE_HZ for live and follow,
         hub.REPLAY_HZ for replay), auto_verdict, on_painted
-        (called with each snapshot once it is on screen).
+        (called with each snapshot once it is on screen). The keywords are sorted into an
+        `app_config.AppConfig` (SessionSpec, Playback, Hooks); `SgtuiApp(AppConfig(...))` takes one directly.
 
-Threads: the hub (`sgtui.tui.hub`) folds events and builds snapshots; the orchestrator runs in a
-thread of its own (or, detached, in a process of its own); workers do preflight and file IO.
-The event loop only renders snapshots.
+Threads: the hub (`sgtui.viewmodel.hub`) folds events and builds snapshots; everything else off the
+event loop is a Textual `@work(thread=True)` worker: the runs (`sgtui.lifecycle.run_session`, or the
+detached process's watcher, in `run_control.py`), the launch form's preflight and start, finding a
+followed session's owner. The event loop only renders snapshots. Screens reach the app only through
+`sgtui.tui.host.UiHost`, so they never import this module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import signal
 import sys
 import threading
-import time
-import traceback
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from textual.app import App, ScreenStackError
+from textual.app import ScreenStackError
 from textual.binding import Binding
-from textual.message import Message
 
 from sgtui.config import BACKENDS, RunConfig
-from sgtui.options import ReportOptions
-from sgtui.tui.hub import LIVE_HZ, REPLAY_HZ, Hub
-from sgtui.tui.launch_model import LaunchOptions, last_session
-from sgtui.tui.screens.dialogs import Choice
-from sgtui.tui.screens.launch import CheckLine, LaunchScreen, PreflightResult
+from sgtui.tui.app_config import MODES, AppConfig, Hooks, Playback, SessionSpec
+from sgtui.tui.messages import HubError, SnapshotReady
+from sgtui.tui.run_control import RunControl
+from sgtui.tui.screens.launch import LaunchScreen
 from sgtui.tui.screens.live import DashboardScreen
 from sgtui.tui.screens.replay import ReplayScreen
 from sgtui.tui.screens.verdict import VerdictScreen
-from sgtui.tui.views import Snapshot
+from sgtui.viewmodel.hub import LIVE_HZ, REPLAY_HZ, Hub
+from sgtui.viewmodel.launch_model import LaunchOptions, last_session
+from sgtui.viewmodel.preflight_view import PreflightResult, default_preflight
+from sgtui.viewmodel.views import Snapshot
 
-MODES = ("launch", "live", "replay")
-
-
-class SnapshotReady(Message):
-    """Latest state: a backlog collapses to the newest one."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        super().__init__()
-        self.snapshot = snapshot
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, SnapshotReady)
+__all__ = ["MODES", "AppConfig", "Hooks", "Playback", "SessionSpec", "SgtuiApp", "explicit_from_argv", "make_app",
+           "run_live", "run_replay"]
 
 
-class HubError(Message):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
+class SgtuiApp(RunControl):
+    """The screens' host (`sgtui.tui.host.UiHost`): hubs, snapshots, screens; the runs are `RunControl`'s."""
 
-
-class RunsFinished(Message):
-    def __init__(self, statuses: dict[str, str], fatal: str, exports: list[Path], export_error: str) -> None:
-        super().__init__()
-        self.statuses = statuses
-        self.fatal = fatal
-        self.exports = exports
-        self.export_error = export_error
-
-
-class DetachedStarted(Message):
-    def __init__(self, pid: int, error: str = "") -> None:
-        super().__init__()
-        self.pid = pid
-        self.error = error
-
-
-class OwnerFound(Message):
-    def __init__(self, pid: int | None, error: str = "") -> None:
-        super().__init__()
-        self.pid = pid
-        self.error = error
-
-
-_engine_versions: dict[tuple[str, str, str], tuple[bool, str]] = {}
-_versions_lock = threading.Lock()
-
-
-def default_preflight(runs: list[RunConfig], output: str, check_imports: bool = True) -> PreflightResult:
-    """sgtui.preflight's checks, engine versions cached per venv (importing vLLM takes seconds), GPUs listed."""
-    from sgtui import gpu, preflight
-
-    checks = [CheckLine(c.name, c.ok, c.message, c.fix)
-              for c in preflight.run_checks(runs, Path(output), check_imports=False)]
-    if check_imports:
-        seen = set()
-        for r in runs:
-            key = (r.python, r.backend, r.device)
-            if key in seen or not Path(r.python).exists():
-                continue
-            seen.add(key)
-            with _versions_lock:
-                cached = _engine_versions.get(key)
-            if cached is None:
-                cached = preflight.engine_version(r.python, r.backend, r.device)  # imports as the runner will
-                if cached[0]:
-                    with _versions_lock:
-                        _engine_versions[key] = cached
-            ok, what = cached
-            checks.append(CheckLine(f"{r.backend} venv", ok, f"{r.backend} {what}" if ok else f"cannot import "
-                                    f"{r.backend}: {what}", "" if ok else "re-run `sgtui setup`"))
-    devices = gpu.list_devices()
-    if devices:
-        for d in devices:
-            checks.append(CheckLine(f"GPU {d.index}", True, f"{d.name}: {d.free_mib / 1024:.1f} of "
-                                    f"{d.total_mib / 1024:.1f} GiB free", info=True))
-    else:
-        checks.append(CheckLine("GPUs", True, f"{gpu.nvml_error() or 'none'}: runs on CPU, memory not measured",
-                                info=True))
-    leftovers = preflight.find_leftovers()
-    return PreflightResult(checks, leftovers)
-
-
-class SgtuiApp(App[int]):
     TITLE = "sgtui"
     ENABLE_COMMAND_PALETTE = False
     CSS = """
@@ -157,66 +83,31 @@ class SgtuiApp(App[int]):
                 Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True),
                 Binding("f1,question_mark", "help", "Help", show=False)]
 
-    def __init__(self, mode: str = "launch", *, runs: list[RunConfig] | None = None,
-                 session_path: str | Path | None = None, output_dir: str | Path | None = None,
-                 exports: Sequence[str] = ("txt", "json"), paths: Sequence[str | Path] = (), follow: bool = False,
-                 launch_options: LaunchOptions | None = None, launch_note: str = "", detach: bool = False,
-                 concurrent: bool = False, speed: str = "1x", playing: bool = False, refresh_hz: float | None = None,
-                 clock: Callable[[], float] | None = None,
-                 runner_argv: Callable[[RunConfig], list[str]] | None = None, runner_prefix: list[str] | None = None,
-                 preflight: Callable[[list[RunConfig], str], PreflightResult] | None = None,
-                 check_imports: bool = True, orchestrator_kwargs: dict | None = None,
-                 orchestrator_factory: Callable[..., object] | None = None, auto_verdict: bool = True,
-                 on_painted: Callable[[Snapshot], None] | None = None,
-                 report_options: ReportOptions | None = None) -> None:
+    def __init__(self, mode: str | AppConfig = "launch", **options: Any) -> None:
+        """`SgtuiApp(AppConfig(...))`, or `SgtuiApp(mode, **make_app's keywords)` (sorted by AppConfig.build)."""
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
-        self.mode = mode
-        self.runs = list(runs or [])
-        self.session_path = Path(session_path) if session_path else None
-        self.output_dir = Path(output_dir) if output_dir else (self.session_path.parent if self.session_path
-                                                               else Path("sessions"))
-        self.exports = list(exports)
-        self.report_options = report_options or ReportOptions()  # for the reports written at the end
-        self.paths = [str(p) for p in paths]
-        self.follow = follow
-        self.launch_options = launch_options
-        self.launch_note = launch_note
-        self.detach = detach
-        self.concurrent = concurrent
-        self.speed = speed
-        self.playing = playing
-        self.refresh_hz = refresh_hz
-        self.clock = clock or time.time
-        self.runner_prefix = list(runner_prefix) if runner_prefix else None
-        if runner_argv is None and self.runner_prefix:
-            prefix = self.runner_prefix
-            runner_argv = lambda c: prefix + ["--config", c.to_json()]  # noqa: E731
-        self.runner_argv = runner_argv
-        self.preflight_fn = preflight
-        self.check_imports = check_imports
-        self.orchestrator_kwargs = dict(orchestrator_kwargs or {})
-        self.orchestrator_factory = orchestrator_factory
-        self.auto_verdict = auto_verdict
-        self.on_painted = on_painted
-        # state
+        config = mode if isinstance(mode, AppConfig) else AppConfig.build(mode, **options)
+        if isinstance(mode, AppConfig) and options:
+            raise TypeError("SgtuiApp(AppConfig, ...): options go into the AppConfig")
+        self.config = config
+        self.mode = config.mode
+        self.spec, self.playback, self.hooks = config.session, config.playback, config.hooks
         self.hub: Hub | None = None
         self.snapshot: Snapshot | None = None
-        self.orch = None
-        self.orch_thread: threading.Thread | None = None
-        self.detached_pid: int | None = None
-        self.detached_exit: int | None = None
-        self._detached_proc = None
-        self.started = False
-        self.finished = False
-        self.statuses: dict[str, str] = {}
-        self.fatal = ""
-        self.export_paths: list[Path] = []
-        self.export_error = ""
-        self.quit_after_finish = False
-        self.left_running = False
-        self._verdict_shown = False
+        self._init_runs()
+
+    # the spec's fields the CLI and tests read on the app
+    @property
+    def session_path(self) -> Path | None:
+        return self.spec.session_path
+
+    @property
+    def follow(self) -> bool:
+        return self.spec.follow
+
+    @property
+    def paths(self) -> list[str]:
+        return self.spec.paths
 
     # -- start-up ---------------------------------------------------------------------------
     def _tune_runtime(self) -> None:
@@ -262,166 +153,48 @@ class SgtuiApp(App[int]):
             loop.remove_signal_handler(sig)
         self._signals = []
 
-    def on_terminate_signal(self, sig: int) -> None:
-        if self.runs_going() and not self.detach:
-            self.quit_after_finish = True
-            self.cancel_runs()
-        else:
-            self.left_running = self.runs_going()
-            self._quit(self.exit_code() if not self.left_running else 0)
-
     def on_mount(self) -> None:
         self._install_signals()
         self._tune_runtime()
+        spec = self.spec
         if self.mode == "launch":
-            opts = self.launch_options or LaunchOptions.from_runs(self.runs, self.output_dir, self.exports)
-            self.push_screen(LaunchScreen(opts, self.launch_note))
+            opts = spec.launch_options or LaunchOptions.from_runs(spec.runs, spec.output_dir, spec.exports)
+            self.push_screen(LaunchScreen(opts, spec.launch_note))
         elif self.mode == "live":
-            self.start_live(self.runs, self.session_path, self.exports, detach=self.detach,
-                            concurrent=self.concurrent)
+            self.start_live(spec.runs, spec.session_path, spec.exports, detach=spec.detach,
+                            concurrent=spec.concurrent)
         else:
             self.start_replay()
 
     def _make_hub(self, mode: str, paths: list[str], expected: list[str] | None = None,
                   steps: dict[str, int] | None = None, label: str = "live") -> Hub:
-        hz = self.refresh_hz or (REPLAY_HZ if mode == "replay" else LIVE_HZ)
+        pb = self.playback
+        hz = pb.refresh_hz or (REPLAY_HZ if mode == "replay" else LIVE_HZ)
         return Hub(self._post_snapshot, mode=mode, paths=paths, expected=expected, expected_steps=steps,
-                   refresh_hz=hz, speed=self.speed, playing=self.playing, clock=self.clock,
-                   on_error=self._post_hub_error, source_label=label, options=self.report_options)
+                   refresh_hz=hz, speed=pb.speed, playing=pb.playing, clock=self.hooks.clock,
+                   on_error=self._post_hub_error, source_label=label, options=self.spec.report_options)
 
     def start_replay(self) -> None:
-        mode = "follow" if self.follow else "replay"
-        self.hub = self._make_hub(mode, self.paths)
+        mode = "follow" if self.spec.follow else "replay"
+        self.hub = self._make_hub(mode, self.spec.paths)
         self.hub.start()
-        title = ", ".join(Path(p).name for p in self.paths)
-        screen = DashboardScreen("follow", title=title) if self.follow else ReplayScreen(title=title)
+        title = ", ".join(Path(p).name for p in self.spec.paths)
+        screen = DashboardScreen("follow", title=title) if self.spec.follow else ReplayScreen(title=title)
         self.push_screen(screen)
 
     def session_path_for(self, runs: list[RunConfig], output: str | Path) -> Path:
         """The CLI's session path when the form kept its runs and directory, else a new one (does IO)."""
         from sgtui.session import new_session_path
 
-        labels = [r.label for r in runs]
-        if (self.session_path is not None and Path(output) == self.session_path.parent
-                and labels == [r.label for r in self.runs] and not self.session_path.exists()):
-            return self.session_path
+        labels, path = [r.label for r in runs], self.spec.session_path
+        if (path is not None and Path(output) == path.parent and labels == [r.label for r in self.spec.runs]
+                and not path.exists()):
+            return path
         return new_session_path(output, labels)
 
     def start_from_launch(self, runs: list[RunConfig], opts: LaunchOptions, session_path: Path) -> None:
-        self.output_dir = Path(opts.output)
+        self.spec.output_dir = Path(opts.output)
         self.start_live(runs, session_path, opts.export_list(), detach=opts.detach, concurrent=opts.concurrent)
-
-    def start_live(self, runs: list[RunConfig], session_path: Path | None, exports: list[str], *,
-                   detach: bool = False, concurrent: bool = False) -> None:
-        if session_path is None:
-            raise ValueError("live mode needs a session path")
-        self.runs, self.session_path, self.exports = list(runs), Path(session_path), list(exports)
-        self.detach, self.concurrent = detach, concurrent
-        expected = [r.label for r in runs]
-        steps = {r.label: r.num_steps for r in runs}
-        self.started = True
-        if detach:
-            self.hub = self._make_hub("follow", [str(self.session_path)], expected, steps)
-            self.hub.start()
-            self._spawn_detached()
-        else:
-            from sgtui.orchestrator import Orchestrator
-
-            self.hub = self._make_hub("live", [], expected, steps, label=str(self.session_path))
-            kw = dict(self.orchestrator_kwargs)
-            if self.runner_argv is not None:
-                kw["runner_argv"] = self.runner_argv
-            factory = self.orchestrator_factory or Orchestrator
-            self.orch = factory(runs, self.session_path, subscribers=[self.hub.push], concurrent=concurrent, **kw)
-            self.hub.start()
-            self.orch_thread = threading.Thread(target=self._orchestrate, name="sgtui-orchestrator", daemon=True)
-            self.orch_thread.start()
-        screen = DashboardScreen("live", title=self.session_path.name)
-        if isinstance(self.screen, LaunchScreen):
-            self.switch_screen(screen)
-        else:
-            self.push_screen(screen)
-
-    # -- the orchestrator (attached: a thread; detached: a process) ------------------------------
-    def _orchestrate(self) -> None:
-        assert self.orch is not None and self.session_path is not None
-        statuses: dict[str, str] = {}
-        fatal = ""
-        from sgtui.portlock import PortBusy
-
-        try:
-            statuses = self.orch.run_sync()
-            fatal = self.orch.fatal
-        except PortBusy as e:
-            fatal = str(e)
-        except OSError as e:
-            fatal = f"cannot write session {self.session_path}: {e.strerror or e}"
-        except Exception as e:  # noqa: BLE001 - shown in the UI
-            fatal = f"orchestrator failed: {type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
-        paths, err = self._write_exports() if not fatal or statuses else ([], "")
-        self.post_message(RunsFinished(statuses, fatal, paths, err))
-
-    def _write_exports(self) -> tuple[list[Path], str]:
-        if not self.exports or self.session_path is None or not self.session_path.exists():
-            return [], ""
-        try:
-            from sgtui.export import load_sessions, write_exports
-
-            return write_exports(load_sessions([self.session_path]), self.session_path.with_suffix(""),
-                                 self.exports, self.report_options), ""
-        except Exception as e:  # noqa: BLE001 - the session is safe; say why the reports are not
-            return [], f"{type(e).__name__}: {e}"
-
-    def _spawn_detached(self) -> None:
-        def target() -> None:
-            from sgtui.tui import detach
-
-            try:
-                proc = detach.spawn(self.runs, self.session_path, self.exports, concurrent=self.concurrent,  # type: ignore[arg-type]
-                                    runner_prefix=self.runner_prefix, opts=self.report_options)
-            except OSError as e:
-                self.post_message(DetachedStarted(0, f"cannot start the orchestrator: {e.strerror or e}"))
-                return
-            self._detached_proc = proc
-            self.post_message(DetachedStarted(proc.pid))
-            rc = proc.wait()
-            from sgtui.export import EXTENSIONS
-
-            base = self.session_path.with_suffix("")  # type: ignore[union-attr]
-            paths = [base.with_name(base.name + EXTENSIONS[f]) for f in self.exports if f in EXTENSIONS]
-            paths = [p for p in paths if p.exists()]
-            self.detached_exit = rc
-            self.post_message(RunsFinished({}, "" if rc in (0, 1) else f"orchestrator exited with code {rc}",
-                                           paths, ""))
-
-        threading.Thread(target=target, name="sgtui-detached", daemon=True).start()
-
-    def on_detached_started(self, msg: DetachedStarted) -> None:
-        if msg.error:
-            self.notify(msg.error, severity="error", timeout=30)
-            self.finished = True
-            return
-        self.detached_pid = msg.pid
-        self.notify(f"runs detached (pid {msg.pid}); quitting can leave them going", timeout=6)
-
-    def on_runs_finished(self, msg: RunsFinished) -> None:
-        self.finished = True
-        self.statuses = msg.statuses or {r.key: r.status for r in (self.snapshot.runs if self.snapshot else ())}
-        self.fatal = msg.fatal
-        self.export_paths = list(msg.exports)
-        self.export_error = msg.export_error
-        if msg.fatal:
-            self.notify(msg.fatal.splitlines()[0], title="runs stopped", severity="error", timeout=30)
-        if msg.export_error:
-            self.notify(f"reports not written: {msg.export_error}", severity="error", timeout=30)
-        if self.hub is not None:
-            self.hub.command("finished")
-        if self.quit_after_finish:
-            self._quit(self.exit_code())
-            return
-        if self.auto_verdict and not self._verdict_shown:
-            self._verdict_shown = True
-            self.show_verdict()
 
     # -- snapshots -----------------------------------------------------------------------------------
     def _post_snapshot(self, snap: Snapshot) -> None:
@@ -444,8 +217,8 @@ class SgtuiApp(App[int]):
         self.call_after_refresh(self._painted, msg.snapshot)
 
     def _painted(self, snap: Snapshot) -> None:
-        if self.on_painted is not None:
-            self.on_painted(snap)
+        if self.hooks.on_painted is not None:
+            self.hooks.on_painted(snap)
         self.ack_snapshot()
 
     def ack_snapshot(self) -> None:
@@ -458,28 +231,27 @@ class SgtuiApp(App[int]):
     # -- what the screens ask ---------------------------------------------------------------------------
     def run_preflight(self, runs: list[RunConfig], output: str) -> PreflightResult:
         """Called from the launch screen's worker thread."""
-        if self.preflight_fn is not None:
-            return self.preflight_fn(runs, output)
-        return default_preflight(runs, output, self.check_imports)
+        if self.hooks.preflight is not None:
+            return self.hooks.preflight(runs, output)
+        return default_preflight(runs, output, self.hooks.check_imports)
 
     def files_info(self) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
+        spec = self.spec
         if self.mode == "replay" and not self.started:
-            for p in self.paths:
-                out.append(("session", p))
-            return out
-        if self.session_path is not None:
-            out.append(("session", str(self.session_path)))
+            return [("session", p) for p in spec.paths]
+        out: list[tuple[str, str]] = []
+        if spec.session_path is not None:
+            out.append(("session", str(spec.session_path)))
         if self.export_paths:
             out.append(("reports", ", ".join(str(p) for p in self.export_paths)))
         elif self.export_error:
             out.append(("reports", f"not written: {self.export_error}"))
-        elif self.exports and self.started:
-            out.append(("reports", f"{', '.join(self.exports)} written when the runs end"))
-        if self.detached_pid:
+        elif spec.exports and self.started:
+            out.append(("reports", f"{', '.join(spec.exports)} written when the runs end"))
+        if self.detached_pid and spec.session_path is not None:
             from sgtui.tui.detach import log_path
 
-            out.append(("log", str(log_path(self.session_path))))  # type: ignore[arg-type]
+            out.append(("log", str(log_path(spec.session_path))))
         return out
 
     def show_verdict(self) -> None:
@@ -488,37 +260,6 @@ class SgtuiApp(App[int]):
                 self.push_screen(VerdictScreen())
         except ScreenStackError:  # shutting down
             pass
-
-    def runs_going(self) -> bool:
-        if not self.started or self.finished:
-            return False
-        if self.orch_thread is not None:
-            return self.orch_thread.is_alive()
-        return self.detach
-
-    def can_cancel(self) -> bool:
-        if self.mode == "replay" and not self.started:
-            return self.follow and bool(self.snapshot and any(r.status == "running" for r in self.snapshot.runs))
-        return self.runs_going()
-
-    def exit_code(self) -> int:
-        if not self.started:
-            return 0
-        if self.fatal:
-            return 1
-        st = self.statuses or {r.key: r.status for r in (self.snapshot.runs if self.snapshot else ())}
-        if self.detached_exit is not None and not st:
-            return self.detached_exit
-        return 0 if st and all(s == "ok" for s in st.values()) else 1
-
-    # -- detach, cancel and quit -----------------------------------------------------------------------------
-    def can_detach_ui(self) -> bool:
-        """`d` leaves the dashboard with the runs going: possible when they run in a process of their own
-        (started detached, or a followed session). Not a hand-off: runs started in this process (the
-        orchestrator is a thread here) cannot be moved out; start with --detach for that."""
-        if self.mode == "replay" and not self.started:
-            return self.follow and bool(self.snapshot and any(r.status == "running" for r in self.snapshot.runs))
-        return self.detach and self.runs_going()
 
     def action_help(self) -> None:
         """`?`/F1 (and `h` on the dashboards): the keys of the screen shown; again (or Escape) closes."""
@@ -532,119 +273,19 @@ class SgtuiApp(App[int]):
                  LaunchScreen: "launch"}.get(type(screen), type(screen).__name__)
         self.push_screen(HelpScreen(screen, title))
 
-    def action_detach_ui(self) -> None:
-        if isinstance(self.screen, Choice):
-            return
-        if not self.can_detach_ui():
-            self.notify("runs started in this process stop when it quits; start with --detach (or the form's "
-                        "detach) to leave them running", severity="warning", timeout=8)
-            return
-        self.left_running = True
-        self._quit(0)
-
-
-    def action_cancel_runs(self) -> None:
-        if not self.can_cancel():
-            self.notify("nothing to cancel", severity="warning")
-            return
-        running = [r.key for r in self.snapshot.runs if r.status == "running"] if self.snapshot else []
-        pending = [r.key for r in self.snapshot.runs if r.status == "pending"] if self.snapshot else []
-        question = (f"Cancel {', '.join(running) or 'the runs'}?"
-                    + (f" Runs not started yet ({', '.join(pending)}) are skipped." if pending else "")
-                    + "\nThe runner gets SIGTERM, ends its phase and stops its engine and trainer process "
-                      "groups; anything left gets SIGKILL after the grace period.")
-
-        def done(choice: str | None) -> None:
-            if choice == "cancel":
-                self.cancel_runs()
-
-        self.push_screen(Choice(question, [("cancel", "Cancel runs", "error"), ("keep", "Keep running", "default")],
-                                title="cancel"), done)
-
-    def cancel_runs(self) -> None:
-        """Stop the runs cleanly, whichever process holds them."""
-        if self.orch is not None:
-            self.orch.cancel()
-        elif self.detached_pid:
-            try:
-                os.kill(self.detached_pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        elif self.follow and self.paths:
-            self._stop_owner()
-        self.notify("stopping runs…", timeout=5)
-
-    def _stop_owner(self) -> None:
-        def target() -> None:
-            from sgtui.session import SessionReadError
-            from sgtui.sessions_index import session_owner
-
-            try:
-                pid = session_owner(Path(self.paths[0]))
-            except SessionReadError as e:
-                self.post_message(OwnerFound(None, str(e)))
-                return
-            self.post_message(OwnerFound(pid))
-
-        threading.Thread(target=target, name="sgtui-owner", daemon=True).start()
-
-    def on_owner_found(self, msg: OwnerFound) -> None:
-        if msg.pid is None:
-            self.notify(msg.error or "no live sgtui process owns this session", severity="warning")
-            return
-        try:
-            os.kill(msg.pid, signal.SIGTERM)
-            self.notify(f"sent SIGTERM to sgtui pid {msg.pid}")
-        except ProcessLookupError:
-            self.notify("the session's owner is gone", severity="warning")
-
-    def action_request_quit(self) -> None:
-        if isinstance(self.screen, Choice):
-            return
-        if not self.runs_going():
-            self._quit(self.exit_code())
-            return
-        if self.detach:
-            question = (f"Runs are going in a detached process (pid {self.detached_pid}). Leave them running?\n"
-                        f"Re-attach: sgtui attach {self.session_path}\nStop later: sgtui stop {self.session_path}")
-            choices = [("leave", "Leave running", "primary"), ("stop", "Stop runs & quit", "error"),
-                       ("stay", "Stay", "default")]
-        else:
-            question = ("Runs are still going in this process; quitting stops them cleanly (SIGTERM to their "
-                        "process groups, SIGKILL after the grace period). Start with 'detach' to let runs "
-                        "outlive the UI.")
-            choices = [("stop", "Stop runs & quit", "error"), ("stay", "Stay", "default")]
-
-        def done(choice: str | None) -> None:
-            if choice == "leave":
-                self.left_running = True
-                self._quit(0)
-            elif choice == "stop":
-                self.quit_after_finish = True
-                self.cancel_runs()
-
-        self.push_screen(Choice(question, choices, title="quit"), done)
-
-    def _quit(self, code: int) -> None:
-        self.exit(code, return_code=code)
-
     async def action_quit(self) -> None:
         self.action_request_quit()
 
     def on_unmount(self) -> None:
         self._restore_runtime()
         self._remove_signals()
-        # leaving the app never leaves attached runs orphaned (detached ones live in their own process)
-        if self.orch is not None and self.orch_thread is not None and self.orch_thread.is_alive():
-            self.orch.cancel()
+        self.stop_attached_runs()  # leaving the app never leaves attached runs orphaned (detached: their own process)
         if self.hub is not None:
             self.hub.stop(timeout=0.5)
 
     def shutdown(self, timeout: float = 60.0) -> None:
         """After the app exited: stop attached runs (never leave orphans), stop the hub."""
-        if self.orch is not None and self.orch_thread is not None and self.orch_thread.is_alive():
-            self.orch.cancel()
-            self.orch_thread.join(timeout)
+        self.stop_attached_runs(timeout)
         if self.hub is not None:
             self.hub.stop()
 
@@ -668,7 +309,7 @@ def explicit_from_argv(argv: Sequence[str]) -> set[str]:
 def make_app(mode: str = "launch", *, runs: list[RunConfig] | None = None, session_path: str | Path | None = None,
              output_dir: str | Path | None = None, exports: Sequence[str] = ("txt", "json"),
              paths: Sequence[str | Path] = (), follow: bool = False, explicit: Iterable[str] | None = None,
-             use_last_session: bool = True, **kw) -> SgtuiApp:
+             use_last_session: bool = True, **kw: Any) -> SgtuiApp:
     """Build the app as the CLI runs it (see the module docstring). Reads the last session's header
     for the launch form here, before the event loop exists."""
     out = Path(output_dir) if output_dir else (Path(session_path).parent if session_path else Path("sessions"))
@@ -712,7 +353,7 @@ def _run(app: SgtuiApp) -> int:
 
 def run_live(runs: list[RunConfig], session_path: str | Path, exports: Sequence[str] = ("txt", "json"), *,
              launch: bool = True, explicit: Iterable[str] | None = None, output_dir: str | Path | None = None,
-             use_last_session: bool = True, detach: bool = False, concurrent: bool = False, **kw) -> int:
+             use_last_session: bool = True, detach: bool = False, concurrent: bool = False, **kw: Any) -> int:
     app = make_app("launch" if launch else "live", runs=runs, session_path=session_path, output_dir=output_dir,
                    exports=exports, explicit=explicit, use_last_session=use_last_session, detach=detach,
                    concurrent=concurrent, **kw)
@@ -720,6 +361,6 @@ def run_live(runs: list[RunConfig], session_path: str | Path, exports: Sequence[
 
 
 def run_replay(paths: Sequence[str | Path], follow: bool = False, *, speed: str = "1x", playing: bool = False,
-               **kw) -> int:
+               **kw: Any) -> int:
     app = make_app("replay", paths=paths, follow=follow, speed=speed, playing=playing, **kw)
     return _run(app)

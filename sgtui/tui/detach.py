@@ -111,8 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     text = Path(args.runs[1:]).read_bytes() if args.runs.startswith("@") else args.runs.encode()
     runs = [RunConfig.from_dict(d) for d in orjson.loads(text)]
     session = Path(args.session)
-    from sgtui.orchestrator import Orchestrator
-
     kw = {}
     if args.runner_prefix:
         prefix = list(orjson.loads(args.runner_prefix))
@@ -120,34 +118,21 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     from sgtui.headless import Progress
-    from sgtui.portlock import PortBusy
+    from sgtui.lifecycle import run_session
 
     # The log gets the headless progress lines: what `tail -f orchestrator.log` shows on a box without the UI.
     progress = Progress(Console(stderr=True, highlight=False, soft_wrap=True, force_terminal=False))
     print(f"sgtui: detached orchestrator pid {os.getpid()} writing {session}", file=sys.stderr, flush=True)
-    orch = Orchestrator(runs, session, concurrent=args.concurrent, interleave=args.interleave, subscribers=[progress],
-                        **kw)
-    try:
-        statuses = orch.run_sync()
-    except PortBusy as e:
-        print(f"sgtui: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"sgtui: error: cannot write session {session}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    exports = [f for f in args.export.split(",") if f]
-    if exports:
-        from sgtui.export import ExportError, load_sessions, write_exports
-
-        opts = ReportOptions.from_json(args.report_options) if args.report_options else ReportOptions()
-        try:
-            for path in write_exports(load_sessions([session]), session.with_suffix(""), exports, opts):
-                print(f"wrote {path}", file=sys.stderr)
-        except ExportError as e:
-            print(f"sgtui: error: {e}", file=sys.stderr)
-    if orch.fatal:
-        print(f"sgtui: error: {orch.fatal}", file=sys.stderr)
-    return 0 if statuses and all(s == "ok" for s in statuses.values()) and not orch.fatal else 1
+    opts = ReportOptions.from_json(args.report_options) if args.report_options else ReportOptions()
+    out = run_session(runs, session, [f for f in args.export.split(",") if f], opts=opts, subscribers=[progress],
+                      concurrent=args.concurrent, interleave=args.interleave, **kw)
+    for path in out.exports:
+        print(f"wrote {path}", file=sys.stderr)
+    if out.export_error:
+        print(f"sgtui: error: {out.export_error}", file=sys.stderr)
+    if out.fatal:  # last: `wait_started` reports the last error line of this log
+        print(f"sgtui: error: {out.fatal}", file=sys.stderr)
+    return out.exit_code
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 
 from sgtui.events import Error, Event, Phase, Proc, RunEnd, RunStart
-from sgtui.runner.procs import MARKER_OWNER
+from sgtui.childproc import MARKER_OWNER
 from sgtui.session import SessionReadError, SessionTail, read_session
 from sgtui.sessions_index import SESSION_MARKER, pid_alive
 from tests.engines import TINY, VLLM_PY, port_is_free

@@ -117,7 +117,7 @@ def test_engine_killed_mid_rollout(tmp_path, observed):
 
 def test_oom_at_wake_up_log_text_is_categorized():
     """Only a GPU produces this; the recorded log text must still be categorized."""
-    from sgtui.runner.errors import categorize
+    from sgtui.errors import categorize
 
     tail = [
         "(EngineCore pid=1871) ERROR 11-23 22:04:57 [core.py:1548]     self.model_runner.wake_up(tags)",

@@ -16,6 +16,7 @@ from sgtui.runner.engines.base import Engine
 from sgtui.runner.engines.sglang import SglangEngine
 from sgtui.runner.engines.vllm import ADAPTER_NAME, VllmEngine
 from tests.runner import fault_harness as harness
+from tests.runner.sglang_adapter_check import verify_adapter
 from tests.runner.vllm_fault_server import ADAPTER_TEXT
 
 HERE = Path(__file__).parent
@@ -80,8 +81,8 @@ class EngineCase:
         """The server answers the request model with the adapter's text, not the base model's."""
         code, doc = await harness.complete(eng, eng.request_model())
         assert code == 200 and doc["choices"][0]["text"] == ADAPTER_TEXT[:8]
-        if isinstance(eng, SglangEngine):  # its own check, which the step loop runs after each sync
-            assert await eng.verify_adapter("p") == f"{eng.request_model()} differs from the base model"
+        if isinstance(eng, SglangEngine):  # and SGLang's name check against its base model's output
+            assert await verify_adapter(eng, "p") == f"{eng.request_model()} differs from the base model"
 
 
 VLLM = EngineCase("vllm", FaultVllm, vllm_cfg, offload_path="/sleep", lora_flag="--lora-modules",

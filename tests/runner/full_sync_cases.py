@@ -55,15 +55,15 @@ def start(engine_cls, backend: str, python: str, strategy: str, sync: str, wd: P
     s.pushed0 = s.run(trainer.push(0, "disk", str(s.d0)))
     fresh_cfg = RunConfig.from_dict({**cfg.to_dict(), "model": str(s.d0)})  # served fresh on the merged weights
     s.eng = engine_cls(fresh_cfg, events.append, wd / "run")
-    try:
+    try:  # a set-up that fails leaves no server behind (a fixture that raises gets no teardown)
         s.run(s.eng.start())
+        s.startup_s = time.monotonic() - t0
+        s.runner = Runner(cfg, events.append)
+        s.runner.engine, s.runner.trainer = s.eng, trainer
+        s.fresh = probe(s)
     except BaseException:
         stop(s)
         raise
-    s.startup_s = time.monotonic() - t0
-    s.runner = Runner(cfg, events.append)
-    s.runner.engine, s.runner.trainer = s.eng, trainer
-    s.fresh = probe(s)
     return s
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 
 from sgtui.events import Request
-from sgtui.runner.engines.base import EngineError
-from sgtui.runner.engines.sglang import (CPU_COMPAT, CPU_FLAGS, SglangEngine, _loads, capacity_from_server_info,
-                                        parse_version)
+from sgtui.runner.engines.base import EngineError, parse_version
+from sgtui.runner.engines.sglang import CPU_COMPAT, CPU_FLAGS, SglangEngine, capacity_from_server_info
+from sgtui.runner.engines.sglang_idle import loads
 from tests.runner.engine_cases import SGLANG, FaultSglang
 from tests.runner.fault_harness import (adapter_dir, assert_calls_in_their_phase, assert_gone,
                                         assert_outside_step_phases, assert_sigkilled_after_grace, greedy_checks,
                                         phase_spans, run_steps, stopped_after)
+from tests.runner.sglang_adapter_check import check_request_model, verify_adapter
 
 make_cfg, make_engine = SGLANG.make_cfg, SGLANG.engine
 
@@ -76,9 +77,9 @@ def test_argv_no_lora_without_adapter_sync(tmp_path):
 def test_version_and_load_parsing():
     assert parse_version("0.5.17") == (0, 5, 17) and parse_version("0.4.6.post1") == (0, 4, 6)
     assert parse_version("0.5.0rc2") == (0, 5, 0) and parse_version("") == ()
-    assert _loads({"loads": [{"num_running_reqs": 3, "num_waiting_reqs": 1},
+    assert loads({"loads": [{"num_running_reqs": 3, "num_waiting_reqs": 1},
                              {"num_running_reqs": 2, "num_waiting_reqs": 0}]}) == (5.0, 1.0)
-    assert _loads([{"num_reqs": 4, "num_waiting_reqs": 1}]) == (3.0, 1.0)  # /get_load: running + waiting
+    assert loads([{"num_reqs": 4, "num_waiting_reqs": 1}]) == (3.0, 1.0)  # /get_load: running + waiting
 
 
 def test_capacity_from_server_info_prefers_the_live_scheduler_state():
@@ -197,7 +198,7 @@ async def test_fault_server_control_release_with_a_lingering_batch_kills_it(tmp_
     eng, _ = make_engine(tmp_path, {"lingering_batch": 3})
     async with stopped_after(eng):
         await eng.start()
-        assert await eng.server_load() == (0.0, 0.0)
+        assert await eng.idle.load() == (0.0, 0.0)
         with pytest.raises(EngineError) as ei:
             await eng.control("/release_memory_occupation", json={})
         assert ei.value.category == "SERVER_CRASH" and not eng.child.alive()
@@ -237,7 +238,7 @@ async def test_lora_sync_unloads_previous_then_loads_and_flushes(tmp_path):
             ("/load_lora_adapter", {"lora_name": "policy-s0", "lora_path": a0}), ("/flush_cache", {}),
             ("/unload_lora_adapter", {"lora_name": "policy-s0"}),
             ("/load_lora_adapter", {"lora_name": "policy-s1", "lora_path": a1}), ("/flush_cache", {})]
-        assert await eng.verify_adapter("the prompt") == "policy:policy-s1 differs from the base model"
+        assert await verify_adapter(eng, "the prompt") == "policy:policy-s1 differs from the base model"
         with pytest.raises(EngineError) as ei:  # a bad path: SGLang answers 400 with its message
             await eng.sync_weights(str(tmp_path / "missing"), 2)
         assert "400" in ei.value.message and "does not exist" in ei.value.message
@@ -268,14 +269,14 @@ async def test_wrong_adapter_is_detected(tmp_path):
         assert not eng.served_model_matches("policy-s0", "policy-s0")
         assert eng.served_model_matches("policy:policy-s0", "policy:policy-s0")
         with pytest.raises(EngineError) as ei:
-            eng.check_request_model("policy-s0")
+            check_request_model(eng, "policy-s0")
         assert ei.value.category == "CONFIG" and "BASE:NAME" in ei.value.advice
         with pytest.raises(EngineError) as ei:  # right name, but the output is the base model's
-            await eng.verify_adapter("p")
+            await verify_adapter(eng, "p")
         assert ei.value.category == "CONFIG" and "exactly like the base model" in ei.value.message
         eng.loaded = "never-loaded"
         with pytest.raises(EngineError) as ei:
-            await eng.verify_adapter("p")
+            await verify_adapter(eng, "p")
         assert ei.value.category == "CONFIG" and "never been loaded" in ei.value.message
 
 

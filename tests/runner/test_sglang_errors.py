@@ -6,7 +6,7 @@ print for the failures that only a GPU produces (TP memory check in sglang/srt/d
 resume OOM in torch_memory_saver's csrc/utils.h + core.cpp).
 """
 
-from sgtui.runner.engines.sglang import categorize_sglang
+from sgtui.runner.errors import categorize_sglang
 
 CRASH_TAIL = [
     "[2026-11-23 23:03:17] SIGQUIT received. signum=None, frame=None. It usually means one child failed.",

@@ -26,6 +26,7 @@ import pytest
 from sgtui.config import RunConfig
 from sgtui.runner.engines.sglang import SglangEngine
 from tests.engines import CACHE, free_port, port_is_free
+from tests.runner.sglang_adapter_check import greedy
 
 REPO = Path(__file__).resolve().parents[2]
 PY = Path(os.environ.get("SGTUI_SGLANG_PYTHON", str(CACHE / "venvs" / "sglang" / "bin" / "python")))
@@ -81,7 +82,7 @@ def test_release_frees_memory_and_reload_restores_weights(tmp_path, model):
     floor = used_bytes()
     try:
         run(eng.start())
-        _, before = run(eng._greedy("policy", "the model reads a question and", 16))
+        _, before = run(greedy(eng, "policy", "the model reads a question and", 16))
         held = used_bytes()
         t = time.perf_counter()
         detail = run(eng.offload())
@@ -92,7 +93,7 @@ def test_release_frees_memory_and_reload_restores_weights(tmp_path, model):
         reload_detail = run(eng.reload(None))
         reload_s = time.perf_counter() - t
         back = used_bytes()
-        _, after = run(eng._greedy("policy", "the model reads a question and", 16))
+        _, after = run(greedy(eng, "policy", "the model reads a question and", 16))
     finally:
         run(eng.stop())
         run(eng.aclose())

@@ -27,6 +27,7 @@ from sgtui.runner.engines.base import EngineError
 from sgtui.runner.engines.sglang import CPU_FLAGS, SglangEngine
 from sgtui.runner.workload import Prompt
 from tests.engines import SGLANG_PY, TINY, free_port, needs_sglang, port_is_free
+from tests.runner import sglang_adapter_check as adapters
 from tests.trainer.conftest import needs_trainer, trainer_groups
 
 pytestmark = [pytest.mark.engine, needs_sglang]
@@ -59,7 +60,7 @@ def srv(tmp_path_factory):
 
 
 def greedy(s, model: str, n: int = 12) -> tuple[str, str]:
-    return s.run(s.eng._greedy(model, PROMPT, n))
+    return s.run(adapters.greedy(s.eng, model, PROMPT, n))
 
 
 def zero_lora_b(src: Path, dst: Path) -> None:
@@ -82,7 +83,7 @@ def zero_lora_b(src: Path, dst: Path) -> None:
 def test_startup_health_and_version(srv):
     assert srv.detail == "cold start"
     assert srv.eng.server_version == "0.5.23"
-    assert srv.run(srv.eng.server_load()) == (0.0, 0.0)
+    assert srv.run(srv.eng.idle.load()) == (0.0, 0.0)
     print(f"\nsglang cpu startup to /health + /health_generate: {srv.startup_s:.1f} s")
 
 
@@ -132,7 +133,7 @@ def test_release_waits_for_requests_running_in_the_server(srv):
             temperature=1.0, seed=2, run="r", step=1, emit=None))
         try:
             deadline = time.monotonic() + 30
-            while (await srv.eng.server_load())[0] == 0:
+            while (await srv.eng.idle.load())[0] == 0:
                 assert time.monotonic() < deadline and not batch.done()
                 await asyncio.sleep(0.005)
             detail = await srv.eng.offload()
@@ -157,7 +158,7 @@ def test_lora_adapter_changes_greedy_output(srv):
     assert srv.eng.request_model() == "policy:policy-s0"
     served, text = greedy(srv, srv.eng.request_model())
     assert served == "policy:policy-s0" and text != base
-    assert srv.run(srv.eng.verify_adapter(PROMPT)) == "policy:policy-s0 differs from the base model"
+    assert srv.run(adapters.verify_adapter(srv.eng, PROMPT)) == "policy:policy-s0 differs from the base model"
     copy = srv.wd / "step-1"
     shutil.copytree(adapter, copy)
     assert srv.run(srv.eng.sync_weights(str(copy), 1)) == "unload policy-s0, load policy-s1, flush_cache"
@@ -171,7 +172,7 @@ def test_wrong_adapter_name_is_detected(srv):
     assert served == "policy-s1" and text == base
     assert not srv.eng.served_model_matches("policy-s1", served)
     with pytest.raises(EngineError) as ei:
-        srv.eng.check_request_model("policy-s1")
+        adapters.check_request_model(srv.eng, "policy-s1")
     assert ei.value.category == "CONFIG"
     # A BASE:NAME that was never loaded is refused by SGLang (400).
     with pytest.raises(EngineError) as ei:
@@ -182,7 +183,7 @@ def test_wrong_adapter_name_is_detected(srv):
     zero_lora_b(TINY / "adapters" / "initial", noop)
     srv.run(srv.eng.sync_weights(str(noop), 2))
     with pytest.raises(EngineError) as ei:
-        srv.run(srv.eng.verify_adapter(PROMPT))
+        srv.run(adapters.verify_adapter(srv.eng, PROMPT))
     assert ei.value.category == "CONFIG" and "exactly like the base model" in ei.value.message
 
 

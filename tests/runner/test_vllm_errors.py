@@ -6,7 +6,7 @@ failures (OOM at wake_up, KV cache too small for max_model_len, NCCL) are what v
 GPU produces them.
 """
 
-from sgtui.runner.errors import categorize, failure
+from sgtui.errors import categorize, failure
 
 # Real: vLLM 0.32.0 CPU, --model pointing at a directory that does not exist (an earlier tests/test_faults_vllm.py run)
 BAD_MODEL_PATH = [

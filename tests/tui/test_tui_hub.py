@@ -13,8 +13,10 @@ import pytest
 from gen_session import DEFAULT_RUNS, RunSpec, generate, six_runs, write_session
 from sgtui.events import Phase, Request
 from sgtui.state import SessionState, run_summary, step_summary
-from sgtui.tui.hub import Hub, first_phase_start
-from sgtui.tui.views import Snapshot, TrackedSession, column_keys
+from sgtui.viewmodel import commands as C
+from sgtui.viewmodel.hub import Hub
+from sgtui.viewmodel.replay import first_phase_start
+from sgtui.viewmodel.views import Snapshot, TrackedSession, column_keys
 from sgtui.tui.widgets.timeline import lane_summary
 
 
@@ -116,15 +118,15 @@ def test_seek_by_step_shows_exactly_the_events_before_it(session):
     with running_hub(mode="replay", paths=[str(path)], playing=False, speed="1x") as (hub, c):
         c.wait(lambda s: s.replay is not None and not s.replay.loading)
         t2 = first_phase_start(events, 2)
-        hub.command("seek_step", 2)
+        hub.command(C.SeekStep(2))
         snap = c.wait(lambda s: s.replay.step == 2 and s.settled)
         assert snap.events == sum(1 for e in events if e.t <= t2)
         assert snap.replay.position == pytest.approx(t2 - events[0].t)
         # backwards: the fold is rebuilt from the start
-        hub.command("seek_step", 1)
+        hub.command(C.SeekStep(1))
         snap = c.wait(lambda s: s.replay.step == 1 and s.settled)
         assert snap.events == sum(1 for e in events if e.t <= first_phase_start(events, 1))
-        hub.command("seek_end")
+        hub.command(C.SeekEnd())
         snap = c.wait(lambda s: s.replay.at_end and s.settled)
         assert snap.events == len(events)
 
@@ -133,15 +135,15 @@ def test_play_pause_and_speed(session):
     path, events = session
     with running_hub(mode="replay", paths=[str(path)], playing=False, speed="10x") as (hub, c):
         c.wait(lambda s: s.replay is not None and not s.replay.loading)
-        hub.command("play")
+        hub.command(C.Play())
         snap = c.wait(lambda s: s.replay.position > 2.0, timeout=5)
         assert snap.replay.playing and snap.replay.speed == "10x"
-        hub.command("pause")
+        hub.command(C.Pause())
         paused = c.wait(lambda s: not s.replay.playing)
         time.sleep(0.3)
         assert c.snaps[-1].replay.position == pytest.approx(paused.replay.position)
-        hub.command("cycle_speed")  # 10x -> max
-        hub.command("play")
+        hub.command(C.CycleSpeed())  # 10x -> max
+        hub.command(C.Play())
         snap = c.wait(lambda s: s.replay.at_end, timeout=5)
         assert snap.events == len(events)
 
@@ -150,10 +152,10 @@ def test_sessions_side_by_side_get_unique_columns(tmp_path):
     a = write_session(tmp_path / "a.jsonl", generate(seed=1))
     b = write_session(tmp_path / "b.jsonl", generate(seed=2, runs=(DEFAULT_RUNS[0],)))
     snap = replayed(a, b)
-    assert [r.key for r in snap.runs] == ["a:vllm-sleep1", "sglang-release", "b:vllm-sleep1"]
+    assert [r.key for r in snap.runs] == ["vllm-sleep1#1", "sglang-release", "vllm-sleep1#2"]
     assert [r.session for r in snap.runs] == [0, 0, 1]
     assert len(snap.gpus) == 2 and snap.gpus[1].title == "b"
-    assert set(snap.verdict.ranked) == {"a:vllm-sleep1", "sglang-release", "b:vllm-sleep1"}
+    assert set(snap.verdict.ranked) == {"vllm-sleep1#1", "sglang-release", "vllm-sleep1#2"}
 
 
 def test_no_gpu_is_said_once_and_rest_works(tmp_path):
@@ -215,5 +217,7 @@ def test_request_counters_ignore_warmup_and_match_state():
     ts.apply(Request(t=1.0, run="r", step=0, output_tokens=5))
     ts.apply(Request(t=2.0, run="r", step=1, output_tokens=7))
     ts.apply(Request(t=3.0, run="r", step=1, error="boom"))
-    assert ts.req == {"r": {1: [1, 1, 7]}}
+    run = ts.state.runs["r"]  # the fold's own counters: the views keep none
+    assert (run.requests_completed, run.requests_failed) == (1, 1)
+    assert (run.steps[1].requests_completed, run.steps[1].requests_failed, run.steps[1].output_tokens) == (1, 1, 7)
     assert [k for k, _, _ in column_keys([ts])] == ["r"]

@@ -6,7 +6,7 @@ import pytest
 
 from sgtui.config import ConfigError, RunConfig
 from sgtui.session import SessionWriter, make_header
-from sgtui.tui.launch_model import LaunchOptions, last_session_runs
+from sgtui.viewmodel.launch_model import LaunchOptions, last_session_runs
 
 
 def cli_runs() -> list[RunConfig]:

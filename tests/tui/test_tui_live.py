@@ -7,6 +7,7 @@ handling: every run's groups are gone after a cancel or a quit.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -214,6 +215,12 @@ async def test_detached_runs_outlive_the_ui(in_tmp):
 
     end = time.monotonic() + 10
     while group_alive(pid) and time.monotonic() < end:
+        # The UI let go of the detached orchestrator when it quit (the CLI would have exited, handing it to
+        # init); here it is still this test process's child: reap it once it ended, or it lingers as a zombie.
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
         time.sleep(0.1)
     assert not group_alive(pid)
     assert_no_group_left(session)
@@ -256,3 +263,21 @@ async def test_launch_form_prefills_from_flags_and_last_session(in_tmp):
         opts = screen.read_options()
         assert [r.num_steps for r in opts.to_runs()] == [9, 9]
         await pilot.press("ctrl+q")
+
+
+async def test_runs_that_never_started_end_as_the_cli_says(in_tmp):
+    """The UI runs the session through `sgtui.lifecycle` (as --no-ui does): a port another sgtui holds is a
+    fatal error shown in one line, and the exit code is the CLI's "nothing ran" (2), not a failed run (1)."""
+    from sgtui.lifecycle import EXIT_NOT_STARTED
+    from sgtui.portlock import PortBusy
+
+    def busy(runs, path, **kw):
+        raise PortBusy("port 8100 is held by sgtui pid 4242 (session other.jsonl)")
+
+    app = make_app("live", runs=fake_runs(in_tmp, n=1), session_path=session_of(in_tmp), exports=(),
+                   orchestrator_factory=busy, auto_verdict=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.finished, what="the runs to end")
+        assert "port 8100 is held by sgtui pid 4242" in app.fatal and not app.runs_going()
+        await pilot.press("q")
+    assert app.return_code == EXIT_NOT_STARTED == 2

@@ -7,7 +7,7 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import Log
 
-from sgtui.tui.views import LogLine, RunView
+from sgtui.viewmodel.views import LogLine, RunView
 from sgtui.tui.widgets.log_pane import LogPanes
 from tui_helpers import wait_for
 

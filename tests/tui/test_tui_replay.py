@@ -12,7 +12,7 @@ from sgtui import fmt
 from textual.binding import Binding
 from sgtui.state import SessionState, run_summary
 from sgtui.tui.app import make_app
-from sgtui.tui.views import fmt_clock
+from sgtui.viewmodel.views import fmt_clock
 from sgtui.tui.screens.replay import ReplayScreen
 from sgtui.tui.screens.verdict import VerdictScreen
 from sgtui.tui.widgets.log_pane import LogPanes
@@ -198,10 +198,10 @@ async def test_sessions_side_by_side_become_columns(tmp_path):
     async with app.run_test(size=(160, 45)) as pilot:
         await wait_for(pilot, lambda: settled(app) and app.snapshot.replay.at_end)
         table = app.screen.query_one(MetricsTable)
-        assert table.run_keys == ["a:vllm-sleep1", "b:vllm-sleep1", "sglang-release"]
-        run = next(r for r in app.snapshot.runs if r.key == "b:vllm-sleep1")
-        assert cell(table, "tok_mean", "b:vllm-sleep1").split()[0] == cell_text("tok_mean", run)
-        assert "session a" in screen_text(app) and "session b" in screen_text(app)
+        assert table.run_keys == ["vllm-sleep1#1", "vllm-sleep1#2", "sglang-release"]
+        run = next(r for r in app.snapshot.runs if r.key == "vllm-sleep1#2")
+        assert cell(table, "tok_mean", "vllm-sleep1#2").split()[0] == cell_text("tok_mean", run)
+        assert "session #1 a" in screen_text(app) and "session #2 b" in screen_text(app)
 
 
 async def test_follow_reattaches_to_a_session_being_written(tmp_path):
@@ -465,7 +465,7 @@ async def test_seek_walks_every_runs_steps_and_refuses_a_step_that_is_not_there(
 async def test_log_rewinds_with_the_playhead(tmp_path):
     from sgtui.events import Log
     from sgtui.tui.widgets.log_pane import format_line
-    from sgtui.tui.views import LogLine
+    from sgtui.viewmodel.views import LogLine
 
     events = generate(seed=34, steps=3)
     starts = _step_starts(events)

@@ -55,6 +55,20 @@ def test_replay_paused_mid_run_two_sessions(snap_compare, in_tmp, size):
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_replay_two_sessions_side_by_side(snap_compare, in_tmp, size):
+    """Two dated sessions of the same runs, at their end: the columns read `vllm-sleep1#1`..., as the report
+    names them, a legend says which file `#1` and `#2` are, and the GPU markers are explained."""
+    a, n = _session("2024-05-01-vllm-sleep1.jsonl", seed=27)
+    b, m = _session("2024-05-02-vllm-sleep1.jsonl", seed=28)
+    app = make_app("replay", paths=[a, b], speed="max", playing=True)
+
+    async def run_before(pilot):
+        await wait_for(pilot, lambda: settled(app, n + m))
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_verdict(snap_compare, in_tmp, size):
     path, n = _session("verdict.jsonl", seed=24, runs=DEFAULT_RUNS + (RunSpec("vllm-oom", "vllm", "sleep2",
                                                                               fail_step=2),))

@@ -1,10 +1,17 @@
 """What every engine backend does for the step loop, and the parts they share.
 
 The runner drives an `Engine` through startup, offload/reload (the strategy)
-and weight sync; each backend maps those onto its own HTTP endpoints. The
-runner times each call as a phase, so an engine method must do exactly the
-work of its phase and nothing else (e.g. a restart strategy stops the server
-in `offload` and starts it in `reload`).
+and weight sync. The runner times each call as a phase, so an engine method
+must do exactly the work of its phase and nothing else (e.g. a restart
+strategy stops the server in `offload` and starts it in `reload`).
+
+The sequence of a step's transitions is written once, here: `keep` does
+nothing, `restart` stops the server and starts it again (with the new adapter
+when the sync is `restart`), an in-place offload (vLLM sleep, SGLang release)
+is undone in stages (`wake_up`), and the weight sync is `none`, a restart, a
+hot adapter load or a full-weight update. Each backend defines only its own
+transitions, as HTTP calls on its endpoints: `release`, `wake`,
+`reload_base_weights`, `woken`, `hot_sync` and the full-weight calls.
 
 Full-weight syncs (`+disk`, `+ipc`) are driven by sgtui/runner/weights.py
 through the engine's `push_format`, `full_sync_setup`, `begin_full_sync`,
@@ -21,18 +28,35 @@ import re
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import httpx
 
 from sgtui import external
+from sgtui.childproc import port_free
 from sgtui.config import FULL_SYNCS, RunConfig, cuda_env
+from sgtui.errors import categorize, failure
 from sgtui.events import Error, Event, Log, Proc
 from sgtui.runner import procs
-from sgtui.runner.errors import categorize, failure
 
 #: Log lines read to find a failed server's root cause (the user sees the last 40, the cause line first).
 LOG_SCAN = 400
+#: What one `wake` call brings back: the weights' memory, the rest (KV cache, CUDA graphs), or all at once.
+Wake = Literal["weights", "rest", "all"]
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """'0.5.17' -> (0, 5, 17); '0.4.6.post1' -> (0, 4, 6); '' -> (). What an engine version decides (request
+    fields, endpoints, the advice for a failure) is compared on these."""
+    out = []
+    for part in text.strip().split("."):
+        m = re.match(r"\d+", part)
+        if not m:
+            break
+        out.append(int(m.group()))
+        if m.end() != len(part):
+            break
+    return tuple(out)
 
 
 class EngineError(Exception):
@@ -113,6 +137,11 @@ class Engine(ABC):
         self.adapter_name = ""  # set once an adapter is loaded; requests then ask for it
         self._follower: procs.LogFollower | None = None
         self._counters: dict[str, float] = {}
+        self.on_gpu = cfg.device == "cuda"
+        # Adapters exist to sync whenever the run syncs weights (the trainer writes one per step).
+        # `none` still serves the initial adapter (the policy the trainer starts from); it only never syncs
+        self.lora = cfg.sync in ("lora", "restart") or (cfg.sync == "none" and bool(cfg.initial_adapter))
+        self.full = cfg.sync in FULL_SYNCS  # full-weight sync: the trainer brings every weight
 
     # -- what a backend defines ---------------------------------------------------------
     @abstractmethod
@@ -124,12 +153,72 @@ class Engine(ABC):
         ...
 
     @abstractmethod
-    async def offload(self) -> str:
-        """Free the GPU for the trainer as the strategy says; returns the phase detail."""
+    async def release(self) -> str:
+        """Free the engine's memory in place (vLLM sleep, SGLang release); returns the phase detail."""
+
+    def nothing_released(self) -> str:
+        """"", or the reload's detail when nothing is released to wake (an engine that tracks its release)."""
+        return ""
 
     @abstractmethod
+    def staged_wake(self) -> bool:
+        """The engine wakes the weights' memory apart from the rest (then `wake_up` wakes them in stages)."""
+
+    @abstractmethod
+    def weights_discarded(self) -> bool:
+        """The release discarded the weights: serving again needs them read again (or synced)."""
+
+    @abstractmethod
+    async def wake(self, what: Wake) -> str:
+        """Bring back part of what `release` freed; returns its piece of the detail."""
+
+    async def reload_base_weights(self) -> str:
+        """Read the base model's weights again into the woken memory; returns its piece of the detail."""
+        raise EngineError("CONFIG", f"{self.backend} cannot read its weights again after discarding them")
+
+    @abstractmethod
+    async def woken(self, parts: list[str]) -> str:
+        """After the last `wake`: check the engine serves again; returns the reload's detail from the pieces."""
+
+    # -- a step's transitions: the same sequence on every engine ------------------------------------------
+    async def offload(self) -> str:
+        """Free the GPU for the trainer as the strategy says; returns the phase detail."""
+        strategy = self.cfg.strategy
+        if strategy == "keep":
+            return "keep: engine stays resident"
+        if strategy == "restart":
+            await self.stop()
+            return "server stopped (process group)"
+        return await self.release()
+
     async def reload(self, adapter_dir: str | None) -> str:
-        """Get back to serving after training; returns the phase detail."""
+        """Get back to serving after training; returns the phase detail. A restart starts the server with the
+        new adapter when the sync is `restart` (which then has nothing left to do); anything else wakes up."""
+        strategy = self.cfg.strategy
+        if strategy == "keep":
+            return "keep: nothing to reload"
+        if strategy == "restart":
+            restart_with = adapter_dir if self.cfg.sync == "restart" else None
+            detail = await self.start(restart_with)
+            return detail + (" with new adapter" if restart_with else "")
+        return await self.wake_up()
+
+    async def wake_up(self) -> str:
+        """Undo `release` in the order RL frameworks use (vLLM's own snapshot server restores a level-2 sleep
+        so too): the weights' memory first, the base weights read again where the release discarded them and
+        no full sync brings them, then the rest (KV cache, CUDA graphs), a lower peak while the trainer's
+        memory is still being returned. An engine that cannot wake in stages wakes all, then reads."""
+        nothing = self.nothing_released()
+        if nothing:
+            return nothing
+        reread = self.weights_discarded() and not self.full
+        staged = self.staged_wake()
+        parts = [await self.wake("weights" if staged else "all")]
+        if reread:
+            parts.append(await self.reload_base_weights())
+        if staged:
+            parts.append(await self.wake("rest"))
+        return await self.woken(parts)
 
     async def sync_weights(self, adapter_dir: str, step: int) -> str:
         """Make the engine serve the new weights; returns the phase detail.
@@ -207,6 +296,10 @@ class Engine(ABC):
     def request_model(self) -> str:
         return self.adapter_name or self.cfg.served_model_name
 
+    def served_model_matches(self, asked: str, answered: str) -> bool:
+        """The model a response names is the one the request asked for (the runner's adapter check)."""
+        return answered == asked
+
     async def detach(self) -> None:
         """Leave an external server as it was found (e.g. unload the adapters this run loaded); best effort."""
 
@@ -238,7 +331,7 @@ class Engine(ABC):
         An external server is attached to instead (`attach`)."""
         if self.external:
             return await self.attach()
-        if not procs.port_free(self.cfg.port, self.cfg.host):
+        if not port_free(self.cfg.port, self.cfg.host):
             raise EngineError("PORT_IN_USE", f"port {self.cfg.port} on {self.cfg.host} is already in use",
                               advice="pick another port (--vllm-port/--sglang-port) or stop what listens there")
         argv = self.server_argv(adapter_dir)

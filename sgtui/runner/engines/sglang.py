@@ -4,11 +4,7 @@ Strategies map onto SGLang's own endpoints:
 - `release`: /release_memory_occupation, then /resume_memory_occupation
   (`--enable-memory-saver`). SGLang *asserts* that nothing is in flight when
   releasing, and a failed assertion kills the whole server, so offload first
-  waits until the server itself (its scheduler, via /v1/loads) reports no
-  running or queued request: our own client being done is not enough (a
-  request the client gave up on can still run there); then until its
-  /flush_cache succeeds, which the scheduler does only when fully idle (its
-  last batch lingers a moment after the last request: `wait_idle`). Released weights are
+  waits until its scheduler is fully idle (sglang_idle.py). Released weights are
   discarded, not backed up (unless `--enable-weights-cpu-backup` is among the
   extra flags), so on a GPU the reload puts them back from disk. From 0.5 on,
   the calls carry tags and the resume is staged as RL frameworks do it:
@@ -16,9 +12,7 @@ Strategies map onto SGLang's own endpoints:
   trainer's memory is still being returned). Resuming what was not released
   also kills the server, so the engine tracks what it released.
   On CPU the memory saver is CUDA-only: the calls answer 200 and free nothing.
-- `restart`: offload stops the process group, reload starts it again
-  (with the new adapter preloaded when the sync is `restart`).
-- `keep`: the engine stays resident (split placement).
+- `restart` and `keep` are the base engine's (base.py).
 Weight sync: `lora` unloads the previous adapter and loads the new one
 (/unload_lora_adapter, /load_lora_adapter) under a new name per step;
 `restart` restarts the server with `--lora-paths`. `/flush_cache` optional.
@@ -41,12 +35,13 @@ CPU model, the same after release + resume.
 
 Adapters are addressed as "BASE:NAME"; a bare "NAME" (or any unknown bare
 name) is silently served by the base model, so the engine always asks for
-"BASE:NAME" and `verify_adapter` proves that the adapter is what answers.
+"BASE:NAME", and the runner's adapter check (`served_model_matches` and a
+greedy completion that must differ from the base model's) proves that the
+adapter is what answers.
 
-Known failure modes are turned into categorized errors with advice that is
-right for SGLang (`categorize_sglang`): the TP memory imbalance check, OOM at
-resume (torch_memory_saver's own message), release while busy, and a server
-whose HTTP front end outlives its scheduler (/health 503: a crash).
+Failures are categorized with SGLang's own rules first (sgtui/runner/errors.py:
+the TP memory imbalance check, OOM at resume, release while busy); a server
+whose HTTP front end outlives its scheduler (/health 503) is a crash.
 """
 
 from __future__ import annotations
@@ -54,16 +49,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from sgtui.runner.engines.base import Engine, EngineError, parse_prometheus
-from sgtui.runner.errors import categorize
+from sgtui.runner.engines.base import Engine, EngineError, Wake, parse_prometheus, parse_version
+from sgtui.runner.engines.sglang_idle import IdleGuard
+from sgtui.runner.errors import categorize_sglang, recategorize_sglang
 
 #: CPU-only compatibility layer (see sgtui/runner/cpu_compat/README.md); never used with a GPU. Runner code (it runs
 #: inside the SGLang server and imports torch there), inside the package so an installed sgtui finds it too (the
@@ -84,74 +78,6 @@ _GAUGES = {
 TAGS_SINCE = (0, 5, 0)
 WEIGHTS, KV_CACHE, CUDA_GRAPH = "weights", "kv_cache", "cuda_graph"
 CPU_NOTE = " (cpu: memory saver is CUDA-only, nothing freed)"
-ADAPTER_ADVICE = ('SGLang selects an adapter with "model": "BASE:NAME"; a bare "NAME" (or an unknown name) is '
-                  "answered by the base model without an error")
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    """'0.5.17' -> (0, 5, 17); '0.4.6.post1' -> (0, 4, 6); '' -> ()."""
-    out = []
-    for part in text.strip().split("."):
-        m = re.match(r"\d+", part)
-        if not m:
-            break
-        out.append(int(m.group()))
-        if m.end() != len(part):
-            break
-    return tuple(out)
-
-
-# -- log text ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Rule:
-    category: str
-    regex: re.Pattern[str]
-    advice: str
-
-
-def _tp_advice(version: str) -> str:
-    """The switch was renamed in 0.5: since then the old `SGL_DISABLE_...=1` is mapped onto the new
-    `SGLANG_ENABLE_...` name *with the same value*, which leaves the check on."""
-    v = parse_version(version)
-    if v and v < (0, 5):
-        switch = "SGL_DISABLE_TP_MEMORY_INBALANCE_CHECK=1"
-    else:
-        switch = ("SGLANG_ENABLE_TP_MEMORY_INBALANCE_CHECK=0 (SGLang < 0.5: SGL_DISABLE_TP_MEMORY_INBALANCE_CHECK=1; "
-                  "from 0.5 that old name keeps the check on)")
-    return ("free memory differs across the TP ranks' GPUs (another process on some of them): free those GPUs, "
-            f"or skip the check with the engine env {switch}")
-
-
-_RULES = [
-    _Rule("SERVER_CRASH", re.compile(r"release_memory_occupation should be called only when server is idle"),
-          "memory was released while a request was still running: the server asserts on that and exits"),
-    _Rule("OOM", re.compile(r"torch_memory_saver.*(OUT_OF_MEMORY|out of memory)", re.IGNORECASE),
-          "resuming SGLang's memory failed: the trainer (or another process) still holds GPU memory when the "
-          "engine resumes; free it first, or lower --gpu-memory-utilization (SGLang's --mem-fraction-static)"),
-    _Rule("OOM", re.compile(r"Not enough memory\. Please try to increase --mem-fraction-static"),
-          "the KV cache got no memory: raise --gpu-memory-utilization (SGLang's --mem-fraction-static), "
-          "or free the GPU"),
-    _Rule("SERVER_CRASH", re.compile(r"Cannot resume allocation that is not paused|KeyError: '(weights|kv_cache|cuda_graph)'"),
-          "memory was resumed that had not been released; the server exits on that"),
-]
-
-
-#: SGLang logs these at every start (optional model files that need CUDA-only modules); they are not the
-#: import error that broke a start, so the shared IMPORT_ERROR pattern must not see them.
-_BENIGN = re.compile(r"Ignore import error when loading|has no attribute '\w+_cpu'")
-
-
-def categorize_sglang(lines: list[str] | str, default: str = "OTHER", version: str = "") -> tuple[str, str]:
-    """(category, advice): SGLang's own failure texts first, then the shared patterns (sgtui.runner.errors)."""
-    text = lines if isinstance(lines, str) else "\n".join(lines)
-    for rule in _RULES:
-        if rule.regex.search(text):
-            return rule.category, rule.advice
-    text = "\n".join(line for line in text.splitlines() if not _BENIGN.search(line))
-    cat, advice = categorize(text, default)
-    if cat == "TP_IMBALANCE":
-        advice = _tp_advice(version)
-    return cat, advice
 
 
 # -- the engine ---------------------------------------------------------------------------------
@@ -160,16 +86,13 @@ class SglangEngine(Engine):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.on_gpu = self.cfg.device == "cuda"
-        # `none` still serves the initial adapter (the policy the trainer starts from); it only never syncs
-        self.lora = self.cfg.sync in ("lora", "restart") or (self.cfg.sync == "none" and bool(self.cfg.initial_adapter))
         self.loaded: str = ""  # adapter name currently loaded
         self.released: list[str] | None = None  # what the last release let go of (None: nothing released)
         self.server_version = ""
-        self._load_path: str | None = None  # /v1/loads, /get_load or "" (metrics only); None: not probed yet
+        # asks the scheduler how busy it is; waits for it to be fully idle
+        self.idle = IdleGuard(self.client, self.cfg, self.tail, self.scrape, lambda: self.check_crashed(timeout=5.0))
         self.weights_backed_up = "--enable-weights-cpu-backup" in self.cfg.extra_args
         self._info_path = "/server_info"
-        self.full = self.cfg.sync in ("disk", "ipc")  # full-weight sync: the trainer brings every weight
         self._session: bool | None = None  # /begin_weight_update exists (None: not asked yet)
         self._buckets = 0
 
@@ -224,50 +147,6 @@ class SglangEngine(Engine):
     def served_model_matches(self, asked: str, answered: str) -> bool:
         """SGLang echoes what was asked; a bare adapter name would be served by the base model silently."""
         return answered in (asked, asked.split(":", 1)[-1]) and (":" in asked or not self.loaded)
-
-    def check_request_model(self, model: str) -> None:
-        """Refuse a model string that SGLang would silently serve with the base model."""
-        if self.loaded and model != self.request_model():
-            raise EngineError("CONFIG", f"requests ask for model {model!r}, but the loaded adapter is "
-                              f"{self.request_model()!r}", advice=ADAPTER_ADVICE)
-
-    async def _greedy(self, model: str, prompt: str, max_tokens: int) -> tuple[str, str]:
-        """(served model, text) of one greedy, non-streamed completion."""
-        body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True}
-        try:
-            r = await self.client.post("/v1/completions", json=body, timeout=self.cfg.request_timeout)
-        except httpx.HTTPError as e:
-            await self.check_crashed()
-            raise EngineError("REQUEST", f"sglang completion with model {model!r}: {type(e).__name__}: {e}",
-                              self.tail()) from None
-        if r.status_code != 200:
-            raise EngineError("CONFIG" if model != self.cfg.served_model_name else "REQUEST",
-                              f"sglang completion with model {model!r} answered {r.status_code}: {r.text[:300]}",
-                              self.tail(), ADAPTER_ADVICE if ":" in model else "")
-        j = r.json()
-        return str(j.get("model") or ""), "".join(c.get("text") or "" for c in j.get("choices") or ())
-
-    async def verify_adapter(self, prompt: str, max_tokens: int = 8) -> str:
-        """Prove that the loaded adapter is what answers `request_model()`, outside any timed phase.
-
-        Two checks: the model name SGLang reports back, and a greedy completion that must differ from
-        the base model's (SGLang serves a bare or unknown name with the base model, silently). An adapter
-        that really equals the base model (a PEFT init with zero B matrices) fails the second check too:
-        it cannot be told apart, so sgtui's test adapters are never zero.
-        """
-        if not self.loaded:
-            return "no adapter loaded"
-        want = self.request_model()
-        self.check_request_model(want)
-        got, text = await self._greedy(want, prompt, max_tokens)
-        if not self.served_model_matches(want, got):
-            raise EngineError("CONFIG", f"asked for adapter {want!r} but {got!r} answered", self.tail(),
-                              ADAPTER_ADVICE)
-        _, base_text = await self._greedy(self.cfg.served_model_name, prompt, max_tokens)
-        if text == base_text:
-            raise EngineError("CONFIG", f"adapter {want!r} answers exactly like the base model: the adapter is "
-                              "not applied (wrong adapter name?)", self.tail(), ADAPTER_ADVICE)
-        return f"{want} differs from the base model"
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self, adapter_dir: str | None = None) -> str:
@@ -356,19 +235,11 @@ class SglangEngine(Engine):
                           advice or "the scheduler died or hangs; the server is torn down (SIGTERM, then SIGKILL)")
 
     def _recategorize(self, e: EngineError) -> EngineError:
-        """The base class categorized with the shared patterns; SGLang's own texts (and advice) come first,
-        and its benign start-up import notes must not make a crash look like an IMPORT_ERROR."""
-        if e.category in ("PORT_IN_USE", "SERVER_TIMEOUT", "CONFIG"):
-            return e
-        text = "\n".join([e.message] + e.log_tail)
-        for rule in _RULES:  # SGLang's own failure texts: their advice replaces the generic one
-            if rule.regex.search(text):
-                return EngineError(rule.category, e.message, e.log_tail, rule.advice)
-        default = "SERVER_CRASH" if e.category == "IMPORT_ERROR" else e.category
-        cat, advice = categorize_sglang(text, default, self.server_version)
-        if cat == e.category and cat != "TP_IMBALANCE" and (e.advice or not advice):
-            return e
-        return EngineError(cat, e.message, e.log_tail, advice)
+        """The base class categorized with the shared patterns; SGLang's own rules (sgtui/runner/errors.py)
+        decide again from the message and the log."""
+        cat, advice = recategorize_sglang(e.category, e.advice, "\n".join([e.message] + e.log_tail),
+                                          self.server_version)
+        return e if (cat, advice) == (e.category, e.advice) else EngineError(cat, e.message, e.log_tail, advice)
 
     async def control(self, path: str, json: dict | None = None, timeout: float | None = None) -> httpx.Response:
         """POST a control endpoint; a failure is categorized from SGLang's log once the group has settled."""
@@ -386,79 +257,15 @@ class SglangEngine(Engine):
         while self.child is not None and self.child.alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
 
-    # -- the idle guard ------------------------------------------------------------------------------
-    async def server_load(self) -> tuple[float, float]:
-        """(running, waiting) requests as the scheduler itself sees them right now.
-
-        /v1/loads (0.5.x; /get_load before) asks the scheduler; the `sglang:` gauges of /metrics are only
-        refreshed at its logging intervals (seen: 1 running in /metrics while /v1/loads said 16), so
-        they are the last resort, for servers that have neither.
-        """
-        if self._load_path is None:
-            self._load_path = ""
-            for path in ("/v1/loads", "/get_load"):
-                r = await self.client.get(path, params={"include": "core"} if path == "/v1/loads" else None,
-                                          timeout=self.cfg.server_timeout)
-                if r.status_code == 200:
-                    self._load_path = path
-                    return _loads(r.json())
-        if self._load_path:
-            params = {"include": "core"} if self._load_path == "/v1/loads" else None
-            r = await self.client.get(self._load_path, params=params, timeout=self.cfg.server_timeout)
-            if r.status_code == 200:
-                return _loads(r.json())
-            raise EngineError("SERVER_CRASH", f"sglang {self._load_path} answered {r.status_code}", self.tail())
-        g = await self.scrape()
-        return g.get("running", 0.0), g.get("waiting", 0.0)
-
-    async def wait_idle(self, timeout: float | None = None) -> float:
-        """Wait until the scheduler is fully idle; returns the seconds waited.
-
-        No running or queued request (/v1/loads) is not enough: the release asserts the scheduler's
-        `is_fully_idle`, which also wants its last batch gone, and that batch lingers for a loop iteration
-        after the last request ended (seen in CI on a loaded box: the assertion killed the server). The
-        scheduler's /flush_cache runs only when `is_fully_idle` holds, clears that batch itself, and
-        answers 400 otherwise: its 200 is the go-ahead (what it drops, the prefix cache, the release drops
-        anyway)."""
-        limit = timeout or self.cfg.server_timeout
-        deadline = time.monotonic() + limit
-        t0 = time.monotonic()
-        while True:
-            try:
-                running, waiting = await self.server_load()
-                if running == 0 and waiting == 0:
-                    r = await self.client.post("/flush_cache", timeout=self.cfg.server_timeout)
-                    if r.status_code == 200:
-                        return time.monotonic() - t0
-                    if r.status_code != 400:
-                        raise EngineError("SERVER_CRASH", f"sglang /flush_cache answered {r.status_code}: "
-                                          f"{r.text[:200]}", self.tail())
-            except httpx.HTTPError as e:
-                await self.check_crashed(timeout=5.0)
-                raise EngineError("SERVER_CRASH", f"sglang load query failed: {type(e).__name__}: {e}",
-                                  self.tail()) from None
-            if time.monotonic() > deadline:
-                busy = (f"still has {running:.0f} running and {waiting:.0f} queued requests" if running or waiting
-                        else "reports no request, but its scheduler is not fully idle (/flush_cache refused)")
-                raise EngineError("SERVER_TIMEOUT", f"sglang {busy} after {limit:.0f} s; memory cannot be released "
-                                  "while it works", self.tail(), "raise --server-timeout, or lower --max-output-tokens")
-            await asyncio.sleep(0.02)
-
     # -- strategies --------------------------------------------------------------------------------
     def _tags(self) -> list[str] | None:
         v = parse_version(self.server_version)
         return [KV_CACHE, WEIGHTS, CUDA_GRAPH] if v and v >= TAGS_SINCE else None
 
-    async def offload(self) -> str:
-        s = self.cfg.strategy
-        if s == "keep":
-            return "keep: engine stays resident"
-        if s == "restart":
-            await self.stop()
-            return "server stopped (process group)"
+    async def release(self) -> str:
         if self.released is not None:
             return "already released"
-        waited = await self.wait_idle()
+        waited = await self.idle.wait()
         tags = self._tags()
         await self.control("/release_memory_occupation", json={"tags": tags} if tags else {})
         self.released = tags or [KV_CACHE, WEIGHTS, CUDA_GRAPH]
@@ -466,41 +273,36 @@ class SglangEngine(Engine):
         return (f"release_memory_occupation ({what}) after {waited * 1000:.0f} ms idle wait"
                 + ("" if self.on_gpu else CPU_NOTE))
 
-    async def reload(self, adapter_dir: str | None) -> str:
-        s = self.cfg.strategy
-        if s == "keep":
-            return "keep: nothing to reload"
-        if s == "restart":
-            restart_with = adapter_dir if self.cfg.sync == "restart" else None
-            detail = await self.start(restart_with)
-            return detail + (" with new adapter" if restart_with else "")
-        if self.released is None:
-            return "nothing released"
-        tagged = self._tags() is not None
+    def nothing_released(self) -> str:
+        return "nothing released" if self.released is None else ""
+
+    def staged_wake(self) -> bool:
+        return self._tags() is not None
+
+    def weights_discarded(self) -> bool:
         # Released weights are discarded, not backed up (RL frameworks push new weights after resume):
         # serving again needs them reloaded, as vLLM's sleep level 2 does. On CPU nothing was discarded.
-        reload_weights = self.on_gpu and not self.weights_backed_up and not self.full
-        parts = []
+        return self.on_gpu and not self.weights_backed_up
+
+    async def wake(self, what: Wake) -> str:
         t = time.perf_counter()
-        if tagged:
-            await self._resume([WEIGHTS])
-            parts.append(f"resume weights {_ms(t)}")
-            if reload_weights:
-                t = time.perf_counter()
-                await self._update_from_disk(self.cfg.model)
-                parts.append(f"update_weights_from_disk (base weights) {_ms(t)}")
-            t = time.perf_counter()
-            await self._resume([KV_CACHE, CUDA_GRAPH])
-            parts.append(f"resume kv_cache+cuda_graph {_ms(t)}")
-        else:
+        if what == "all":
             await self._resume(None)
-            parts.append(f"resume_memory_occupation {_ms(t)}")
-            if reload_weights:
-                t = time.perf_counter()
-                await self._update_from_disk(self.cfg.model)
-                parts.append(f"update_weights_from_disk (base weights) {_ms(t)}")
+            return f"resume_memory_occupation {_ms(t)}"
+        if what == "weights":
+            await self._resume([WEIGHTS])
+            return f"resume weights {_ms(t)}"
+        await self._resume([KV_CACHE, CUDA_GRAPH])
+        return f"resume kv_cache+cuda_graph {_ms(t)}"
+
+    async def reload_base_weights(self) -> str:
+        t = time.perf_counter()
+        await self._update_from_disk(self.cfg.model)
+        return f"update_weights_from_disk (base weights) {_ms(t)}"
+
+    async def woken(self, parts: list[str]) -> str:
         self.released = None
-        if self.full and self.on_gpu and not self.weights_backed_up:
+        if self.full and self.weights_discarded():
             parts.append("weights come with the sync")
         return ", ".join(parts) + ("" if self.on_gpu else CPU_NOTE)
 
@@ -574,7 +376,7 @@ class SglangEngine(Engine):
         # a serving engine's reload flushes the cache, which SGLang refuses (400, "requests are still running")
         # until the scheduler is fully idle: a batch lingers a loop iteration after the last request (seen in
         # CI on a loaded box). The base-weight re-read at resume needs no wait: a released engine serves nothing.
-        await self.wait_idle()
+        await self.idle.wait()
         await self._update_from_disk(path)
         self._buckets = 0
 
@@ -622,21 +424,6 @@ def capacity_from_server_info(doc) -> dict[str, float]:
         return {"kv_capacity_tokens": float(sum(live))}
     top = doc.get("max_total_num_tokens")
     return {"kv_capacity_tokens": float(top)} if type(top) in (int, float) else {}
-
-
-def _loads(doc) -> tuple[float, float]:
-    """Sum running/waiting over DP ranks from /v1/loads ({"loads": [...]}) or the older /get_load (a list)."""
-    ranks = doc.get("loads", []) if isinstance(doc, dict) else doc
-    running = waiting = 0.0
-    for d in ranks or ():
-        w = float(d.get("num_waiting_reqs", 0) or 0)
-        if "num_running_reqs" in d:
-            r = float(d.get("num_running_reqs") or 0)
-        else:  # /get_load: num_reqs counts running and waiting together
-            r = max(0.0, float(d.get("num_reqs", 0) or 0) - w)
-        running += r
-        waiting += w
-    return running, waiting
 
 
 def _ms(t0: float) -> str:

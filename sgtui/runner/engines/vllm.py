@@ -7,8 +7,8 @@ Strategies map onto vLLM's own endpoints (dev mode, `VLLM_SERVER_DEV_MODE=1`):
 - `sleep2`: /sleep?level=2 discards the weights too, so the reload must put
   them back: /wake_up?tags=weights, /collective_rpc reload_weights (from
   disk), /wake_up?tags=kv_cache.
-- `restart`: offload stops the process group, reload starts it again.
-- `keep`: nothing; the engine stays resident (split placement).
+- `restart` and `keep` are the base engine's (base.py): the server stopped and
+  started again; nothing (the engine stays resident, split placement).
 Weight sync: `lora` hot-loads the step's adapter: /v1/unload_lora_adapter of
 the previous one, then /v1/load_lora_adapter, never `load_inplace`. vLLM keeps
 the request it stored for an in-place load with `load_inplace` set, and its
@@ -55,9 +55,9 @@ import contextlib
 import os
 import re
 import sys
+import time
 
-from sgtui.runner.engines.base import Engine, EngineError, parse_prometheus
-from sgtui.runner.engines.sglang import parse_version
+from sgtui.runner.engines.base import Engine, EngineError, Wake, parse_prometheus, parse_version
 
 ADAPTER_NAME = "policy-lora"
 _GAUGES = {
@@ -130,12 +130,7 @@ class VllmEngine(Engine):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.on_gpu = self.cfg.device == "cuda"
-        # Adapters exist to sync whenever the run syncs weights (the trainer writes one per step).
-        # `none` still serves the initial adapter (the policy the trainer starts from); it only never syncs
-        self.lora = self.cfg.sync in ("lora", "restart") or (self.cfg.sync == "none" and bool(self.cfg.initial_adapter))
         self.lora_loaded = False
-        self.full = self.cfg.sync in ("disk", "ipc")  # full-weight sync: the trainer brings every weight
         self.transfer_ready = False  # /init_weight_transfer_engine done on this server instance
         self.server_version = ""  # asked at the first full sync's set-up
         self._buckets = 0
@@ -184,8 +179,8 @@ class VllmEngine(Engine):
     async def start(self, adapter_dir: str | None = None) -> str:
         self.transfer_ready = False
         detail = await super().start(adapter_dir)
-        if adapter_dir:
-            self.adapter_name, self.lora_loaded = ADAPTER_NAME, True
+        # a fresh server serves the adapter it was started with, and no other
+        self.adapter_name, self.lora_loaded = (ADAPTER_NAME, True) if adapter_dir else ("", False)
         return detail
 
     async def detach(self) -> None:
@@ -207,40 +202,34 @@ class VllmEngine(Engine):
         except Exception:  # noqa: BLE001 - version is informative only
             return ""
 
-    async def offload(self) -> str:
-        s = self.cfg.strategy
-        if s == "keep":
-            return "keep: engine stays resident"
-        if s == "restart":
-            await self.stop()
-            return "server stopped (process group)"
-        level = 2 if s == "sleep2" else 1
+    # -- in-place offload: sleep and wake up ----------------------------------------------------------------
+    async def release(self) -> str:
+        level = 2 if self.cfg.strategy == "sleep2" else 1
         await self.post("/sleep", params={"level": level})
         await self._expect_sleeping(True)
         return f"sleep level {level}" + ("" if self.on_gpu else " (cpu: dev-mode pause only, no memory freed)")
 
-    async def reload(self, adapter_dir: str | None) -> str:
-        s = self.cfg.strategy
-        if s == "keep":
-            return "keep: nothing to reload"
-        if s == "restart":
-            restart_with = adapter_dir if self.cfg.sync == "restart" else None
-            detail = await self.start(restart_with)
-            if not restart_with:
-                self.lora_loaded, self.adapter_name = False, ""
-            return detail + (" with new adapter" if restart_with else "")
-        if s == "sleep2":
-            await self.post("/wake_up", params={"tags": "weights"})
-            if not self.full:
-                await self.post("/collective_rpc", json={"method": "reload_weights"}, timeout=self.cfg.startup_timeout)
-            await self.post("/wake_up", params={"tags": "kv_cache"})
-            await self._expect_sleeping(False)
-            if self.full:
-                return "wake_up weights + wake_up kv_cache (the sync brings the weights)"
-            return "wake_up weights + reload_weights from disk + wake_up kv_cache"
-        await self.post("/wake_up")
+    def staged_wake(self) -> bool:
+        return self.cfg.strategy == "sleep2"
+
+    def weights_discarded(self) -> bool:
+        return self.cfg.strategy == "sleep2"  # level 2 discards the weights (on CPU too: the reload runs)
+
+    async def wake(self, what: Wake) -> str:
+        if what == "all":
+            await self.post("/wake_up")
+            return "wake_up"
+        tag = "weights" if what == "weights" else "kv_cache"
+        await self.post("/wake_up", params={"tags": tag})
+        return f"wake_up {tag}"
+
+    async def reload_base_weights(self) -> str:
+        await self.post("/collective_rpc", json={"method": "reload_weights"}, timeout=self.cfg.startup_timeout)
+        return "reload_weights from disk"
+
+    async def woken(self, parts: list[str]) -> str:
         await self._expect_sleeping(False)
-        return "wake_up"
+        return " + ".join(parts) + (" (the sync brings the weights)" if self.full and self.weights_discarded() else "")
 
     async def hot_sync(self, adapter_dir: str, step: int) -> str:
         """Unload, then load (see the module docstring for why not `load_inplace`)."""
@@ -264,8 +253,6 @@ class VllmEngine(Engine):
     async def full_sync_setup(self) -> float | None:
         if self.cfg.sync != "ipc" or self.transfer_ready:
             return None
-        import time
-
         t = time.perf_counter()
         self.server_version = await self.version()
         init = {"packed": True} if self._packed_at_init(self.server_version) else {}

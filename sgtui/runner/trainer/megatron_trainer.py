@@ -46,10 +46,10 @@ from typing import Awaitable, Callable
 
 import orjson
 
-from sgtui import pkgpath
+from sgtui import errors, pkgpath
 from sgtui.config import cuda_env
 from sgtui.events import Log, Proc, Train
-from sgtui.runner import errors, procs
+from sgtui.runner import procs
 from sgtui.runner.trainer.base import Rollout, Trainer, TrainerError
 
 #: Where `sgtui setup --cpu` (setup_scripts/trainer_cpu.sh) puts the CPU trainer venv (name keyed by versions).

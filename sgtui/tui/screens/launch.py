@@ -9,8 +9,7 @@ plain words, until the checks for exactly the values on screen have passed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.text import Text
 from textual import work
@@ -23,41 +22,12 @@ from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 
 from sgtui.config import BACKENDS, STRATEGIES, SYNCS, ConfigError, RunConfig
-from sgtui.tui.launch_model import FIELDS, LaunchOptions
-
-if TYPE_CHECKING:
-    from sgtui.tui.app import SgtuiApp
+from sgtui.tui.host import host_of
+from sgtui.viewmodel.launch_model import FIELDS, LaunchOptions
+from sgtui.viewmodel.preflight_view import PreflightResult
 
 DEBOUNCE_S = 0.5
 BACKEND_NAMES = {"vllm": "vLLM", "sglang": "SGLang"}
-
-
-@dataclass
-class CheckLine:
-    name: str
-    ok: bool
-    message: str
-    fix: str = ""
-    info: bool = False  # shown, never blocks (GPU list)
-
-
-@dataclass
-class PreflightResult:
-    checks: list[CheckLine] = field(default_factory=list)
-    leftovers: list[Any] = field(default_factory=list)
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.error and all(c.ok or c.info for c in self.checks)
-
-    def reason(self) -> str:
-        if self.error:
-            return self.error
-        for c in self.checks:
-            if not c.ok and not c.info:
-                return f"{c.name}: {c.message}" + (f" → {c.fix}" if c.fix else "")
-        return ""
 
 
 class PreflightDone(Message):
@@ -90,8 +60,8 @@ def checks_text(result: PreflightResult | None, checking: bool) -> Text:
     if result.error:
         t.append("✗ ", style="bold #ff5f5f")
         t.append(result.error + "\n")
-    for c in result.checks:
-        if c.info:
+    for c, info in [(c, False) for c in result.checks] + [(c, True) for c in result.info]:
+        if info:
             t.append("• ", style="dim")
         else:
             t.append("✓ " if c.ok else "✗ ", style="bold #5fd75f" if c.ok else "bold #ff5f5f")
@@ -150,10 +120,6 @@ class LaunchScreen(Screen):
         self._checking = False
         self._starting = False
         self._start_pending = False
-
-    @property
-    def sgtui(self) -> "SgtuiApp":
-        return self.app  # type: ignore[return-value]
 
     # -- composition -------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -289,7 +255,7 @@ class LaunchScreen(Screen):
     @work(thread=True, exclusive=True, group="preflight", exit_on_error=False)
     def _preflight(self, opts: LaunchOptions, runs: list[RunConfig], key: bytes) -> None:
         try:
-            result = self.sgtui.run_preflight(runs, opts.output)
+            result = host_of(self).run_preflight(runs, opts.output)
         except Exception as e:  # noqa: BLE001 - a broken check must say so, not kill the form
             result = PreflightResult(error=f"preflight failed: {type(e).__name__}: {e}")
         self.post_message(PreflightDone(key, result))
@@ -355,13 +321,13 @@ class LaunchScreen(Screen):
 
     @work(thread=True, exclusive=True, group="start", exit_on_error=False)
     def _start(self, opts: LaunchOptions) -> None:
-        from sgtui.tui.launch_model import resolve_initial_adapter, resolve_models
+        from sgtui.viewmodel.launch_model import resolve_initial_adapter, resolve_models
 
         try:
             runs = opts.to_runs()
             resolve_models(runs)  # a hub id -> its snapshot directory, before the adapter is looked for there
             resolve_initial_adapter(runs)
-            path = self.sgtui.session_path_for(runs, opts.output)
+            path = host_of(self).session_path_for(runs, opts.output)
             self.post_message(StartRequested(runs, opts, path))
         except (ConfigError, OSError) as e:
             self.post_message(StartRequested([], opts, error=str(e)))
@@ -372,7 +338,7 @@ class LaunchScreen(Screen):
             self.notify(msg.error, severity="error")
             self._update_side()
             return
-        self.sgtui.start_from_launch(msg.runs, msg.options, msg.session_path)
+        host_of(self).start_from_launch(msg.runs, msg.options, msg.session_path)
 
     @work(thread=True, exclusive=True, group="cleanup", exit_on_error=False)
     def _cleanup(self) -> None:

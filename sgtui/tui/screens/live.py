@@ -9,8 +9,6 @@ folding: `show(snapshot)` is all it gets.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,15 +17,13 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from sgtui.tui.views import Snapshot
+from sgtui.tui.host import UiHost, host_of
+from sgtui.viewmodel.views import Snapshot
 from sgtui.tui.widgets.gpu_panel import GpuPanel
 from sgtui.tui.widgets.log_pane import LogPanes
 from sgtui.tui.widgets.metrics_table import MetricsTable
 from sgtui.tui.widgets.status_line import StatusLine
 from sgtui.tui.widgets.timeline import Timeline
-
-if TYPE_CHECKING:
-    from sgtui.tui.app import SgtuiApp
 
 WIDE_MIN = (150, 36)
 COMPACT_GPU_BELOW = (100, 36)
@@ -77,8 +73,8 @@ class DashboardScreen(Screen):
         self._keys_shown: tuple[bool, bool] | None = None
 
     @property
-    def sgtui(self) -> "SgtuiApp":
-        return self.app  # type: ignore[return-value]
+    def host(self) -> UiHost:
+        return host_of(self)
 
     def compose(self) -> ComposeResult:
         status = StatusLine(id="status")
@@ -99,12 +95,12 @@ class DashboardScreen(Screen):
         self._ready = True
         self._apply_size(self.size.width, self.size.height)
         self.query_one(MetricsTable).focus()
-        snap = self.sgtui.snapshot
+        snap = self.host.snapshot
         if snap is not None:
             self.show(snap)
 
     def on_screen_resume(self) -> None:
-        snap = self.sgtui.snapshot
+        snap = self.host.snapshot
         if snap is not None and snap is not self.snapshot:
             self.show(snap)
 
@@ -120,7 +116,7 @@ class DashboardScreen(Screen):
             logs.set_expand_new(True)
         gpu = self.query_one(GpuPanel)
         gpu.set_compact(width < COMPACT_GPU_BELOW[0] or height < COMPACT_GPU_BELOW[1])
-        hub = self.sgtui.hub
+        hub = self.host.hub
         if hub is not None:
             hub.set_spark_width(gpu.spark_width(width - 3))
 
@@ -134,12 +130,12 @@ class DashboardScreen(Screen):
             table = self.query_one(MetricsTable)
         except NoMatches:  # being torn down (app exiting)
             return
-        keys = (self.sgtui.can_cancel(), self.sgtui.can_detach_ui())
+        keys = (self.host.can_cancel(), self.host.can_detach_ui())
         if keys != self._keys_shown:  # runs started or ended (a followed session): footer keys follow
             self._keys_shown = keys
             self.refresh_bindings()
         with self.app.batch_update():
-            table.show(snap.runs, snap.verdict)
+            table.show(snap.runs, snap.verdict, sources=snap.sources)
             self.query_one(GpuPanel).show(snap.gpus, snap.runs)
             self.query_one(Timeline).show(snap.runs)
             logs = self.query_one(LogPanes)
@@ -156,21 +152,21 @@ class DashboardScreen(Screen):
     # -- actions ---------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_runs":
-            return self.sgtui.can_cancel()
+            return self.host.can_cancel()
         if action == "detach_ui":
-            return self.sgtui.can_detach_ui()  # hidden unless runs go in a process of their own
+            return self.host.can_detach_ui()  # hidden unless runs go in a process of their own
         return True
 
     def action_detach_ui(self) -> None:
-        self.sgtui.action_detach_ui()
+        self.host.action_detach_ui()
 
     def action_pause_view(self) -> None:
         self.view_paused = not self.view_paused
         status = self.query_one(StatusLine)
         status.show(self.snapshot, view_paused=self.view_paused, selected=self.query_one(MetricsTable).selected_run)
-        if not self.view_paused and self.sgtui.snapshot is not None:
-            self.show(self.sgtui.snapshot)
-        self.sgtui.ack_snapshot()
+        if not self.view_paused and self.host.snapshot is not None:
+            self.show(self.host.snapshot)
+        self.host.ack_snapshot()
 
     def action_open_log(self) -> None:
         key = self.query_one(MetricsTable).selected_run
@@ -182,10 +178,10 @@ class DashboardScreen(Screen):
             pane.call_after_refresh(pane.scroll_visible)
 
     def action_verdict(self) -> None:
-        self.sgtui.show_verdict()
+        self.host.show_verdict()
 
     def action_cancel_runs(self) -> None:
-        self.sgtui.action_cancel_runs()
+        self.host.action_cancel_runs()
 
     def selected_run(self) -> str | None:
         return self.query_one(MetricsTable).selected_run

@@ -21,9 +21,10 @@ from textual.widgets import Footer
 
 from sgtui.tui.screens.dialogs import AskStep
 from sgtui.tui.screens.live import DashboardScreen
-from sgtui.tui.views import ReplayStatus, Snapshot, fmt_clock, fmt_steps
+from sgtui.viewmodel.views import ReplayStatus, Snapshot, fmt_clock, fmt_steps
 from sgtui.tui.widgets.lines import LinesWidget
 from sgtui.tui.widgets.metrics_table import MetricsTable
+from sgtui.viewmodel import commands as C
 
 
 def replay_text(r: ReplayStatus | None) -> str:
@@ -97,29 +98,29 @@ class ReplayScreen(DashboardScreen):
         super().on_metrics_table_run_selected(event)
         self.picked_run = event.key
 
-    def _hub(self, *cmd: object) -> None:
-        hub = self.sgtui.hub
+    def _hub(self, cmd: C.Command) -> None:
+        hub = self.host.hub
         if hub is not None:
-            hub.command(*cmd)
+            hub.command(cmd)
 
     def _status(self) -> ReplayStatus | None:
-        snap = self.sgtui.snapshot
+        snap = self.host.snapshot
         return snap.replay if snap is not None and snap.replay is not None and not snap.replay.loading else None
 
     def action_toggle_play(self) -> None:
-        self._hub("toggle")
+        self._hub(C.TogglePlay())
 
     def action_cycle_speed(self) -> None:
-        self._hub("cycle_speed")
+        self._hub(C.CycleSpeed())
 
     def action_seek(self, delta: int) -> None:
-        self._hub("seek_rel", delta)
+        self._hub(C.SeekRel(delta))
 
     def action_seek_start(self) -> None:
-        self._hub("seek_start")
+        self._hub(C.SeekStart())
 
     def action_seek_end(self) -> None:
-        self._hub("seek_end")
+        self._hub(C.SeekEnd())
 
     def goto_target(self) -> tuple[str, tuple[int, ...]]:
         """The run `g` seeks in (a picked column with steps, else the run under the playhead) and its steps."""
@@ -143,6 +144,6 @@ class ReplayScreen(DashboardScreen):
                 self.notify(f"no step {step} in {run}: its steps are {fmt_steps(steps)}",
                             title="seek refused", severity="warning", timeout=6)
                 return
-            self._hub("seek_step", step, run)
+            self._hub(C.SeekStep(step, run))
 
         self.app.push_screen(AskStep(f"Go to step of {run} ({fmt_steps(steps)}; 0 = start):"), done)

@@ -9,8 +9,6 @@ the session and the reports were written.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -24,11 +22,9 @@ from sgtui import fmt
 from sgtui.findings import finding_line
 from sgtui.state import RunSummary
 from sgtui.tui import theme
-from sgtui.tui.views import RunView, Snapshot
+from sgtui.tui.host import host_of
+from sgtui.viewmodel.views import RunView, Snapshot
 from sgtui.verdict import MetricRow, Verdict
-
-if TYPE_CHECKING:
-    from sgtui.tui.app import SgtuiApp
 
 PHASE_ORDER = ("rollout", "offload", "train", "reload", "weight_sync", "restart", "transition", "step_total")
 PHASE_LABELS = {"weight_sync": "weight sync", "step_total": "total step", "transition": "transition"}
@@ -204,10 +200,6 @@ class VerdictScreen(Screen):
         super().__init__()
         self._shown: tuple = ()
 
-    @property
-    def sgtui(self) -> "SgtuiApp":
-        return self.app  # type: ignore[return-value]
-
     def compose(self) -> ComposeResult:
         yield Static(" sgtui · verdict", id="verdict-title")
         with VerticalScroll(id="verdict-scroll"):
@@ -226,8 +218,8 @@ class VerdictScreen(Screen):
     def refresh_verdict(self, snap: Snapshot | None = None) -> None:
         if not self.is_mounted:
             return
-        snap = snap or self.sgtui.snapshot
-        files = self.sgtui.files_info()
+        snap = snap or host_of(self).snapshot
+        files = host_of(self).files_info()
         key = (id(snap.verdict) if snap else None, tuple(id(r.summary) for r in snap.runs) if snap else (), tuple(files))
         if key == self._shown:
             return

@@ -2,8 +2,11 @@
 
 The sparkline covers the whole session (buckets of `bucket_s`), so the dip at
 every offload and the memory not given back stay visible; the marker line
-under it puts a phase letter where a phase started. Without a driver the
-panel says so in one line and the rest of the dashboard works as usual.
+under it puts a phase letter where a phase started, and a legend line under
+the panel says which letter is which phase (only the letters shown). With
+several sessions each gets a title with its `#n` tag, the tag the run labels
+carry (`sgtui.labels`). Without a driver the panel says so in one line and the
+rest of the dashboard works as usual.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from __future__ import annotations
 from rich.text import Text
 
 from sgtui import fmt
+from sgtui.labels import session_tag
 from sgtui.tui import theme
-from sgtui.tui.views import DeviceView, GpuView, RunView
+from sgtui.viewmodel.views import DeviceView, GpuView, RunView
 from sgtui.tui.widgets.lines import LinesWidget
 
 WIDE_PREFIX = 6  # " mem ▕"
@@ -21,6 +25,25 @@ COMPACT_PREFIX = 22  # "0 41.20/79.65G 100% ▕"
 
 def _gib(mib: float | None) -> str:
     return "—" if mib is None else f"{mib / 1024:.1f}"
+
+
+def marker_legend(letters: set[str], width: int) -> Text | None:
+    """What the marker row's letters mean (`S startup  r rollout ...`), for the letters drawn, in a
+    step's order; None when none is."""
+    phases = [p for p, letter in theme.PHASE_LETTERS.items() if letter in letters]
+    if not phases:
+        return None
+    t = Text("      ▲ phase starts:", style="dim")
+    for phase in phases:
+        t.append("  ")
+        t.append(theme.PHASE_LETTERS[phase], style=f"bold {theme.phase_color(phase)}")
+        t.append(f" {theme.PHASE_NAMES.get(phase, (phase,))[0]}", style="dim")
+    t.truncate(width, overflow="ellipsis")
+    return t
+
+
+def _has_markers(gpus: tuple[GpuView, ...]) -> bool:
+    return any(d.markers for g in gpus if not g.error for d in g.devices)
 
 
 class GpuPanel(LinesWidget):
@@ -65,6 +88,8 @@ class GpuPanel(LinesWidget):
                 n += 1
                 continue
             n += len(g.devices) * (1 if self.compact else 3)
+        if not self.compact and _has_markers(self.gpus):
+            n += 1
         return max(1, n)
 
     def _relayout_if_needed(self) -> None:
@@ -80,11 +105,12 @@ class GpuPanel(LinesWidget):
     def build_lines(self, width: int) -> list[Text]:
         width = max(20, width - 2)
         lines: list[Text] = []
+        drawn: set[str] = set()
         if not self.gpus:
             lines.append(Text("GPU: waiting for the first sample", style="dim"))
         for g in self.gpus:
             if g.title:
-                lines.append(Text(f"session {g.title}", style="bold"))
+                lines.append(Text(f"session {session_tag(g.session + 1)} {g.title}", style="bold"))
             if g.error or not g.devices:
                 msg = g.error or "no devices"
                 lines.append(Text.assemble(("GPU: ", "bold"), (msg, "#d7af00"),
@@ -94,7 +120,11 @@ class GpuPanel(LinesWidget):
                 if self.compact:
                     lines.append(self._compact_line(d, width))
                 else:
-                    lines.extend(self._wide_lines(d, width))
+                    wide = self._wide_lines(d, width)
+                    drawn.update(c for c in wide[2].plain if c.isalpha())  # the marker row
+                    lines.extend(wide)
+        if not self.compact and _has_markers(self.gpus):  # the letters drawn (a later one may cover one)
+            lines.append(marker_legend(drawn, width) or Text("      ▲ phase starts", style="dim"))
         return lines
 
     @staticmethod

@@ -21,10 +21,10 @@ from rich.text import Text
 from textual.containers import Vertical
 from textual.widgets import Collapsible, Log
 
+from sgtui.errors import categorize
 from sgtui.events import ERROR_CATEGORIES
-from sgtui.runner.errors import categorize
 from sgtui.tui import theme
-from sgtui.tui.views import LogLine, RunView
+from sgtui.viewmodel.views import LogLine, RunView
 
 BUFFER = 1000
 FLUSH_MAX = 200  # lines written to an open pane per flush

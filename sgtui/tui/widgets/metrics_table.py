@@ -15,6 +15,10 @@ fixed grid (rows are metrics, known in advance) drawn line by line from
 precomputed cell strings (`LinesWidget`): a snapshot that changes two cells
 repaints those two rows, not the table; the column cursor (left/right)
 selects the run the log and cancel keys act on.
+
+Columns never run off the edge: they narrow down to `MIN_COL` (run labels elided by `sgtui.labels`,
+keeping a session tag whole), then wrap into blocks of columns under one another, as the text report's
+blocks of four. With several sessions a legend line under the header says which file each `#n` tag is.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
-from sgtui import fmt
+from sgtui import fmt, labels
 from sgtui.state import RunSummary
 from sgtui.tui import theme
-from sgtui.tui.views import RunView
+from sgtui.viewmodel.views import RunView
 from sgtui.tui.widgets.lines import LinesWidget
 from sgtui.verdict import Verdict
 
@@ -94,6 +98,29 @@ LABEL_WIDTH = 16
 MIN_COL, MAX_COL = 8, 18
 
 
+def table_layout(n_runs: int, width: int) -> tuple[int, int]:
+    """(column width, columns per block) for `n_runs` columns in `width` cells: as wide as `MAX_COL`
+    allows, down to `MIN_COL`; past that the columns wrap into blocks (never cut off at the edge)."""
+    n = max(1, n_runs)
+    avail = max(0, width - LABEL_WIDTH)
+    per_block = n if n * (MIN_COL + 1) <= avail else max(1, avail // (MIN_COL + 1))
+    return max(MIN_COL, min(MAX_COL, avail // per_block - 1)), per_block
+
+
+def legend_text(sources: tuple[str, ...] | list[str], width: int) -> Text | None:
+    """The key of the session tags (`#1 a.jsonl  #2 b.jsonl`), elided to `width`; None for one session."""
+    entries = labels.legend(sources)
+    if not entries:
+        return None
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append("sessions:", style="dim")
+    for tag, name in entries:
+        t.append(f"  {tag}", style="bold")
+        t.append(f" {name}", style="dim")
+    t.truncate(width, overflow="ellipsis")
+    return t
+
+
 def cell_text(row_key: str, run: RunView) -> str:
     """The plain text a cell shows, without the highlight mark."""
     for key, _, fn, _ in ROWS:
@@ -125,15 +152,22 @@ class MetricsTable(LinesWidget, can_focus=True):
         # row key -> run key -> (text, better)
         self.cells: dict[str, dict[str, tuple[str, bool]]] = {k: {} for k in ROW_KEYS}
         self.statuses: dict[str, str] = {}
+        self.sources: tuple[str, ...] = ()
 
     # -- data ---------------------------------------------------------------------------------
-    def show(self, runs: tuple[RunView, ...], verdict: Verdict | None, force: bool = False) -> None:
+    def show(self, runs: tuple[RunView, ...], verdict: Verdict | None, force: bool = False,
+             sources: tuple[str, ...] = ()) -> None:
+        """`sources`: the session files, in order (their `#n` tags get a legend line when several)."""
         winners: dict[str, str] = {}
         if verdict is not None:
             for row in verdict.rows:
                 if row.winner:
                     winners[row.key] = row.winner
         changed = force
+        if tuple(sources) != self.sources:
+            self.sources = tuple(sources)
+            changed = True
+            self.refresh(layout=True)
         keys = [r.key for r in runs]
         if keys != self.run_keys:
             self.run_keys = keys
@@ -172,46 +206,57 @@ class MetricsTable(LinesWidget, can_focus=True):
 
     # -- layout and rendering ------------------------------------------------------------------------
     def col_width(self, width: int | None = None) -> int:
-        avail = (width if width is not None else self.content_size.width or 80) - LABEL_WIDTH
-        n = max(1, len(self.run_keys))
-        return max(MIN_COL, min(MAX_COL, avail // n - 1))
+        return table_layout(len(self.run_keys), width if width is not None else self.content_size.width or 80)[0]
+
+    def _blocks(self, width: int) -> int:
+        per_block = table_layout(len(self.run_keys), width)[1]
+        return max(1, -(-len(self.run_keys) // per_block))
 
     def get_content_height(self, container, viewport, width: int) -> int:
-        return len(ROWS) + 1
+        blocks = self._blocks(width)
+        return blocks * (len(ROWS) + 1) + (blocks - 1) + (1 if len(self.sources) > 1 else 0)
 
     def get_content_width(self, container, viewport) -> int:
-        return LABEL_WIDTH + max(1, len(self.run_keys)) * (MAX_COL + 1)
+        natural = LABEL_WIDTH + max(1, len(self.run_keys)) * (MAX_COL + 1)
+        return min(natural, container.width) if container.width > 0 else natural
 
     def build_lines(self, width: int) -> list[Text]:
-        cw = self.col_width(width)
+        cw, per_block = table_layout(len(self.run_keys), width)
         sel_bg = " on #1c3a5c" if self.has_focus else " on #262626"
-        out = Text(no_wrap=True, overflow="crop")
-        lines = [out]
-        out.append(f"{'metric':<{LABEL_WIDTH}}", style="bold dim")
-        for i, k in enumerate(self.run_keys):
-            label = theme.shorten(k, cw)
-            style = f"bold {theme.run_color(i)}" + (sel_bg + " underline" if i == self.selected else "")
-            out.append(" ")
-            out.append(f"{label:>{cw}}", style=style)
-        for n, (row_key, label, _, _) in enumerate(ROWS):
+        lines: list[Text] = []
+        for first in range(0, max(1, len(self.run_keys)), per_block):
+            block = list(enumerate(self.run_keys))[first:first + per_block]
+            if first:
+                lines.append(Text())
             out = Text(no_wrap=True, overflow="crop")
             lines.append(out)
-            stripe = " on #1a1a1a" if n % 2 else ""
-            out.append(f"{label:<{LABEL_WIDTH}}", style="bold" + stripe)
-            for i, k in enumerate(self.run_keys):
-                text, better = self.cells[row_key].get(k, ("", False))
-                shown = f"{text} ▲" if better else text
-                if len(shown) > cw:
-                    shown = shown[: cw - 1] + "…"
-                bg = sel_bg if i == self.selected else stripe
-                if better:
-                    style = theme.BETTER_STYLE
-                elif row_key == "status":
-                    style = theme.STATUS_STYLES.get(text, "")
-                else:
-                    style = ""
-                out.append(" ", style=stripe)
-                out.append(f"{shown:>{cw}}", style=(style + bg).strip())
+            out.append(f"{'metric':<{LABEL_WIDTH}}", style="bold dim")
+            for i, k in block:
+                label = labels.elide(k, cw)
+                style = f"bold {theme.run_color(i)}" + (sel_bg + " underline" if i == self.selected else "")
+                out.append(" ")
+                out.append(f"{label:>{cw}}", style=style)
+            if not first and (legend := legend_text(self.sources, width)) is not None:
+                lines.append(legend)
+            for n, (row_key, label, _, _) in enumerate(ROWS):
+                out = Text(no_wrap=True, overflow="crop")
+                lines.append(out)
+                stripe = " on #1a1a1a" if n % 2 else ""
+                out.append(f"{label:<{LABEL_WIDTH}}", style="bold" + stripe)
+                for i, k in block:
+                    text, better = self.cells[row_key].get(k, ("", False))
+                    shown = f"{text} ▲" if better else text
+                    if len(shown) > cw:
+                        shown = shown[: cw - 1] + "…"
+                    bg = sel_bg if i == self.selected else stripe
+                    if better:
+                        style = theme.BETTER_STYLE
+                    elif row_key == "status":
+                        style = theme.STATUS_STYLES.get(text, "")
+                    else:
+                        style = ""
+                    out.append(" ", style=stripe)
+                    out.append(f"{shown:>{cw}}", style=(style + bg).strip())
         return lines
 
     def on_focus(self) -> None:

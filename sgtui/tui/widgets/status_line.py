@@ -11,7 +11,8 @@ from pathlib import Path
 
 from rich.text import Text
 
-from sgtui.tui.views import Snapshot, fmt_clock
+from sgtui.labels import legend
+from sgtui.viewmodel.views import Snapshot, fmt_clock
 from sgtui.tui.widgets.lines import LinesWidget
 
 
@@ -29,6 +30,9 @@ def status_text(snap: Snapshot | None, *, view_paused: bool = False, selected: s
         else:  # the transport (state, speed, position, step and range) is the bar above the footer
             state = "▶" if r.playing else ("■" if r.at_end else "❚❚")
             parts.append((f" replay {state} ", "bold #5fd75f" if r.playing else "bold #d7af00", 0))
+            if snap.dead:  # the file ends with runs whose sgtui is gone: they will never finish
+                parts.append((" DEAD ", "bold #ffffff on #870000", 0))
+                parts.append((f" {snap.dead[0]}", "bold #ff5f5f", 3))
     elif snap.mode == "follow" and snap.dead:
         parts.append((" DEAD ", "bold #ffffff on #870000", 0))
         parts.append((f" {snap.dead[0]}", "bold #ff5f5f", 0))
@@ -55,7 +59,9 @@ def status_text(snap: Snapshot | None, *, view_paused: bool = False, selected: s
     parts.append((f"  {snap.events:,} events", "dim", 5))
     if snap.problems:
         parts.append((f"  {len(snap.problems)} bad line{'s' if len(snap.problems) != 1 else ''}", "#d7af00", 2))
-    src = title or ", ".join(Path(s).name for s in snap.sources if s)
+    tags = legend(snap.sources)  # several sessions: the key of the run labels' `#n` tags
+    src = ("  ".join(f"{tag} {name}" for tag, name in tags) if tags
+           else title or ", ".join(Path(s).name for s in snap.sources if s))
     if src:
         parts.append((f"  {src}", "dim", 6))
     return _fit(parts, width)

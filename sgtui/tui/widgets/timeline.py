@@ -3,20 +3,29 @@
 Lanes of all runs share one time scale (the longest step), so a longer bar is
 a slower step wherever it sits; the setup lane (startup, warmup) has its own
 scale since a cold start can be 50x a step. Segments sit at their real start
-time within the lane; the running phase grows at every snapshot. On wide
-screens runs are laid out side by side.
+time within the lane; the running phase grows at every snapshot. Runs are
+laid out side by side when the width allows and the lanes would not fit the
+screen's height otherwise (at 80x24 two sessions' runs fit in two columns).
+
+Labels never overlap: `layout_lane` (pure) places the segments, then gives
+each a label that fits inside it with a blank cell before the next segment
+(`roll 1.20s` shortens to `roll`, `ro`, `r` or nothing); a label is never cut
+by, or run into, its neighbour's (it once read `roll 14.13so7.28sls`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from rich.text import Text
 
 from sgtui import fmt
 from sgtui.tui import theme
-from sgtui.tui.views import RunView, SpanView
+from sgtui.viewmodel.views import RunView, SpanView
 from sgtui.tui.widgets.lines import LinesWidget
 
-MIN_BLOCK = 48  # narrowest run block when laying runs side by side
+WIDE_BLOCK = 48  # runs go side by side at this block width when the screen is wide enough
+MIN_BLOCK = 36  # ... and down to this one when the lanes would not fit the screen's height otherwise
 LANE_LABEL = 6  # "setup " / "s12   "
 TOTAL = 8  # " 123.45s"
 
@@ -42,38 +51,70 @@ def lane_extent(spans: list[SpanView]) -> tuple[float, float]:
     return start, end - start
 
 
-def render_lane(spans: list[SpanView], width: int, scale: float) -> Text:
-    """Segments of one lane in `width` cells at `scale` seconds per cell."""
-    t = Text()
-    if width <= 0:
-        return t
+@dataclass(frozen=True)
+class Segment:
+    """One phase in a lane: cells [a, b) and the label drawn in them (never longer than fits)."""
+
+    a: int
+    b: int
+    label: str
+    span: SpanView
+
+
+def layout_lane(spans: list[SpanView], width: int, scale: float) -> list[Segment]:
+    """Segments of one lane in `width` cells at `scale` seconds per cell, in order, never overlapping.
+
+    A segment starts at its real time (or right after the previous one, each gets at least a cell);
+    its label fits inside it, one cell shorter when the next segment starts right where it ends, so
+    two labels are always apart. Segments past the edge are dropped."""
+    if width <= 0 or not spans:
+        return []
     start, _ = lane_extent(spans)
+    placed: list[tuple[SpanView, int, int]] = []
     cursor = 0
     for sp in spans:
         a = int((sp.start - start) / scale) if scale > 0 else 0
         b = int(round((sp.start - start + sp.duration) / scale)) if scale > 0 else 0
         a = max(a, cursor)
-        b = max(b, a + 1)
-        b = min(b, width)
+        b = min(max(b, a + 1), width)
         if a >= width:
             break
-        if a > cursor:
-            t.append(" " * (a - cursor))
-        n = b - a
-        color = theme.phase_color(sp.name)
+        placed.append((sp, a, b))
+        cursor = b
+    out = []
+    for k, (sp, a, b) in enumerate(placed):
+        touching = k + 1 < len(placed) and placed[k + 1][1] == b
+        room = (b - a) - (1 if touching else 0)
+        out.append(Segment(a, b, _segment_label(sp, room), sp))
+    return out
+
+
+def render_lane(spans: list[SpanView], width: int, scale: float) -> Text:
+    """The lane's segments as text, `width` cells."""
+    t = Text()
+    if width <= 0:
+        return t
+    cursor = 0
+    for seg in layout_lane(spans, width, scale):
+        if seg.a > cursor:
+            t.append(" " * (seg.a - cursor))
+        sp = seg.span
         if not sp.ok and not sp.running:
             style = "bold #ffffff on #af0000"
         else:
-            style = f"bold #000000 on {color}"
-        label = _segment_label(sp, n)
-        t.append(label.ljust(n)[:n], style=style)
-        cursor = b
+            style = f"bold #000000 on {theme.phase_color(sp.name)}"
+        t.append(seg.label.ljust(seg.b - seg.a), style=style)
+        cursor = seg.b
     if cursor < width:
         t.append(" " * (width - cursor))
     return t
 
 
 def _segment_label(sp: SpanView, n: int) -> str:
+    """The longest of `name duration`, `duration`, `name` (long to short names), one letter, nothing
+    that fits `n` cells."""
+    if n <= 0:
+        return ""
     mark = "▸" if sp.running else ("✗" if not sp.ok else "")
     dur = fmt.secs(sp.duration)
     for name in theme.PHASE_NAMES.get(sp.name, (sp.name,)):
@@ -88,8 +129,10 @@ def _segment_label(sp: SpanView, n: int) -> str:
     return (theme.PHASE_LETTERS.get(sp.name, "") + mark)[:n]
 
 
-def run_block(run: RunView, width: int, step_scale: float, setup_scale: float, max_lanes: int | None = None) -> list[Text]:
-    """Lines of one run: a header, the setup lane, then one lane per step."""
+def run_block(run: RunView, width: int, step_scale: float, setup_scale: float, max_lanes: int | None = None,
+              cache: LaneCache | None = None) -> list[Text]:
+    """Lines of one run: a header, the setup lane, then one lane per step. With `cache`, a lane whose
+    spans, width and scale were drawn before is that line again (the same object), not drawn anew."""
     color = theme.run_color(run.index)
     head = Text.assemble(("● ", color), (run.key, f"bold {color}"), " ",
                          (run.status, theme.STATUS_STYLES.get(run.status, "")))
@@ -111,15 +154,101 @@ def run_block(run: RunView, width: int, step_scale: float, setup_scale: float, m
         lines.append(Text(f"  … {hidden} earlier step(s) not shown", style="dim"))
     for step in order:
         spans = lanes[step]
-        _, total = lane_extent(spans)
         scale = setup_scale if step in (0, END_LANE) else step_scale
-        label = "setup" if step == 0 else ("end" if step == END_LANE else f"s{step}")
-        line = Text(f"{label:<{LANE_LABEL - 1}} ", style="dim")
-        line.append_text(render_lane(spans, bar, scale))
-        running = any(sp.running for sp in spans)
-        line.append(f" {fmt.secs(total):>{TOTAL - 1}}", style="bold" if running else "")
-        lines.append(line)
+        if cache is None:
+            lines.append(lane_line(step, spans, bar, scale))
+        else:
+            lines.append(cache.line(step, spans, bar, scale))
     return lines
+
+
+def lane_line(step: int, spans: list[SpanView], bar: int, scale: float) -> Text:
+    """One lane's line: its label, its segments in `bar` cells, its total."""
+    _, total = lane_extent(spans)
+    label = "setup" if step == 0 else ("end" if step == END_LANE else f"s{step}")
+    line = Text(f"{label:<{LANE_LABEL - 1}} ", style="dim")
+    line.append_text(render_lane(spans, bar, scale))
+    running = any(sp.running for sp in spans)
+    line.append(f" {fmt.secs(total):>{TOTAL - 1}}", style="bold" if running else "")
+    return line
+
+
+class LaneCache:
+    """Lane lines drawn in the last build, keyed by everything a lane's line is drawn from (its step, its
+    spans' values, the bar's width and scale); and the rows joined from cells, keyed by those cells.
+
+    Why: a replay of a long session has thousands of lanes (7,000 at 1M events) and a snapshot changes
+    one or two of them (the running phase's); drawing every lane on every snapshot took the UI thread
+    ~80 ms a snapshot at 300k events, competing with the fold for the GIL (benchmarks/replay_load.py).
+    Entries not used in a build are dropped at the next (`start`), so the cache holds one screen's lanes.
+    """
+
+    def __init__(self) -> None:
+        self._lines: dict[tuple, Text] = {}
+        self._rows: dict[tuple, tuple[list[Text], Text]] = {}
+        self._old_lines: dict[tuple, Text] = {}
+        self._old_rows: dict[tuple, tuple[list[Text], Text]] = {}
+
+    def start(self) -> None:
+        """A new build: what the last one used stays reachable, anything older goes."""
+        self._old_lines, self._lines = self._lines, {}
+        self._old_rows, self._rows = self._rows, {}
+
+    def line(self, step: int, spans: list[SpanView], bar: int, scale: float) -> Text:
+        key = (step, tuple(spans), bar, scale)
+        t = self._lines.get(key)
+        if t is None:
+            t = self._old_lines.get(key)
+            if t is None:
+                t = lane_line(step, spans, bar, scale)
+            self._lines[key] = t
+        return t
+
+    def row(self, cells: list[Text], block_w: int) -> Text:
+        """Cells side by side, each cropped or padded to `block_w`, two blanks apart. Cells are cached lines
+        (or fresh ones that never match): their identities are the key, and the entry keeps them alive."""
+        key = (block_w, *map(id, cells))
+        hit = self._rows.get(key) or self._old_rows.get(key)
+        if hit is None:
+            hit = (cells, join_row(cells, block_w))
+        self._rows[key] = hit
+        return hit[1]
+
+
+def join_row(cells: list[Text], block_w: int) -> Text:
+    line = Text()
+    for j, c in enumerate(cells):
+        cell = c.copy()
+        cell.truncate(block_w, overflow="crop", pad=True)
+        if j:
+            line.append("  ")
+        line.append_text(cell)
+    return line
+
+
+def block_height(run: RunView, max_lanes: int | None = None) -> int:
+    """Lines `run_block` gives a run: its header, then a line per lane (or one saying none yet)."""
+    lanes = len(lanes_of(run))
+    if not lanes:
+        return 2
+    if max_lanes is not None and lanes > max_lanes:
+        return 2 + max_lanes
+    return 1 + lanes
+
+
+def choose_columns(heights: list[int], width: int, budget: int | None) -> int:
+    """Run blocks side by side: as many as `WIDE_BLOCK` cells allow; more (down to `MIN_BLOCK` cells)
+    while the legend and the blocks would not fit `budget` lines (the screen), so every lane of every
+    run can be on screen at once."""
+    n = len(heights)
+    if n == 0:
+        return 1
+    few = max(1, min(n, width // WIDE_BLOCK))
+    most = max(few, min(n, width // MIN_BLOCK))
+    for cols in range(few, most + 1):
+        if budget is None or 1 + sum(max(heights[i:i + cols]) for i in range(0, n, cols)) <= budget:
+            return cols
+    return most
 
 
 def scales(runs: tuple[RunView, ...], bar: int) -> tuple[float, float]:
@@ -143,6 +272,9 @@ def legend() -> Text:
     return t
 
 
+_EMPTY = Text()  # the cell under a shorter block (one object: rows holding it are cached alike)
+
+
 class Timeline(LinesWidget):
     """Renders the phase lanes of every run from `RunView.spans`; a snapshot repaints only the lanes
     that changed (the running phase's, mostly)."""
@@ -156,7 +288,11 @@ class Timeline(LinesWidget):
         self.runs: tuple[RunView, ...] = ()
         self.max_lanes: int | None = None
         self._height = 1
-        self._cache: tuple[int, list[Text]] | None = None
+        self._cache: tuple[tuple[int, int | None], list[Text]] | None = None
+        self._budget: int | None = None  # lines the timeline may take (the screen's, less its bars)
+        #: lanes and rows drawn before, per width built for (the layout's height and the lines may ask for
+        #: two widths in turn): a snapshot redraws only what changed
+        self._lanes: dict[int, LaneCache] = {}
 
     def show(self, runs: tuple[RunView, ...]) -> None:
         if len(runs) == len(self.runs) and all(a is b for a, b in zip(runs, self.runs)):
@@ -170,19 +306,24 @@ class Timeline(LinesWidget):
         self.update_lines()
 
     def _columns(self, width: int) -> int:
-        return max(1, min(len(self.runs), width // MIN_BLOCK)) if self.runs else 1
+        return choose_columns([block_height(r, self.max_lanes) for r in self.runs], width, self._budget)
 
     def _layout_height(self, width: int) -> int:
         return len(self._render_lines(max(20, width - 2)))
 
     def get_content_height(self, container, viewport, width: int) -> int:
+        budget = max(8, viewport.height - 3) if viewport.height > 0 else None  # status, replay bar, footer
+        if budget != self._budget:  # a taller or shorter screen may change the columns
+            self._budget = budget
+            self.call_after_refresh(self.update_lines)
         return self._layout_height(width + 2)
 
     def _render_lines(self, width: int) -> list[Text]:
-        if self._cache is not None and self._cache[0] == width:
+        key = (width, self._budget)
+        if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         lines = self._build_lines(width)
-        self._cache = (width, lines)
+        self._cache = (key, lines)
         return lines
 
     def _build_lines(self, width: int) -> list[Text]:
@@ -191,20 +332,18 @@ class Timeline(LinesWidget):
         cols = self._columns(width)
         block_w = (width - (cols - 1) * 2) // cols
         step_scale, setup_scale = scales(self.runs, max(4, block_w - LANE_LABEL - TOTAL))
-        blocks = [run_block(r, block_w, step_scale, setup_scale, self.max_lanes) for r in self.runs]
+        cache = self._lanes.pop(width, None) or LaneCache()
+        self._lanes[width] = cache  # the most recent width last
+        while len(self._lanes) > 3:
+            del self._lanes[next(iter(self._lanes))]
+        cache.start()
+        blocks = [run_block(r, block_w, step_scale, setup_scale, self.max_lanes, cache) for r in self.runs]
         lines: list[Text] = [legend()]
         for i in range(0, len(blocks), cols):
             row = blocks[i:i + cols]
             height = max(len(b) for b in row)
             for k in range(height):
-                line = Text()
-                for j, b in enumerate(row):
-                    cell = b[k].copy() if k < len(b) else Text()
-                    cell.truncate(block_w, overflow="crop", pad=True)
-                    if j:
-                        line.append("  ")
-                    line.append_text(cell)
-                lines.append(line)
+                lines.append(cache.row([b[k] if k < len(b) else _EMPTY for b in row], block_w))
         return lines
 
     def build_lines(self, width: int) -> list[Text]:

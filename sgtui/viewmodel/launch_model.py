@@ -7,7 +7,9 @@ lets it be tested directly, and keeps the screen a thin view over it.
 
 Prefill order: the CLI's runs (its defaults plus the flags given), then, for
 every option the user did not give on the command line (`explicit`, CLI
-parameter names), the value the last session used.
+parameter names), the value the last session used. A blank form starts from
+sgtui.config's defaults (RunConfig's fields, DEFAULT_PORTS, SESSIONS_DIR,
+DEFAULT_EXPORTS), the same values the CLI's options default to.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from sgtui.export import FORMATS
 from sgtui.session import REDACTED
 from sgtui.config import (
     BACKENDS,
+    DEFAULT_EXPORTS,
+    DEFAULT_PORTS,
     DEFAULT_STRATEGY,
     MODES,
     PLACEMENTS,
@@ -31,7 +35,10 @@ from sgtui.config import (
     TRAINERS,
     WORKLOADS,
     ConfigError,
+    SESSIONS_DIR,
     RunConfig,
+    RunSpec,
+    default,
     parse_run_spec,
     unique_labels,
 )
@@ -43,9 +50,9 @@ EXPORT_FORMATS = FORMATS  # the export registry: a format added there can be pic
 class BackendRow:
     enabled: bool = True
     strategy: str = ""
-    sync: str = "lora"
-    python: str = ""
-    port: int = 8100
+    sync: str = default("sync")
+    python: str = default("python")
+    port: int = default("port")  # from_runs gives each backend its own (DEFAULT_PORTS)
 
 
 @dataclass(frozen=True)
@@ -96,42 +103,44 @@ RUN_FIELDS = ("mode", "trainer", "model", "num_steps", "num_rollouts", "concurre
 class LaunchOptions:
     backends: dict[str, BackendRow] = field(default_factory=dict)
     extra_runs: str = ""  # more `--run` specs, comma separated (several strategies of one backend)
-    mode: str = "inference"
-    trainer: str = "simulated"
-    model: str = ""
-    num_steps: int = 3
-    num_rollouts: int = 16
-    concurrency: int = 32
-    max_input_tokens: int = 1024
-    max_output_tokens: int = 1024
-    tp: int = 1
-    gpu_memory_utilization: float = 0.7
-    placement: str = "shared"
-    gpus: str = ""
-    train_gpus: str = ""
-    workload: str = "synthetic"
-    dataset: str = ""
-    sim_train_seconds: float = 2.0
-    sim_train_mib: int = 0
-    seed: int = 0
-    host: str = "127.0.0.1"
-    startup_timeout: float = 600.0
-    output: str = "sessions"
-    exports: str = "txt,json"
+    # The run options: RunConfig's defaults (sgtui/config.py), never spelled here.
+    mode: str = default("mode")
+    trainer: str = default("trainer")
+    model: str = default("model")
+    num_steps: int = default("num_steps")
+    num_rollouts: int = default("num_rollouts")
+    concurrency: int = default("concurrency")
+    max_input_tokens: int = default("max_input_tokens")
+    max_output_tokens: int = default("max_output_tokens")
+    tp: int = default("tp")
+    gpu_memory_utilization: float = default("gpu_memory_utilization")
+    placement: str = default("placement")
+    gpus: str = ",".join(str(g) for g in default("gpus"))
+    train_gpus: str = ",".join(str(g) for g in default("train_gpus"))
+    workload: str = default("workload")
+    dataset: str = default("dataset")
+    sim_train_seconds: float = default("sim_train_seconds")
+    sim_train_mib: int = default("sim_train_mib")
+    seed: int = default("seed")
+    host: str = default("host")
+    startup_timeout: float = default("startup_timeout")
+    output: str = SESSIONS_DIR
+    exports: str = ",".join(DEFAULT_EXPORTS)
     concurrent: bool = False
     detach: bool = False
-    device: str = "cpu"  # of this machine, from the CLI; never taken from an old session
+    device: str = default("device")  # of this machine, from the CLI; never taken from an old session
     base: dict[str, dict] = field(default_factory=dict)  # backend -> RunConfig dict (fields not on the form)
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
-    def from_runs(cls, runs: list[RunConfig], output: str | Path = "sessions", exports: list[str] | tuple = ("txt", "json"),
-                  ports: dict[str, int] | None = None, pythons: dict[str, str] | None = None) -> "LaunchOptions":
+    def from_runs(cls, runs: list[RunConfig], output: str | Path = SESSIONS_DIR,
+                  exports: list[str] | tuple = DEFAULT_EXPORTS, ports: dict[str, int] | None = None,
+                  pythons: dict[str, str] | None = None) -> "LaunchOptions":
         opts = cls(output=str(output), exports=",".join(exports))
-        ports = {"vllm": 8100, "sglang": 8200, **(ports or {})}
+        ports = {**DEFAULT_PORTS, **(ports or {})}
         for b in BACKENDS:
-            opts.backends[b] = BackendRow(enabled=False, strategy=DEFAULT_STRATEGY[b], sync="lora",
-                                          python=(pythons or {}).get(b, ""), port=ports[b])
+            opts.backends[b] = BackendRow(enabled=False, strategy=DEFAULT_STRATEGY[b],
+                                          python=(pythons or {}).get(b, default("python")), port=ports[b])
         extra = []
         for r in runs:
             row = opts.backends[r.backend]
@@ -220,7 +229,7 @@ class LaunchOptions:
                 specs.append((b, row.strategy, row.sync, row.python, row.port))
         for raw in [x for x in self.extra_runs.split(",") if x.strip()]:
             spec = parse_run_spec(raw)
-            row = self.backends.get(spec.backend) or BackendRow()
+            row = self.backends.get(spec.backend) or BackendRow(port=DEFAULT_PORTS[spec.backend])
             python = spec.python or row.python
             if not python:
                 raise ConfigError(f"more runs: {raw.strip()!r} needs a python (add @/path/to/python or fill {spec.backend} python)")
@@ -262,8 +271,7 @@ _RUNCONFIG_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
 
 
 def _label(backend: str, strategy: str, sync: str) -> str:
-    default_sync = "restart" if strategy == "restart" else "lora"
-    return f"{backend}-{strategy}" + ("" if sync == default_sync else f"-{sync}")
+    return RunSpec(backend, strategy, sync).label  # as the CLI labels its runs
 
 
 def resolve_models(runs: list[RunConfig]) -> None:

@@ -1,0 +1,174 @@
+"""Request metrics, following `vllm bench serve` exactly (benchmarks/serve.py, `calculate_metrics`).
+
+Failed requests count only as errors; TTFT, TPOT and E2E are per successful request; ITL is pooled over
+every chunk gap of every successful request; TPOT = (latency - ttft) / (output_tokens - 1) for requests
+with more than one output token; throughput divides by the rollout wall time (the `rollout` phase), and
+percentiles are numpy's linear ones.
+
+A set of requests is reduced once (`request_stats`: counts, exact sums, sorted distributions); sets pool
+(`pooled_metrics`) to exactly what `calculate_metrics` gives for all their requests at once, so a run's
+metrics pool its steps' reductions instead of pooling and sorting every ITL value of the run again.
+Pure functions of request records: nothing here knows about runs or steps.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass
+from itertools import chain, repeat
+from operator import mul
+from typing import Iterable, Sequence
+
+from sgtui import stats
+from sgtui.events import Request
+from sgtui.state import bulk
+
+PERCENTILES = (50.0, 90.0, 99.0)
+
+
+@dataclass(frozen=True)
+class RequestMetrics:
+    """Flat metrics over a set of requests, named like `vllm bench serve`'s result JSON."""
+
+    completed: int = 0
+    errors: int = 0
+    total_input_tokens: int = 0
+    total_output_tokens: int = 0
+    duration_s: float = 0.0
+    request_throughput: float = 0.0
+    output_throughput: float = 0.0
+    total_token_throughput: float = 0.0
+    mean_ttft_ms: float = 0.0
+    median_ttft_ms: float = 0.0
+    std_ttft_ms: float = 0.0
+    p50_ttft_ms: float = 0.0
+    p90_ttft_ms: float = 0.0
+    p99_ttft_ms: float = 0.0
+    mean_tpot_ms: float = 0.0
+    median_tpot_ms: float = 0.0
+    std_tpot_ms: float = 0.0
+    p50_tpot_ms: float = 0.0
+    p90_tpot_ms: float = 0.0
+    p99_tpot_ms: float = 0.0
+    mean_itl_ms: float = 0.0
+    median_itl_ms: float = 0.0
+    std_itl_ms: float = 0.0
+    p50_itl_ms: float = 0.0
+    p90_itl_ms: float = 0.0
+    p99_itl_ms: float = 0.0
+    mean_e2el_ms: float = 0.0
+    median_e2el_ms: float = 0.0
+    std_e2el_ms: float = 0.0
+    p50_e2el_ms: float = 0.0
+    p90_e2el_ms: float = 0.0
+    p99_e2el_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Dist:
+    """One metric's values over a set of requests, in ms, reduced once: what its mean, std and
+    percentiles need, alone or pooled with other sets (a run pools its steps')."""
+
+    values: array  # ascending
+    total: tuple[float, ...]  # exact sum of the values (`stats.exact_sum`)
+    std: float  # population std of this set alone
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+
+def dist_ms(seconds: Iterable[float]) -> Dist:
+    """Reduce one metric's values (seconds) to a `Dist` in ms. Each value becomes `x * 1000.0` first, so
+    mean, std and percentiles are over the same ms floats as when all values were converted at once.
+    A large set (a step's thousands of ITL values) is reduced by `sgtui.state.bulk`, to the same numbers."""
+    seconds = seconds if isinstance(seconds, list) else list(seconds)
+    if bulk.enabled(len(seconds)) and (reduced := bulk.dist_ms(seconds)) is not None:
+        return Dist(*reduced)
+    ms = list(map(mul, seconds, repeat(1000.0)))
+    total = stats.exact_sum(ms)
+    std = stats.pooled_stdev((ms,), len(ms), math.fsum(total) / len(ms)) if ms else 0.0
+    ms.sort()
+    return Dist(array("d", ms), total, std)
+
+
+def _dist_fields(prefix: str, dists: Sequence[Dist]) -> dict[str, float]:
+    """The mean/median/std/p50/p90/p99 fields of one metric over the union of `dists`."""
+    n = sum(d.n for d in dists)
+    mean = math.fsum(chain.from_iterable(d.total for d in dists)) / n if n else 0.0
+    single = len(dists) == 1
+    pooled = bulk.pooled([d.values for d in dists], mean, PERCENTILES) if not single and bulk.enabled(n) else None
+    if pooled is not None:  # a run's millions of ITL values: one selection, one pass of squares
+        std, (p50, p90, p99) = pooled
+    else:
+        std = dists[0].std if single else stats.pooled_stdev((d.values for d in dists), n, mean)
+        p50, p90, p99 = stats.pooled_percentiles([d.values for d in dists], PERCENTILES)
+    return {
+        f"mean_{prefix}_ms": mean,
+        f"median_{prefix}_ms": p50,
+        f"std_{prefix}_ms": std,
+        f"p50_{prefix}_ms": p50,
+        f"p90_{prefix}_ms": p90,
+        f"p99_{prefix}_ms": p99,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStats:
+    """A set of requests reduced once (counts, token sums, one `Dist` per latency metric): enough to
+    give its `RequestMetrics` for any duration, alone or pooled with other sets."""
+
+    completed: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    ttft: Dist
+    tpot: Dist
+    itl: Dist
+    e2el: Dist
+
+
+def request_stats(requests: Sequence[Request]) -> RequestStats:
+    """Failed requests count only as errors; TPOT only for requests with more than one output token."""
+    ok = [r for r in requests if not r.error]
+    multi = [r for r in ok if r.output_tokens > 1]
+    return RequestStats(
+        completed=len(ok),
+        errors=len(requests) - len(ok),
+        input_tokens=sum(r.prompt_tokens for r in ok),
+        output_tokens=sum(r.output_tokens for r in ok),
+        ttft=dist_ms(r.ttft for r in ok),
+        tpot=dist_ms((r.latency - r.ttft) / (r.output_tokens - 1) for r in multi),
+        itl=dist_ms(chain.from_iterable(r.itl for r in ok)),
+        e2el=dist_ms(r.latency for r in ok),
+    )
+
+
+def pooled_metrics(sets: Sequence[RequestStats], duration_s: float) -> RequestMetrics:
+    """Metrics of the union of request sets over `duration_s`: exactly what `calculate_metrics` gives for
+    all their requests at once (counts add, exact sums add, percentiles select from the sorted sets)."""
+    completed = sum(s.completed for s in sets)
+    total_in = sum(s.input_tokens for s in sets)
+    total_out = sum(s.output_tokens for s in sets)
+    dur = duration_s if duration_s > 0 else 0.0
+    return RequestMetrics(
+        completed=completed,
+        errors=sum(s.errors for s in sets),
+        total_input_tokens=total_in,
+        total_output_tokens=total_out,
+        duration_s=dur,
+        request_throughput=completed / dur if dur else 0.0,
+        output_throughput=total_out / dur if dur else 0.0,
+        total_token_throughput=(total_in + total_out) / dur if dur else 0.0,
+        **_dist_fields("ttft", [s.ttft for s in sets]),
+        **_dist_fields("tpot", [s.tpot for s in sets]),
+        **_dist_fields("itl", [s.itl for s in sets]),
+        **_dist_fields("e2el", [s.e2el for s in sets]),
+    )
+
+
+def calculate_metrics(requests: Iterable[Request], duration_s: float) -> RequestMetrics:
+    """One pure function from request records to metrics, as vLLM's benchmark does it."""
+    return pooled_metrics([request_stats(list(requests))], duration_s)
+

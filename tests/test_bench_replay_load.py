@@ -1,0 +1,24 @@
+"""benchmarks/replay_load.py: each round's line gives that round's own times; the summary the best of each."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import replay_load  # noqa: E402
+
+
+def test_each_round_prints_its_own_times_and_the_summary_the_best():
+    rounds = iter([replay_load.Round(2.0, 10.0, 20.0, 25.0), replay_load.Round(3.0, 12.0, 30.0, 35.0),
+                   replay_load.Round(1.5, 11.0, 19.0, 24.0)])
+    out = io.StringIO()
+    best = replay_load.run_rounds(3, lambda: next(rounds), out)
+    lines = out.getvalue().splitlines()
+    # round 2 was slower than round 1: its line says so (it used to repeat round 1's best)
+    assert lines[1] == ("round 2: bare 3.00 s, replay: all events shown 12.00 s, settled 30.00 s (cpu 35.00 s), "
+                        "ratio bare / settled 0.10")
+    assert lines[0].startswith("round 1: bare 2.00 s") and lines[2].startswith("round 3: bare 1.50 s")
+    assert (best.bare, best.shown, best.settled, best.cpu) == (1.5, 10.0, 19.0, 24.0)

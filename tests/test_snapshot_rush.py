@@ -1,0 +1,106 @@
+"""A replay at speed max: no summaries round while it rushes, finished steps reduced meanwhile, and the
+numbers settle as soon as the file is played out (benchmarks/replay_load.py measures the time)."""
+
+from __future__ import annotations
+
+import time
+
+from sgtui.state import SessionState, run_summary
+from sgtui.viewmodel.snapshot import SnapshotBuilder
+from sgtui.viewmodel.views import ReplayStatus, TrackedSession
+from tests.gen import generate
+
+
+def rushing(at_end: bool = False, speed: str = "max") -> ReplayStatus:
+    return ReplayStatus(playing=not at_end, speed=speed, position=0.0, duration=1.0, step=0, at_end=at_end)
+
+
+def folded(steps: int = 4) -> tuple[TrackedSession, list]:
+    evs = generate(steps=steps, requests=20, itl_len=64, seed=5)
+    ts = TrackedSession("a.jsonl")
+    for e in evs:
+        ts.apply(e)
+    return ts, evs
+
+
+def settle(b: SnapshotBuilder, replay: ReplayStatus, timeout: float = 10.0):
+    """Build (not quiet, as the hub does in a burst) until the snapshot is settled."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        snap = b.build([0.0], quiet=False, silent=False, replay=replay)
+        if snap.settled:
+            return snap
+        b._worker.wait(5.0)
+    raise AssertionError("never settled")
+
+
+def test_no_summaries_round_while_a_replay_rushes_and_finished_steps_get_reduced():
+    ts, _ = folded()
+    b = SnapshotBuilder([ts], "replay")
+    snap = b.build([0.0], quiet=True, silent=True, replay=rushing())  # silent would start a round at once
+    b._worker.wait(5.0)
+    snap = b.build([0.0], quiet=True, silent=True, replay=rushing())
+    assert not snap.settled and all(r.summary is None for r in snap.runs)
+    for run in ts.state.runs.values():
+        steps = run.rl_steps
+        assert all("requests" in run.steps[n]._cache for n in steps[:-1])  # reduced beside the fold
+        assert "requests" not in run.steps[steps[-1]]._cache  # the last step may still grow
+
+
+def test_played_out_replay_settles_without_waiting_for_a_quiet_stream():
+    ts, evs = folded()
+    b = SnapshotBuilder([ts], "replay")
+    snap = settle(b, rushing(at_end=True))
+    want = SessionState("x").apply_all(evs)
+    for r in snap.runs:
+        assert r.summary is not None
+        assert r.summary.metrics == run_summary(want.runs[r.label], want.gpu).metrics
+
+
+def test_a_replay_at_1x_still_gets_its_rounds():
+    ts, _ = folded()
+    b = SnapshotBuilder([ts], "replay")
+    b.build([0.0], quiet=True, silent=True, replay=rushing(speed="1x"))
+    b._worker.wait(5.0)
+    snap = b.build([0.0], quiet=True, silent=True, replay=rushing(speed="1x"))
+    assert all(r.summary is not None for r in snap.runs)
+
+
+def test_in_parallel_keeps_order_uses_threads_and_raises():
+    import threading
+
+    from sgtui.viewmodel.snapshot import in_parallel
+
+    seen: set[str] = set()
+
+    def work(x: int) -> int:
+        seen.add(threading.current_thread().name)
+        time.sleep(0.01)  # the other thread gets its items meanwhile
+        return x * x
+
+    assert in_parallel(work, list(range(7)), threads=2) == [x * x for x in range(7)]
+    assert len(seen) == 2
+
+    def bad(x: int) -> int:
+        if x == 3:
+            raise ValueError("torn")
+        return x
+
+    try:
+        in_parallel(bad, list(range(6)), threads=2)
+    except ValueError as e:
+        assert str(e) == "torn"
+    else:
+        raise AssertionError("the helper thread's exception was lost")
+
+
+def test_a_round_over_two_runs_in_parallel_gives_each_its_own_summary():
+    ts, evs = folded(steps=3)
+    b = SnapshotBuilder([ts], "replay")
+    snap = settle(b, rushing(at_end=True))
+    want = SessionState("x").apply_all(evs)
+    assert len(snap.runs) == 2
+    for r in snap.runs:
+        expected = run_summary(want.runs[r.label], want.gpu)
+        assert r.summary.label == r.key and r.summary.metrics == expected.metrics
+        assert r.summary.steps == expected.steps

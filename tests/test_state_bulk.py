@@ -1,0 +1,117 @@
+"""The numpy path of the request metrics (`sgtui.state.bulk`) gives the pure path's numbers bit for bit."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+
+import pytest
+
+from sgtui import stats
+from sgtui.state import bulk, dist_ms, load_state, pooled_metrics, run_summary
+from sgtui.state.metrics import PERCENTILES
+from tests.gen import generate
+
+
+def values(seed: int, n: int) -> list[float]:
+    """Latency-like seconds with ties, zeros, ints and a wide range: where rounding differences would show."""
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        r = rnd.random()
+        if r < 0.05:
+            out.append(0)
+        elif r < 0.1:
+            out.append(rnd.choice([0.001, 0.25, 1]))
+        else:
+            out.append(rnd.lognormvariate(-4, 1.5))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bulk_dist_equals_the_pure_reduction(seed, monkeypatch):
+    xs = values(seed, 5000)
+    assert bulk.enabled(len(xs))
+    got = dist_ms(xs)
+    monkeypatch.setattr(bulk, "BULK_MIN", 1 << 62)
+    want = dist_ms(xs)
+    assert got.values == want.values and got.total == want.total and got.std == want.std
+    # and the pure spread is the one written out term for term (`** 2`, not x * x: they differ at times)
+    ms = [x * 1000.0 for x in xs]
+    m = math.fsum(ms) / len(ms)
+    assert got.std == math.sqrt(math.fsum((x - m) ** 2 for x in ms) / len(ms))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bulk_pooling_equals_the_pure_pooling(seed, monkeypatch):
+    rnd = random.Random(seed)
+    sets = [dist_ms(values(seed * 100 + i, rnd.randint(0, 900))) for i in range(12)]
+    got = pooled_metrics([_stats(d) for d in sets], 10.0)
+    monkeypatch.setattr(bulk, "BULK_MIN", 1 << 62)
+    want = pooled_metrics([_stats(d) for d in sets], 10.0)
+    assert dataclasses.asdict(got) == dataclasses.asdict(want)
+    union = sorted(x for d in sets for x in d.values)
+    assert got.p99_itl_ms == stats.percentile(union, 99, presorted=True)
+
+
+def _stats(d):
+    from sgtui.state import RequestStats
+
+    return RequestStats(d.n, 0, 0, 0, d, d, d, d)
+
+
+def test_squares_are_pows_not_products():
+    """The case the bulk path must not get wrong: values where x * x and x ** 2 round differently."""
+    rnd = random.Random(7)
+    xs = [rnd.uniform(-20, 20) for _ in range(200_000)]
+    differ = [x for x in xs if x * x != x ** 2]
+    assert differ  # such values exist on this C library
+    np = bulk.numpy()
+    assert np.float_power(np.array(differ), 2.0).tolist() == [x ** 2 for x in differ]
+
+
+def test_run_summaries_are_the_same_on_both_paths(monkeypatch):
+    evs = generate(steps=4, requests=40, itl_len=64, seed=3)  # 2560 ITL values a step: the bulk path
+    st = load_state(evs)
+    got = {lbl: run_summary(r, st.gpu) for lbl, r in st.runs.items()}
+    monkeypatch.setattr(bulk, "BULK_MIN", 1 << 62)
+    st2 = load_state(evs)
+    want = {lbl: run_summary(r, st2.gpu) for lbl, r in st2.runs.items()}
+    for lbl in want:
+        assert dataclasses.asdict(got[lbl].metrics) == dataclasses.asdict(want[lbl].metrics)
+        assert [dataclasses.asdict(s.metrics) for s in got[lbl].steps] == \
+            [dataclasses.asdict(s.metrics) for s in want[lbl].steps]
+
+
+def test_percentile_ranks_cover_every_order_statistic_read():
+    for n in (1, 2, 3, 10, 1001):
+        ranks = bulk._ranks(n, PERCENTILES)
+        xs = list(range(n))
+        seen = []
+        stats._interpolate(n, 50.0, lambda i: seen.append(i) or xs[i])
+        stats._interpolate(n, 99.0, lambda i: seen.append(i) or xs[i])
+        assert set(seen) <= set(ranks)
+
+
+def awkward_arrays():
+    """Sums where a sloppy exact sum would show: cancellation, wide exponents, subnormals, ties, signs."""
+    rnd = random.Random(11)
+    yield [0.0, -0.0, 0.0]
+    yield [1e16, 1.0, -1e16, 1.0]
+    yield [5e-324, 5e-324, 1e-310, -2.5e-320]
+    yield [1.0, 2.0 ** -53, 2.0 ** -53]  # a tie, rounded to even
+    yield [rnd.uniform(-1, 1) * 10.0 ** rnd.randint(-300, 300) for _ in range(3000)]
+    yield [rnd.lognormvariate(0, 3) for _ in range(5000)] + [-x for x in (1e3, 1e4)]
+    yield [0.1] * 10 + [-0.3] * 3
+
+
+@pytest.mark.parametrize("xs", list(awkward_arrays()))
+def test_exact_sums_equal_fsums(xs, monkeypatch):
+    np = bulk.numpy()
+    a = np.array(xs, dtype=np.float64)
+    assert bulk.exact_sum(a) == stats.exact_sum(xs)
+    assert bulk.fsum(a) == math.fsum(xs)
+    monkeypatch.setattr(bulk, "CHUNK", 7)  # sums carried across chunks of other exponents
+    assert bulk.exact_sum(a) == stats.exact_sum(xs)
+    assert bulk.fsum(a) == math.fsum(xs)
