@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from server_args import add_server_args, fill_device_defaults  # noqa: E402
+
 from sgtui import stats  # noqa: E402
 from sgtui.config import RunConfig  # noqa: E402
 from sgtui.events import Request  # noqa: E402
@@ -154,25 +156,10 @@ def main() -> None:
     ap.add_argument("--bare-round", type=int, default=-1, help=argparse.SUPPRESS)  # internal: one (b) round
     ap.add_argument("--work", default="", help=argparse.SUPPRESS)
     ap.add_argument("--url", default="", help=argparse.SUPPRESS)
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--model", default="")
-    ap.add_argument("--python", default="", help="the vLLM interpreter (server, runner and bare client)")
-    ap.add_argument("--vllm-url", default="", help="a vLLM server already running (not started or stopped here)")
-    ap.add_argument("--rounds", type=int)
+    add_server_args(ap, python_default="", python_help="the vLLM interpreter (server, runner and bare client)")
     ap.add_argument("--steps", type=int)
-    ap.add_argument("--prompts", type=int)
-    ap.add_argument("--concurrency", type=int)
-    ap.add_argument("--max-output-tokens", type=int)
-    ap.add_argument("--max-input-tokens", type=int)
-    ap.add_argument("--gpu-memory-utilization", type=float, default=0.4)
-    ap.add_argument("--vllm-cache", default="", help="VLLM_CACHE_ROOT of the server (a shared one reuses "
-                    "torch.compile's cache across benchmarks); default: a temporary one")
-    ap.add_argument("--budget-s", type=float, default=0.0, help="no round may start that would end later than "
-                    "this many seconds after this process started (0: no limit)")
     args = ap.parse_args()
-    for k, v in DEFAULTS[args.device].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    fill_device_defaults(args, DEFAULTS)
     if not (args.model and args.python):
         from sgtui.cli import CPU_VENVS, TINY_MODEL  # the CPU defaults that `sgtui` itself uses
 

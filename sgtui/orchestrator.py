@@ -18,7 +18,7 @@ API for a front end (CLI or UI):
 Designs: runs one after another (default), all at once (`concurrent`), or taking turns step by step
 (`interleave`: every runner starts at once and waits on its stdin for `turn N`; this process hands the turns
 out, one run inside a step at a time, the next turn once the last one's `park` phase or run ended: see
-sgtui/runner/turns.py). The session header's config says which (`design`).
+sgtui/turns.py). The session header's config says which (`design`).
 
 Beside the GPU sampler a host sampler (sgtui.host, 1 s) records the CPU the machine spent beyond the
 session's own process groups: the witness of foreign load for each step.

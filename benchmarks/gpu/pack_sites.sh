@@ -23,14 +23,20 @@
 #   - the tar lists both sites' files interleaved by path, so two versions of one package lie side by side.
 # zstd -19 --long=30 (ZSTD_LEVEL, ZSTD_LONG): ~10 min on 2 cores, ~15% smaller than -15 --long=27 (one or
 # two pieces, i.e. device calls, fewer). The host decodes with --long=31 / max_window_size=2**31, which
-# admits any window up to 2 GiB. Pieces of PIECE_MIB (default 38: with a working tree of up to ~24 MiB (the
-# committed GPU sessions are most of it) a call stays under the 64 MiB the device tool carries); the script prints each call's size.
+# admits any window up to 2 GiB. Pieces of PIECE_MIB (default: 61 MiB less the working tree, which travels
+# in every call and grows with each committed GPU session: 22 MiB on 2026-12-06 gave 38 MiB pieces, 13 calls)
+# so that a call stays under the 64 MiB the device tool carries; the script prints each call's size.
 # Env: WORK (default /tmp/gpuw), PIECE_MIB, ZSTD_LEVEL (19), ZSTD_LONG (30); PIECES_ONLY=1 cuts an existing
 # $WORK/sites.tar.zst again (another PIECE_MIB) and refreshes .gpu/w, without the 10 minutes before.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 work="${WORK:-/tmp/gpuw}"
-piece="${PIECE_MIB:-38}" level="${ZSTD_LEVEL:-19}" long="${ZSTD_LONG:-30}"
+# The working tree travels in every call: tracked files plus untracked files git does not ignore.
+tree_b=$(git ls-files -z -c -o --exclude-standard | python3 -c "
+import os, sys
+print(sum(os.path.getsize(p) for p in sys.stdin.read().split('\0') if p and os.path.isfile(p)))")
+tree_mib=$(( (tree_b + 1048575) / 1048576 ))
+piece="${PIECE_MIB:-$(( 61 - tree_mib ))}" level="${ZSTD_LEVEL:-19}" long="${ZSTD_LONG:-30}"
 req_of() { case "$1" in vllm) echo setup/gpu/vllm-0.26.0-py312-cu130.txt ;; sglang) echo setup/gpu/sglang-0.5.17-py312-cu130.txt ;; esac; }
 drops_of() {  # paths relative to the site; see above why each is safe to leave out
   case "$1" in
@@ -104,11 +110,6 @@ fi
 total_mib=$(( ($(stat -c %s "$work/sites.tar.zst") + 1048575) / 1048576 ))
 stamp "sites.tar.zst: $total_mib MiB"
 
-# The working tree travels in every call: tracked files plus untracked files git does not ignore.
-tree_b=$(git ls-files -z -c -o --exclude-standard | python3 -c "
-import os, sys
-print(sum(os.path.getsize(p) for p in sys.stdin.read().split('\0') if p and os.path.isfile(p)))")
-tree_mib=$(( (tree_b + 1048575) / 1048576 ))
 rm -f .gpu/p[0-9][0-9] .gpu/sums
 split -b "${piece}M" -d -a 2 "$work/sites.tar.zst" .gpu/p
 (cd .gpu && sha256sum p[0-9][0-9] && echo "$(sha256sum < "$work/sites.tar.zst" | cut -d' ' -f1)  sites.tar.zst") > .gpu/sums

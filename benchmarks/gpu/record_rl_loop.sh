@@ -24,8 +24,8 @@
 # /tmp/rl_loop.<tag>.rc (sgtui's exit code), /tmp/rl_loop.done; poll_rl_loop.sh copies them into $OUT.
 # Env: RLW_RUNS, the --run flags (default "--run vllm:sleep1 --run sglang:release"; the full-weight sync
 # session of issue 16: "--run vllm:sleep1+ipc --run sglang:release+ipc --run vllm:sleep1+disk
-# --run sglang:release+disk", which needs ray in the vLLM site for +ipc: vLLM 0.26's IPC weight transfer
-# imports it, preflight refuses the run without it, and pack_sites.sh does not pack it yet);
+# --run sglang:release+disk", recorded on 2026-12-06; +ipc needs ray in the vLLM site, which vLLM 0.26's IPC
+# weight transfer imports and preflight checks for: setup/gpu/vllm-*.txt lists it since then);
 # LIMIT_A (default 900) and LIMIT_B (1500) seconds for each sgtui run; RLW_VLLM_CUTE=1 (see
 # write_wrappers). For a dry run elsewhere:
 # RLW_PIECES, RLW_SITES, RLW_TOOLS, RLW_SRC, RLW_BIN (paths), RLW_NO_ZSTD=1 (python zstandard), RLW_DRY=1

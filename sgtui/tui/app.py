@@ -2,7 +2,7 @@
 
 API for the CLI (each blocks until the UI quits and returns the process exit code):
 
-    run_live(runs, session_path, exports=("txt", "json"), *, launch=True, explicit=None,
+    run_live(runs, session_path, exports=DEFAULT_EXPORTS, *, launch=True, explicit=None,
              output_dir=None, use_last_session=True, detach=False, concurrent=False) -> int
         `sgtui` on a terminal. runs: the RunConfigs the CLI built from its flags (device, model,
         pythons resolved). launch=True opens the launch form prefilled with them and, for every
@@ -52,7 +52,7 @@ from typing import Any, Iterable, Sequence
 from textual.app import ScreenStackError
 from textual.binding import Binding
 
-from sgtui.config import BACKENDS, RunConfig
+from sgtui.config import BACKENDS, DEFAULT_EXPORTS, DEFAULT_PORTS, SESSIONS_DIR, RunConfig
 from sgtui.tui.app_config import MODES, AppConfig, Hooks, Playback, SessionSpec
 from sgtui.tui.messages import HubError, SnapshotReady
 from sgtui.tui.run_control import RunControl
@@ -307,18 +307,18 @@ def explicit_from_argv(argv: Sequence[str]) -> set[str]:
 
 
 def make_app(mode: str = "launch", *, runs: list[RunConfig] | None = None, session_path: str | Path | None = None,
-             output_dir: str | Path | None = None, exports: Sequence[str] = ("txt", "json"),
+             output_dir: str | Path | None = None, exports: Sequence[str] = DEFAULT_EXPORTS,
              paths: Sequence[str | Path] = (), follow: bool = False, explicit: Iterable[str] | None = None,
              use_last_session: bool = True, **kw: Any) -> SgtuiApp:
     """Build the app as the CLI runs it (see the module docstring). Reads the last session's header
     for the launch form here, before the event loop exists."""
-    out = Path(output_dir) if output_dir else (Path(session_path).parent if session_path else Path("sessions"))
+    out = Path(output_dir) if output_dir else (Path(session_path).parent if session_path else Path(SESSIONS_DIR))
     launch_options = kw.pop("launch_options", None)
     note = ""
     if mode == "launch" and launch_options is None:
         runs = list(runs or [])
         pythons = {b: next((r.python for r in runs if r.backend == b), "") for b in BACKENDS}
-        ports = {b: next((r.port for r in runs if r.backend == b), p) for b, p in (("vllm", 8100), ("sglang", 8200))}
+        ports = {b: next((r.port for r in runs if r.backend == b), p) for b, p in DEFAULT_PORTS.items()}
         launch_options = LaunchOptions.from_runs(runs, out, exports, ports=ports, pythons=pythons)
         launch_options.detach = bool(kw.get("detach", False))
         launch_options.concurrent = bool(kw.get("concurrent", False))
@@ -351,7 +351,7 @@ def _run(app: SgtuiApp) -> int:
     return int(code) if code is not None else (app.return_code or 0)
 
 
-def run_live(runs: list[RunConfig], session_path: str | Path, exports: Sequence[str] = ("txt", "json"), *,
+def run_live(runs: list[RunConfig], session_path: str | Path, exports: Sequence[str] = DEFAULT_EXPORTS, *,
              launch: bool = True, explicit: Iterable[str] | None = None, output_dir: str | Path | None = None,
              use_last_session: bool = True, detach: bool = False, concurrent: bool = False, **kw: Any) -> int:
     app = make_app("launch" if launch else "live", runs=runs, session_path=session_path, output_dir=output_dir,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sgtui.config import RunConfig
+from sgtui.config import DEFAULT_EXPORTS, SESSIONS_DIR, RunConfig
 from sgtui.options import ReportOptions
 from sgtui.viewmodel.launch_model import LaunchOptions
 from sgtui.viewmodel.preflight_view import PreflightResult
@@ -30,7 +30,7 @@ class SessionSpec:
     runs: list[RunConfig] = field(default_factory=list)
     session_path: Path | None = None
     output_dir: Path | None = None  # None: the session's directory, else ./sessions
-    exports: list[str] = field(default_factory=lambda: ["txt", "json"])
+    exports: list[str] = field(default_factory=lambda: list(DEFAULT_EXPORTS))
     paths: list[str] = field(default_factory=list)  # replay: the session files
     follow: bool = False  # replay: tail files still being written
     launch_options: LaunchOptions | None = None  # launch: the form's prefill
@@ -45,7 +45,7 @@ class SessionSpec:
         if self.output_dir:
             self.output_dir = Path(self.output_dir)
         else:
-            self.output_dir = self.session_path.parent if self.session_path else Path("sessions")
+            self.output_dir = self.session_path.parent if self.session_path else Path(SESSIONS_DIR)
         self.exports = list(self.exports)
         self.paths = [str(p) for p in self.paths]
         self.report_options = self.report_options or ReportOptions()

@@ -29,7 +29,7 @@ from pathlib import Path
 import orjson
 
 from sgtui import pkgpath
-from sgtui.config import RunConfig
+from sgtui.config import DEFAULT_EXPORTS, RunConfig
 from sgtui.options import ReportOptions
 from sgtui.sessions_index import SESSION_MARKER
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sgtui.tui.detach")
     p.add_argument("--session", required=True)
     p.add_argument("--runs", required=True, help="JSON list of RunConfig dicts, or @file")
-    p.add_argument("--export", default="txt,json")
+    p.add_argument("--export", default=",".join(DEFAULT_EXPORTS))
     p.add_argument("--concurrent", action="store_true")
     p.add_argument("--interleave", action="store_true")
     p.add_argument("--report-options", default="", help="ReportOptions as JSON (sgtui/options.py)")

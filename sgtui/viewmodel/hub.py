@@ -43,12 +43,10 @@ from sgtui.follow import FOLLOW_POLL_S, OWNER_CHECK_S, SessionFollower
 from sgtui.options import ReportOptions
 from sgtui.session import SessionReadError, read_session
 from sgtui.viewmodel import commands as C
-from sgtui.viewmodel.replay import CHUNK, SPEEDS, ReplayClock, check_speed, first_phase_start
+from sgtui.viewmodel.commands import check_speed
+from sgtui.viewmodel.replay import CHUNK, ReplayClock
 from sgtui.viewmodel.snapshot import SnapshotBuilder
 from sgtui.viewmodel.views import ReplayStatus, Snapshot, TrackedSession
-
-__all__ = ["ACK_TIMEOUT_S", "CHUNK", "FOLLOW_POLL_S", "Hub", "LIVE_HZ", "OWNER_CHECK_S", "REPLAY_HZ", "SPEEDS",
-           "first_phase_start"]
 
 #: Snapshot rate caps: live and follow (an engine is being measured on this machine), replay.
 LIVE_HZ = 10.0
