@@ -164,3 +164,21 @@ def test_persistent_trainer_parts_launch_and_logprob_mismatch_in_every_report():
     assert runs["vllm-sleep1"]["steps"][1]["mismatch"]["mean_abs"] == 0.004
     md = render("md", [st])
     assert "onload 0.40s, update 3.50s, export 0.10s, offload 0.30s" in md and "0.075 / 1, 0.005" in md
+
+
+def test_long_dashed_run_labels_are_never_cut():
+    """Four runs named by strategy and sync method (the H100 full-sync session): column heads wrap at the
+    dashes and the verdict names each best run whole; they read `vllm-s…p1-ipc` and `sglang-release-di`."""
+    labels = ("vllm-sleep1-ipc", "sglang-release-ipc", "vllm-sleep1-disk", "sglang-release-disk")
+    st = load_state(generate(labels=labels, steps=3))
+    st.source = "sessions/x.jsonl"
+    text = render("txt", [st])
+    lines = text.splitlines()
+    assert "…" not in text
+    assert max(len(x) for x in lines) <= 80
+    i = next(n for n, x in enumerate(lines) if x.startswith("Output tok/s ±95%"))
+    heads = lines[i - 2:i]  # two head rows: "vllm-" over "sleep1-ipc", ...
+    assert [a + b for a, b in zip(*(x.split() for x in heads))] == list(labels), heads
+    table = lines[next(n for n, x in enumerate(lines) if x.startswith("metric")) + 1:]
+    bests = {x[22:].split()[0] for x in table if x[:1].isalpha() and x[22:].split()}
+    assert bests and bests <= set(labels), bests

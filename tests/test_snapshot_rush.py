@@ -69,7 +69,7 @@ def test_a_replay_at_1x_still_gets_its_rounds():
 def test_in_parallel_keeps_order_uses_threads_and_raises():
     import threading
 
-    from sgtui.viewmodel.snapshot import in_parallel
+    from sgtui.viewmodel.heavy import in_parallel
 
     seen: set[str] = set()
 

@@ -37,13 +37,24 @@ def _cell(text: str) -> str:
     return text.rjust(COL_W)
 
 
-def _head(label: str) -> str:
-    """A run label as a column head: a long one keeps its start and its end, where a sync method is named
-    (`sglang-release-ipc` and `sglang-release-disk` must not both read `sglang-relea…`)."""
-    if len(label) <= COL_W - 1 or label.count("-") < 2:  # BACKEND-STRATEGY alone: cut as every cell is
-        return _cell(label)
-    keep = COL_W - 2
-    return (label[: keep - keep // 2] + "…" + label[-(keep // 2):]).rjust(COL_W)
+def _head_lines(label: str) -> list[str]:
+    """A run label as a column head, wrapped at its dashes onto up to 3 lines, never cut: elided heads read
+    `vllm-s…p1-ipc` and `sglang…se-ipc` on the H100 full-sync session of 2026-12-06. Only a label that does
+    not fit 3 lines is elided, keeping its start and its end (where a sync method is named)."""
+    width = COL_W - 1
+    lines = textwrap.wrap(label, width, break_on_hyphens=True, break_long_words=False) or [""]
+    if len(lines) <= 3 and all(len(x) <= width for x in lines):
+        return lines
+    keep = width - 1
+    return [label[: keep - keep // 2] + "…" + label[-(keep // 2):]]
+
+
+def _heads(labels: list[str]) -> list[str]:
+    """The head rows of one block of columns, bottom-aligned so every column's last line sits on the table."""
+    cols = [_head_lines(x) for x in labels]
+    depth = max(len(c) for c in cols)
+    cols = [[""] * (depth - len(c)) + c for c in cols]
+    return [" " * LABEL_W + "".join(c[i].rjust(COL_W) for c in cols) for i in range(depth)]
 
 
 def _table(summaries: list[RunSummary], rows: list[tuple[str, Getter]]) -> list[str]:
@@ -52,7 +63,7 @@ def _table(summaries: list[RunSummary], rows: list[tuple[str, Getter]]) -> list[
         block = summaries[i: i + PER_BLOCK]
         if i:
             out.append("")
-        out.append(" " * LABEL_W + "".join(_head(s.label) for s in block))
+        out.extend(_heads([s.label for s in block]))
         for name, get in rows:
             out.append(name[:LABEL_W - 1].ljust(LABEL_W) + "".join(_cell(get(s)) for s in block))
     return out
@@ -173,11 +184,11 @@ def render_text(c: Combined) -> str:
         sync = info.config.get("sync") if info and isinstance(info.config, dict) else None
         strategy = f"{info.strategy}+{sync}" if info and sync else (info.strategy if info else "")
         desc = f"{info.backend} {info.engine_version} {strategy} {info.mode} on {info.device}" if info else "?"
-        lines.append(f"  {label}: {desc}; {run.status}"[:WIDTH])
+        lines += _wrap(f"  {label}: {desc}; {run.status}")
         if info and (note := external.report_line(info.config)):
             lines += _wrap(f"    {note}")
     if S and S[0].label and c.runs and c.runs[0][1].info:
-        lines.append(f"model: {c.runs[0][1].info.model}"[:WIDTH])
+        lines += _wrap(f"model: {c.runs[0][1].info.model}")
 
     if c.verdict.basis:
         lines += _wrap(c.verdict.basis)
@@ -239,7 +250,7 @@ def render_text(c: Combined) -> str:
     measured = [s for s in S if s.memory.measured]
     if not measured:
         reasons = sorted({s.memory.reason for s in S})
-        lines.append(f"not measured: {'; '.join(reasons)}"[:WIDTH])
+        lines += _wrap(f"not measured: {'; '.join(reasons)}")
     else:
         lines += _table(S, [
             ("Idle floor before run", _mem(lambda s: s.memory.idle_floor_mib)),
@@ -264,18 +275,23 @@ def render_text(c: Combined) -> str:
     for f in v.findings:
         lines += _wrap(finding_line(f))
     if v.breakdown and v.runner_up:
-        lines.append(f"per-phase difference, {v.runner_up} minus {v.ranked[0]} (s/step):"[:WIDTH])
+        lines += _wrap(f"per-phase difference, {v.runner_up} minus {v.ranked[0]} (s/step):")
         for phase, d in v.breakdown:
             lines.append(f"  {phase:<14}{d:+9.2f}s")
     for label, why in v.unranked.items():
-        lines.append(f"not ranked: {label} ({why})"[:WIDTH])
+        lines += _wrap(f"not ranked: {label} ({why})")
     lines.append("")
-    lines.append("metric".ljust(22) + "best".ljust(18) + "notes")
+    best_w = max([18] + [len(row.best) + 1 for row in v.rows if row.best is not None])
+    lines.append("metric".ljust(22) + "best".ljust(best_w) + "notes")
     for row in v.rows:
         if row.best is None:
             continue
         others = ", ".join(f"{k} {row.versus(k)}" for k in row.diffs_abs)
-        lines.append((row.label[:21].ljust(22) + row.best[:17].ljust(18) + row.note)[:WIDTH])
+        # run labels whole (a cut `sglang-release-di` names no run); a long note wraps under the notes column
+        head = row.label[:21].ljust(22) + row.best.ljust(best_w)
+        note = textwrap.wrap(row.note, max(20, WIDTH - len(head)), break_on_hyphens=False) or [""]
+        lines.append(head + note[0])
+        lines += [" " * len(head) + x for x in note[1:]]
         if others:
             lines += textwrap.wrap(others, WIDTH, initial_indent="    ", subsequent_indent="    ",
                                    break_on_hyphens=False)
@@ -283,9 +299,9 @@ def render_text(c: Combined) -> str:
     if errors:
         lines += _title("Errors")
         for label, e in errors:
-            lines.append(f"{label} step {e.step}: [{e.category}] {e.message}"[:WIDTH])
+            lines += _wrap(f"{label} step {e.step}: [{e.category}] {e.message}")
             if e.advice:
-                lines.append(f"  -> {e.advice}"[:WIDTH])
+                lines += _wrap(f"  -> {e.advice}")
     if c.problems:
         lines += _title("Session file problems")
         lines += [line for p in c.problems[:20] for line in _wrap(p)]
