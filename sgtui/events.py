@@ -373,7 +373,10 @@ def _nested(kind: str, name: str, value: Any, lineno: int | None) -> None:
     """Numbers inside a list or dict field (ITL gaps, gauges, per-device samples), limit-checked the same."""
     items = list(value.values()) if type(value) is dict else value
     try:  # the common case, a list of numbers (ITL gaps): min and max at C speed
-        if not -VALUE_LIMIT <= min(items) <= max(items) <= VALUE_LIMIT:
+        lo = min(items)
+        if 0.0 <= lo and sum(items) <= VALUE_LIMIT:  # none negative, so none above their sum (faster than max)
+            return
+        if not -VALUE_LIMIT <= lo <= max(items) <= VALUE_LIMIT:
             _absurd(kind, name, max(items, key=abs), VALUE_LIMIT, lineno)
         return
     except TypeError:  # strings, dicts or mixed values: one by one
@@ -390,6 +393,11 @@ def _missing(kind: str, name: str, lineno: int | None) -> None:
 
 
 _BUILDERS: dict[str, Any] = {k: _compile_builder(k) for k in KINDS}
+
+
+#: The builder of each kind whose events need nothing but their builder (all but the header, whose schema is
+#: checked too): `sgtui.session` calls them straight after `orjson.loads`, one call a line instead of three.
+PLAIN_BUILDERS: dict[str, Any] = {k: b for k, b in _BUILDERS.items() if k != "session"}
 
 
 def from_dict(d: Any, lineno: int | None = None) -> Event:

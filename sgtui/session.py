@@ -20,8 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+import orjson
+
 from sgtui import __version__
-from sgtui.events import SCHEMA, Event, EventError, SchemaTooNew, SessionHeader, decode, encode
+from sgtui.events import PLAIN_BUILDERS, SCHEMA, Event, EventError, SchemaTooNew, SessionHeader, decode, encode
 
 # Names of secrets, not of counts: "HF_TOKEN", "--hf-token", "api_key", but not "max_output_tokens".
 _SECRET_NAME = re.compile(r"(token(?!s)|secret|passw(or)?d|api[_-]?key|credential|auth(?!or))", re.IGNORECASE)
@@ -219,6 +221,7 @@ def _decode_file(f: Any, path: Path) -> tuple[list[Event], list[str], bool]:
     problems: list[str] = []
     append = events.append
     truncated = False
+    loads, builders = orjson.loads, PLAIN_BUILDERS
     was_enabled = gc.isenabled()
     gc.disable()  # as in decode_lines: events hold no cycles
     try:
@@ -232,7 +235,12 @@ def _decode_file(f: Any, path: Path) -> tuple[list[Event], list[str], bool]:
             if raw.isspace():
                 continue
             try:
-                append(decode(raw, lineno))
+                try:  # the common line straight to its kind's builder; anything else through `decode`, which words it
+                    d = loads(raw)
+                    build = builders.get(d["kind"]) if type(d) is dict and type(d.get("kind")) is str else None
+                except orjson.JSONDecodeError:
+                    build = None
+                append(build(d, lineno) if build is not None else decode(raw, lineno))
             except SchemaTooNew as e:
                 raise SessionReadError(f"{path}:{lineno}: {e.message}") from None
             except EventError as e:

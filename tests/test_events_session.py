@@ -112,3 +112,22 @@ def test_redaction_of_secrets():
     assert redact(["--max-output-tokens", "64"]) == ["--max-output-tokens", "64"]
     header = make_header(["sgtui", "--hf-token", "zzz"], {"env": {"MY_SECRET": "s"}})
     assert b"zzz" not in E.encode(header) and b'"s"' not in orjson.dumps(header.config)
+
+
+@pytest.mark.parametrize("itl, ok", [
+    ([0.01, 0.02], True),
+    ([9e14, 9e14], True),  # each plausible, their sum not: still plausible
+    ([0.0, 1e15], True),
+    ([0.01, 2e15], False),
+    ([-2e15, 0.01], False),
+    ([-0.5, 0.01], True),  # negative but plausible (a clock step): the values are kept as they are
+    ([0.01, "x"], True),  # not numbers: only numbers are limit-checked
+    ([0.01, 1e300, "x"], False),
+])
+def test_itl_values_are_limit_checked(itl, ok):
+    line = E.encode(E.Request(t=1.0, run="a", step=1, start=0.5, ttft=0.1, latency=0.2, itl=itl))
+    if ok:
+        assert E.decode(line).itl == itl
+    else:
+        with pytest.raises(E.EventError, match="request.itl: .* is not a plausible value"):
+            E.decode(line)

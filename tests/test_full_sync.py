@@ -167,8 +167,9 @@ def test_text_report_shows_bytes_and_gbps_under_the_weight_sync_row():
     assert rows["GB/s"] == ["1.10", "2.20"]
     assert rows["engine not serving"] == ["0.40s", "0.90s"]
     assert rows["set-up (once)"] == ["n/a", "0.25s"]
-    head = next(line for line in reversed(lines[:at]) if "…" in line)
-    assert head.split() == ["vllm-s…1-disk", "sglang…se-ipc"]  # the columns keep the sync's name
+    # the column heads wrap at the dashes, so each keeps the sync's name: "vllm-" over "sleep1-disk"
+    heads = [line.split() for line in lines[:at] if line.startswith(" " * 24) and line.strip()][-2:]
+    assert [a + b for a, b in zip(*heads)] == ["vllm-sleep1-disk", "sglang-release-ipc"], heads
     assert "  sglang-release-ipc: sglang 0.0 release+ipc inference on cuda; ok" in lines
     assert all(len(line) <= 80 for line in lines)
     plain = load_state(generate(steps=2))

@@ -55,6 +55,31 @@ def test_bulk_pooling_equals_the_pure_pooling(seed, monkeypatch):
     assert got.p99_itl_ms == stats.percentile(union, 99, presorted=True)
 
 
+@pytest.mark.parametrize("zeros", [(), (0.0,), (-0.0,), (0.0, -0.0, 0.0)])
+@pytest.mark.parametrize("seed", range(3))
+def test_one_bulk_set_selects_the_pure_percentiles(seed, zeros, monkeypatch):
+    """A step's own set: its percentiles by selection (no sort), the pure numbers; its values sort as Python's,
+    -0.0 and 0.0 in the order they came, whichever way the percentiles were found."""
+    rnd = random.Random(seed)
+    xs = values(seed, 3000)
+    for z in zeros:
+        for _ in range(4000):  # enough zeros that the median falls among them
+            xs.insert(rnd.randrange(len(xs) + 1), z)
+    got_d = dist_ms(xs)
+    assert got_d.percentiles is not None
+    got = pooled_metrics([_stats(got_d)], 10.0)
+    monkeypatch.setattr(bulk, "BULK_MIN", 1 << 62)
+    want_d = dist_ms(xs)
+    want = pooled_metrics([_stats(want_d)], 10.0)
+    assert [struct_bits(x) for x in dataclasses.astuple(got)] == [struct_bits(x) for x in dataclasses.astuple(want)]
+    assert [struct_bits(x) for x in got_d.values] == [struct_bits(x) for x in want_d.values]
+
+
+def struct_bits(x):
+    """A float's bits (-0.0 != 0.0 here), an int as it is."""
+    return x if isinstance(x, int) else math.copysign(1.0, x) if x == 0 else x
+
+
 def _stats(d):
     from sgtui.state import RequestStats
 

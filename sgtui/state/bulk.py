@@ -55,6 +55,11 @@ def enabled(n: int) -> bool:
     return n >= BULK_MIN and numpy() is not None
 
 
+def is_array(x: Any) -> bool:
+    """Is x a numpy array? (False, without importing numpy, before numpy was first used.)"""
+    return _np is not None and isinstance(x, _np.ndarray)
+
+
 #: Mantissas (53 bits) are added as a high and a low half of HALF bits: float64 adds integers below
 #: 2**53 exactly, so up to 2**(53 - 27) values per exponent add without rounding; CHUNK stays below that.
 HALF = 26
@@ -116,17 +121,49 @@ def _stdev(a: Any, m: float) -> float:
     return math.sqrt(fsum(np.float_power(a - m, 2.0)) / n)
 
 
-def dist_ms(seconds: Sequence[float]) -> tuple[array, tuple[float, ...], float] | None:
-    """(ascending ms values, their exact sum, population std) of seconds, as `metrics.dist_ms` gives them;
-    None for values numpy cannot sum exactly here (not finite: the pure path decides what they give)."""
+def dist_ms(seconds: Sequence[float], qs: Sequence[float]) -> tuple[Any, tuple[float, ...], float, list[float]] | None:
+    """(ms values, their exact sum, population std, their percentiles qs) of seconds, as `metrics.dist_ms`
+    gives them; the values in no particular order (partitioned for the percentiles); None for values numpy
+    cannot sum exactly here (not finite: the pure path decides what they give)."""
     np = _np
-    a = np.array(seconds, dtype=np.float64) * 1000.0
+    a = np.asarray(seconds, dtype=np.float64) * 1000.0  # an array("d") or float64 array: read without a copy
     if not np.isfinite(a).all():
         return None
     total = exact_sum(a)
     std = _stdev(a, math.fsum(total) / len(a)) if len(a) else 0.0
-    a.sort(kind="stable")  # equal values keep their order, as in Python's sort (0.0 and -0.0)
-    return array("d", a.tobytes()), total, std
+    return a, total, std, _select(a, qs)  # unsorted: `metrics.Dist` sorts it only if its values are read
+
+
+def sort(a: Any) -> Any:
+    """A sorted copy of a finite float64 array, in the order Python's (stable) sort gives."""
+    return _np.sort(a, kind="stable")  # equal values keep their order, as in Python's sort (0.0 and -0.0)
+
+
+def select(a: Any, qs: Sequence[float]) -> list[float] | None:
+    """`stats.pooled_percentiles([sorted(a)], qs)` of one finite set by selection (a copy is partitioned);
+    None for values not all finite (the pure path decides what they give)."""
+    np = _np
+    a = np.array(a, dtype=np.float64)
+    if not np.isfinite(a).all():
+        return None
+    return _select(a, qs)
+
+
+def _select(a: Any, qs: Sequence[float]) -> list[float]:
+    """The percentiles qs of finite float64 array a, which is reordered in place: partitioned, or sorted
+    stably where -0.0 and 0.0 both occur (then which of them a rank holds depends on the order, and a stable
+    sort of the values as they came gives Python's; a stable sort of `a` afterwards gives the same again)."""
+    np = _np
+    n = len(a)
+    if not n:
+        return [0.0 for _ in qs]
+    if np.signbit(a).any() and (a == 0.0).any():  # -0.0 and 0.0: which one a rank holds depends on the order
+        a.sort(kind="stable")
+        return [stats.percentile(a.tolist(), q, presorted=True) for q in qs]
+    ranks = _ranks(n, qs)
+    a.partition(ranks)
+    sel = _Selected(n, {k: float(a[k]) for k in ranks})
+    return [stats.percentile(sel, q, presorted=True) for q in qs]
 
 
 class _Selected:

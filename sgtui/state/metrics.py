@@ -18,7 +18,7 @@ from array import array
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import mul
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from sgtui import stats
 from sgtui.events import Request
@@ -65,26 +65,56 @@ class RequestMetrics:
     p99_e2el_ms: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
 class Dist:
     """One metric's values over a set of requests, in ms, reduced once: what its mean, std and
-    percentiles need, alone or pooled with other sets (a run pools its steps')."""
+    percentiles need, alone or pooled with other sets (a run pools its steps').
 
-    values: array  # ascending
-    total: tuple[float, ...]  # exact sum of the values (`stats.exact_sum`)
-    std: float  # population std of this set alone
+    A large set (reduced by `sgtui.state.bulk`) keeps its values as they came (`raw`, a numpy array) and is
+    sorted only if something reads `values`: its percentiles, alone or pooled, come from a selection
+    (`bulk.select`, `bulk.pooled`), which needs no order, so a replay never sorts a step's ITL values."""
+
+    __slots__ = ("raw", "total", "std", "percentiles", "_asc")
+
+    def __init__(self, values: Any, total: tuple[float, ...], std: float,
+                 percentiles: list[float] | None = None) -> None:
+        self.raw = values  # any order (an `array("d")` from the pure path is already ascending)
+        self.total = total  # exact sum of the values (`stats.exact_sum`)
+        self.std = std  # population std of this set alone
+        #: the set's own PERCENTILES, where the reduction found them (a bulk set: by selection); else None
+        self.percentiles = percentiles
+        self._asc: array | None = values if isinstance(values, array) else None
+
+    @property
+    def values(self) -> array:
+        """The values, ascending."""
+        asc = self._asc
+        if asc is None:  # a bulk set: sorted once, on first read (a stable sort, as Python's)
+            asc = self._asc = array("d", bulk.sort(self.raw).tobytes())
+        return asc
 
     @property
     def n(self) -> int:
-        return len(self.values)
+        return len(self.raw)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Dist):
+            return NotImplemented
+        return self.values == other.values and self.total == other.total and self.std == other.std
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Dist(n={self.n}, total={self.total!r}, std={self.std!r})"
 
 
 def dist_ms(seconds: Iterable[float]) -> Dist:
     """Reduce one metric's values (seconds) to a `Dist` in ms. Each value becomes `x * 1000.0` first, so
     mean, std and percentiles are over the same ms floats as when all values were converted at once.
-    A large set (a step's thousands of ITL values) is reduced by `sgtui.state.bulk`, to the same numbers."""
-    seconds = seconds if isinstance(seconds, list) else list(seconds)
-    if bulk.enabled(len(seconds)) and (reduced := bulk.dist_ms(seconds)) is not None:
+    A large set (a step's thousands of ITL values) is reduced by `sgtui.state.bulk`, to the same numbers;
+    an `array("d")` of seconds goes to numpy without a copy."""
+    if not isinstance(seconds, (list, array)) and not bulk.is_array(seconds):
+        seconds = list(seconds)
+    if bulk.enabled(len(seconds)) and (reduced := bulk.dist_ms(seconds, PERCENTILES)) is not None:
         return Dist(*reduced)
     ms = list(map(mul, seconds, repeat(1000.0)))
     total = stats.exact_sum(ms)
@@ -98,9 +128,12 @@ def _dist_fields(prefix: str, dists: Sequence[Dist]) -> dict[str, float]:
     n = sum(d.n for d in dists)
     mean = math.fsum(chain.from_iterable(d.total for d in dists)) / n if n else 0.0
     single = len(dists) == 1
-    pooled = bulk.pooled([d.values for d in dists], mean, PERCENTILES) if not single and bulk.enabled(n) else None
+    pooled = bulk.pooled([d.raw for d in dists], mean, PERCENTILES) if not single and bulk.enabled(n) else None
+    chosen = (dists[0].percentiles or bulk.select(dists[0].raw, PERCENTILES)) if single and bulk.enabled(n) else None
     if pooled is not None:  # a run's millions of ITL values: one selection, one pass of squares
         std, (p50, p90, p99) = pooled
+    elif chosen is not None:  # a step's thousands: a selection, no sort
+        std, (p50, p90, p99) = dists[0].std, chosen
     else:
         std = dists[0].std if single else stats.pooled_stdev((d.values for d in dists), n, mean)
         p50, p90, p99 = stats.pooled_percentiles([d.values for d in dists], PERCENTILES)
@@ -140,9 +173,21 @@ def request_stats(requests: Sequence[Request]) -> RequestStats:
         output_tokens=sum(r.output_tokens for r in ok),
         ttft=dist_ms(r.ttft for r in ok),
         tpot=dist_ms((r.latency - r.ttft) / (r.output_tokens - 1) for r in multi),
-        itl=dist_ms(chain.from_iterable(r.itl for r in ok)),
+        itl=dist_ms(_itl_seconds(ok)),
         e2el=dist_ms(r.latency for r in ok),
     )
+
+
+def _itl_seconds(ok: Sequence[Request]) -> Any:
+    """Every ITL value of the requests, in order: a float64 numpy array (filled at C speed, what the bulk
+    path reads) when there are enough of them for it, else a list."""
+    n = sum(map(len, (r.itl for r in ok)))
+    if bulk.enabled(n):
+        try:
+            return bulk.numpy().fromiter(chain.from_iterable(r.itl for r in ok), dtype=float, count=n)
+        except (TypeError, ValueError):  # not numbers: the pure path says what they give
+            pass
+    return list(chain.from_iterable(r.itl for r in ok))
 
 
 def pooled_metrics(sets: Sequence[RequestStats], duration_s: float) -> RequestMetrics:

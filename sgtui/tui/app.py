@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 import sys
 import threading
@@ -333,6 +334,11 @@ def make_app(mode: str = "launch", *, runs: list[RunConfig] | None = None, sessi
 
 
 def _run(app: SgtuiApp) -> int:
+    # COLUMNS/LINES in the environment (a shell's `export COLUMNS`, a test harness) pin the terminal size
+    # Textual reads (shutil.get_terminal_size takes them first): the UI then never follows a resize (found by
+    # tests/tui/tmux_replay_check.sh, which stayed at 80x24 after resize-window inside the full test run).
+    for var in ("COLUMNS", "LINES"):
+        os.environ.pop(var, None)
     try:
         code = app.run()
     finally:

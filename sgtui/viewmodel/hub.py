@@ -345,17 +345,26 @@ class Hub:
     # -- replay ---------------------------------------------------------------------------------
     def _load(self) -> None:
         timelines = []
-        for i, p in enumerate(self.paths):
-            try:
-                res = read_session(p)
-            except SessionReadError as e:
-                if self.on_error is not None:
-                    self.on_error(str(e))
-                res = None
-            if res is not None:
-                self.sessions[i].state.problems.extend(res.problems)
-            timelines.append(res.events if res is not None else [])
-        gc.freeze()  # the files' events live as long as the replay (FREEZE_EVERY): no collection walks them
+        # The collector stays off until the files' events are frozen: re-enabled between (as `read_session`
+        # does on its own), its first young-generation pass would walk every event just read, only to have
+        # them frozen right after (a quarter of the read's time on a large session).
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for i, p in enumerate(self.paths):
+                try:
+                    res = read_session(p)
+                except SessionReadError as e:
+                    if self.on_error is not None:
+                        self.on_error(str(e))
+                    res = None
+                if res is not None:
+                    self.sessions[i].state.problems.extend(res.problems)
+                timelines.append(res.events if res is not None else [])
+            gc.freeze()  # the files' events live as long as the replay (FREEZE_EVERY): no collection walks them
+        finally:
+            if was_enabled:
+                gc.enable()
         self.replay = ReplayClock(timelines, [ts.apply for ts in self.sessions], self._refold,
                                   speed=self._speed, playing=self._playing)
         self._last_mono = self.mono()

@@ -18,7 +18,9 @@ SCRIPT = Path(__file__).resolve().parent / "tmux_replay_check.sh"
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed (apt-get install tmux)")
 def test_tmux_replay_check(tmp_path):
-    env = {**os.environ, "PY": sys.executable, "OUT": str(tmp_path)}
+    # Stale COLUMNS/LINES, as an `export COLUMNS` shell or a test harness leaves them: they pinned the UI at
+    # 80x24 through every resize until sgtui dropped them (shutil.get_terminal_size reads them first).
+    env = {**os.environ, "PY": sys.executable, "OUT": str(tmp_path), "COLUMNS": "80", "LINES": "24"}
     proc = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "tmux_replay_check: ok" in proc.stdout

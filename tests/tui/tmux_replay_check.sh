@@ -5,8 +5,9 @@
 #
 #   bash tests/tui/tmux_replay_check.sh            # needs tmux (apt-get install tmux)
 #
-# tests/tui/test_tui_tmux.py runs it when tmux is installed. Leaves its captures in $OUT (default: a temp
-# dir) and removes its tmux session at the end.
+# The caller's COLUMNS/LINES reach sgtui (a shell may export them): the UI must follow resizes anyway.
+# tests/tui/test_tui_tmux.py runs it when tmux is installed, with stale ones. Leaves its captures in $OUT
+# (default: a temp dir) and removes its tmux session at the end.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 PY="${PY:-$REPO/.venv/bin/python}"
@@ -48,26 +49,9 @@ wait_for_re() {                             # like wait_for, with an extended re
   done
   fail "$n: /$re/ not on screen after ${secs}s"
 }
-# resize W H NAME TEXT: resize the window and wait for TEXT. Once in a CI run on a loaded 2-core box
-# (2026-12-06) the app drew on at 80x24 for 20 s after `resize-window`, tmux's pane already at 200x50, and
-# every run since passes: the SIGWINCH tmux sends looks lost there (the app had just popped a screen). One
-# more resize after 10 s tells a lost signal from a layout that never comes; it is said on stdout.
-resize() {
-  local w="$1" h="$2" n="$3" text="$4" i
-  tmux resize-window -t "$NAME" -x "$w" -y "$h"
-  for ((i = 0; i < 100; i++)); do
-    capture "$n"
-    grep -qF -- "$text" "$OUT/$n.txt" && return 0
-    sleep 0.1
-  done
-  echo "note: $n: no redraw 10 s after resize-window to ${w}x${h}; resizing once more"
-  tmux resize-window -t "$NAME" -x "$((w - 1))" -y "$h"; sleep 0.3
-  tmux resize-window -t "$NAME" -x "$w" -y "$h"
-  wait_for "$n" "$text"
-}
-
 tmux new-session -d -s "$NAME" -x 80 -y 24 -e "REPO=$REPO" \
-  "cd '$OUT' && TERM=tmux-256color '$PY' -m sgtui replay check-a.jsonl check-b.jsonl; echo SGTUI-EXIT=\$?; sleep 30"
+  "cd '$OUT' && TERM=tmux-256color ${COLUMNS:+COLUMNS=$COLUMNS} ${LINES:+LINES=$LINES} '$PY' -m sgtui replay \
+   check-a.jsonl check-b.jsonl; echo SGTUI-EXIT=\$?; sleep 30"
 
 wait_for open "paused · 1x · 0:00"          # opens at the first event, paused, at 1x
 tmux send-keys -t "$NAME" "?"               # the help lists the keys
@@ -117,7 +101,8 @@ grep -qE "WINNER|no clear winner|no verdict" "$OUT/verdict.txt" || fail verdict 
 tmux send-keys -t "$NAME" Escape
 wait_for back "tok/s mean"
 
-resize 200 50 wide "phases:"                # a big screen: table and timeline side by side
+tmux resize-window -t "$NAME" -x 200 -y 50  # a big screen: table and timeline side by side
+wait_for wide "phases:"
 grep -qE "tok/s mean.*phases:|phases:.*" "$OUT/wide.txt" || fail wide "no timeline legend"
 grep -qF "▲ phase starts:" "$OUT/wide.txt" || fail wide "no legend under the GPU markers"
 [ "$(wc -l < "$OUT/wide.txt")" -ge 49 ] || fail wide "pane not resized"
