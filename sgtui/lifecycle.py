@@ -73,10 +73,8 @@ def run_session(runs: list[RunConfig], session_path: Path, exports: Sequence[str
     statuses: dict[str, str] = {}
     orch = None
     try:
-        kw = dict(orchestrator_kwargs)
-        if interleave:  # only when asked: a stand-in factory need not know the word
-            kw["interleave"] = True
-        orch = orchestrator_factory(runs, session_path, subscribers=list(subscribers), concurrent=concurrent, **kw)
+        orch = orchestrator_factory(runs, session_path, subscribers=list(subscribers), concurrent=concurrent,
+                                    interleave=interleave, **orchestrator_kwargs)
         if on_orchestrator is not None:
             on_orchestrator(orch)
         statuses = orch.run_sync()

@@ -155,29 +155,8 @@ EXPECTED = "expected an sgtui session: JSON lines, the first a 'session' event"
 
 
 def decode_lines(data: bytes, path: Path, first_lineno: int = 1) -> tuple[list[Event], list[str]]:
-    """Decode complete lines (data must end at a line break or be whole); bad lines become problems.
-
-    The cyclic GC is paused meanwhile: events hold no cycles, and a million new objects would
-    otherwise trigger hundreds of full collections (several times the cost of decoding).
-    """
-    events: list[Event] = []
-    problems: list[str] = []
-    append = events.append
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for lineno, raw in enumerate(data.split(b"\n"), first_lineno):
-            if not raw.strip():
-                continue
-            try:
-                append(decode(raw, lineno))
-            except SchemaTooNew as e:
-                raise SessionReadError(f"{path}:{lineno}: {e.message}") from None
-            except EventError as e:
-                problems.append(f"{path}:{lineno}: {e.message}")
-    finally:
-        if was_enabled:
-            gc.enable()
+    """Decode complete lines (data must end at a line break or be whole); bad lines become problems."""
+    events, problems, _ = _decode(data.split(b"\n"), path, first_lineno, partial_tail=False)
     return events, problems
 
 
@@ -197,7 +176,7 @@ def read_session(path: Path | str, *, allow_empty: bool = False) -> ReadResult:
     path = Path(path)
     try:
         with path.open("rb") as f:
-            events, problems, truncated = _decode_file(f, path)
+            events, problems, truncated = _decode(f, path)
     except FileNotFoundError:
         raise SessionReadError(f"{path}: no such session file") from None
     except OSError as e:
@@ -214,25 +193,31 @@ def read_session(path: Path | str, *, allow_empty: bool = False) -> ReadResult:
     return ReadResult(path=path, header=header, events=events, problems=problems, truncated_tail=truncated)
 
 
-def _decode_file(f: Any, path: Path) -> tuple[list[Event], list[str], bool]:
-    """(events, problems, truncated) of an open session file, as `decode_lines` reads complete lines; a
-    last line without its newline is not decoded (a write in progress) and sets truncated."""
+def _decode(lines: Iterable[bytes], path: Path, first_lineno: int = 1, *, partial_tail: bool = True
+            ) -> tuple[list[Event], list[str], bool]:
+    """(events, problems, truncated) of `lines`: an open session file (lines keep their newline; with
+    `partial_tail` a last line without one is a write in progress, not decoded, and sets truncated) or
+    complete lines split off a tail's buffer (`decode_lines`). Bad lines become problems.
+
+    The cyclic GC is paused meanwhile: events hold no cycles, and a million new objects would
+    otherwise trigger hundreds of full collections (several times the cost of decoding).
+    """
     events: list[Event] = []
     problems: list[str] = []
     append = events.append
     truncated = False
     loads, builders = orjson.loads, PLAIN_BUILDERS
     was_enabled = gc.isenabled()
-    gc.disable()  # as in decode_lines: events hold no cycles
+    gc.disable()
     try:
-        for lineno, raw in enumerate(f, 1):
-            if raw[-1:] != b"\n":  # the last line, still being written (or cut off)
-                if not raw.isspace():
+        for lineno, raw in enumerate(lines, first_lineno):
+            if partial_tail and raw[-1:] != b"\n":  # the last line, still being written (or cut off)
+                if raw and not raw.isspace():
                     truncated = True
                     problems.append(f"{path}:{lineno}: last line is incomplete (session still being written or "
                                     "cut off); ignored")
                 break
-            if raw.isspace():
+            if not raw or raw.isspace():
                 continue
             try:
                 try:  # the common line straight to its kind's builder; anything else through `decode`, which words it

@@ -91,20 +91,3 @@ def spark_char(fraction: float | None) -> str:
     if i == 0 and f > 0:
         i = 1  # a little memory still shows
     return SPARK_CHARS[i]
-
-
-_SHORT_BACKENDS = (("sglang", "sg"), ("vllm", "v"))
-
-
-def shorten(label: str, width: int) -> str:
-    """A run label that fits `width` and stays tellable from its neighbours: backend names shrink
-    first (vllm-sleep1 -> v-sleep1), then the middle goes (sglang-release-lora -> sg-re…lora)."""
-    if len(label) <= width:
-        return label
-    for long, short in _SHORT_BACKENDS:
-        label = label.replace(long, short)
-    if len(label) <= width or width < 4:
-        return label[:width]
-    head = (width - 1) // 2
-    tail = width - 1 - head
-    return label[:head] + "…" + label[-tail:]

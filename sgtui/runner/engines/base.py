@@ -36,7 +36,7 @@ from sgtui import external
 from sgtui.childproc import port_free
 from sgtui.config import FULL_SYNCS, RunConfig, cuda_env
 from sgtui.errors import categorize, failure
-from sgtui.events import Error, Event, Log, Proc
+from sgtui.events import Event, Log, Proc
 from sgtui.runner import procs
 
 #: Log lines read to find a failed server's root cause (the user sees the last 40, the cause line first).
@@ -68,10 +68,6 @@ class EngineError(Exception):
         self.message = message
         self.log_tail = log_tail or []
         self.advice = advice
-
-    def to_event(self, run: str, step: int) -> Error:
-        return Error(t=time.time(), run=run, category=self.category, message=self.message,
-                     log_tail=self.log_tail[-40:], step=step, advice=self.advice)
 
 
 #: CUDA-graph capture as the servers log it at startup (vLLM 0.2x-0.3x: gpu_model_runner.py; SGLang 0.5.23:

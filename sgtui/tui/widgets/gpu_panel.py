@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from sgtui import fmt
 from sgtui.labels import session_tag
 from sgtui.tui import theme
 from sgtui.viewmodel.views import DeviceView, GpuView, RunView
@@ -205,8 +204,3 @@ class GpuPanel(LinesWidget):
                              (f"{util:>4} ", ""), ("▕", "dim"))
         head.append_text(self._spark(d, max(8, width - head.cell_len - 1)))
         return head
-
-
-def share_text(d: DeviceView) -> str:
-    """Plain 'run 1.2GiB, other 0.5GiB' of a device (tests and the status line use it)."""
-    return ", ".join(f"{k} {fmt.mib(v)}" for k, v in d.shares)

@@ -205,9 +205,6 @@ class MetricsTable(LinesWidget, can_focus=True):
             self.select_run(self.run_keys[(self.selected + delta) % len(self.run_keys)])
 
     # -- layout and rendering ------------------------------------------------------------------------
-    def col_width(self, width: int | None = None) -> int:
-        return table_layout(len(self.run_keys), width if width is not None else self.content_size.width or 80)[0]
-
     def _blocks(self, width: int) -> int:
         per_block = table_layout(len(self.run_keys), width)[1]
         return max(1, -(-len(self.run_keys) // per_block))
