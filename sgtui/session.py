@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from sgtui import __version__
+from sgtui import __version__, session_split
 from sgtui.events import PLAIN_BUILDERS, SCHEMA, Event, EventError, SchemaTooNew, SessionHeader, decode, encode
 
 # Names of secrets, not of counts: "HF_TOKEN", "--hf-token", "api_key", but not "max_output_tokens".
@@ -157,7 +157,12 @@ EXPECTED = "expected an sgtui session: JSON lines, the first a 'session' event"
 def decode_lines(data: bytes, path: Path, first_lineno: int = 1) -> tuple[list[Event], list[str]]:
     """Decode complete lines (data must end at a line break or be whole); bad lines become problems."""
     events, problems, _ = _decode(data.split(b"\n"), path, first_lineno, partial_tail=False)
-    return events, problems
+    return events, said(path, problems)
+
+
+def said(path: Path, problems: list[tuple[int, str]]) -> list[str]:
+    """Problems as the reader reports them: "file:line: why"."""
+    return [f"{path}:{lineno}: {why}" for lineno, why in problems]
 
 
 def read_session(path: Path | str, *, allow_empty: bool = False) -> ReadResult:
@@ -175,12 +180,12 @@ def read_session(path: Path | str, *, allow_empty: bool = False) -> ReadResult:
     """
     path = Path(path)
     try:
-        with path.open("rb") as f:
-            events, problems, truncated = _decode(f, path)
+        events, problems, truncated = _read(path)
     except FileNotFoundError:
         raise SessionReadError(f"{path}: no such session file") from None
     except OSError as e:
         raise SessionReadError(f"{path}: cannot read ({e.strerror})") from None
+    problems = said(path, problems)
     header = events[0] if events and isinstance(events[0], SessionHeader) else None
     if header is None and events:
         raise SessionReadError(f"{path}: not an sgtui session (first event is {events[0].kind!r}, expected 'session')")
@@ -193,17 +198,41 @@ def read_session(path: Path | str, *, allow_empty: bool = False) -> ReadResult:
     return ReadResult(path=path, header=header, events=events, problems=problems, truncated_tail=truncated)
 
 
+def _read(path: Path) -> tuple[list[Event], list[tuple[int, str]], bool]:
+    """(events, problems, truncated) of a whole file: a large one in two parts at once, its tail decoded by
+    a helper process meanwhile (`sgtui.session_split`), the same result in ~2/3 of the time."""
+    with path.open("rb") as f:
+        split = session_split.split_point(f)
+        if split is None:
+            return _decode(f, path)
+        helper = session_split.TailDecoder(path, split)
+        try:
+            head = session_split.head_lines(f, split)
+            events, problems, _ = _decode(head, path, partial_tail=False)
+            tail = helper.result()
+        finally:
+            helper.close()
+        first = head.lines + 1
+        if tail is None:  # the helper failed: the tail decoded here after all (same result, slower)
+            f.seek(split)
+            tail = _decode(f, path, first)
+        else:
+            tail = (tail[0], [(first + n - 1, why) for n, why in tail[1]], tail[2])
+    events.extend(tail[0])
+    return events, problems + tail[1], tail[2]
+
+
 def _decode(lines: Iterable[bytes], path: Path, first_lineno: int = 1, *, partial_tail: bool = True
-            ) -> tuple[list[Event], list[str], bool]:
+            ) -> tuple[list[Event], list[tuple[int, str]], bool]:
     """(events, problems, truncated) of `lines`: an open session file (lines keep their newline; with
     `partial_tail` a last line without one is a write in progress, not decoded, and sets truncated) or
-    complete lines split off a tail's buffer (`decode_lines`). Bad lines become problems.
+    complete lines split off a tail's buffer (`decode_lines`). Bad lines become problems (line, why).
 
     The cyclic GC is paused meanwhile: events hold no cycles, and a million new objects would
     otherwise trigger hundreds of full collections (several times the cost of decoding).
     """
     events: list[Event] = []
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []
     append = events.append
     truncated = False
     loads, builders = orjson.loads, PLAIN_BUILDERS
@@ -214,8 +243,8 @@ def _decode(lines: Iterable[bytes], path: Path, first_lineno: int = 1, *, partia
             if partial_tail and raw[-1:] != b"\n":  # the last line, still being written (or cut off)
                 if raw and not raw.isspace():
                     truncated = True
-                    problems.append(f"{path}:{lineno}: last line is incomplete (session still being written or "
-                                    "cut off); ignored")
+                    problems.append((lineno, "last line is incomplete (session still being written or cut off); "
+                                             "ignored"))
                 break
             if not raw or raw.isspace():
                 continue
@@ -229,7 +258,7 @@ def _decode(lines: Iterable[bytes], path: Path, first_lineno: int = 1, *, partia
             except SchemaTooNew as e:
                 raise SessionReadError(f"{path}:{lineno}: {e.message}") from None
             except EventError as e:
-                problems.append(f"{path}:{lineno}: {e.message}")
+                problems.append((lineno, e.message))
     finally:
         if was_enabled:
             gc.enable()

@@ -209,7 +209,8 @@ def test_run_metrics_pooled_from_steps_equal_all_values_at_once(itl_len, request
 
 def summary_numbers(st):
     """Every number of every run summary, to compare two states exactly."""
-    return {label: (dataclasses.asdict(s.metrics), [dataclasses.asdict(x) for x in s.steps], s.phase_samples)
+    return {label: (dataclasses.asdict(s.metrics), [(dataclasses.asdict(x), dataclasses.asdict(x.metrics)) for x in s.steps],
+                    s.phase_samples)
             for label in st.runs if label != "session" for s in [st.summary(label)]}
 
 

@@ -37,10 +37,10 @@ def test_bulk_dist_equals_the_pure_reduction(seed, monkeypatch):
     monkeypatch.setattr(bulk, "BULK_MIN", 1 << 62)
     want = dist_ms(xs)
     assert got.values == want.values and got.total == want.total and got.std == want.std
-    # and the pure spread is the one written out term for term (`** 2`, not x * x: they differ at times)
+    # and the pure spread is the one written out term for term (products, as numpy's std squares)
     ms = [x * 1000.0 for x in xs]
     m = math.fsum(ms) / len(ms)
-    assert got.std == math.sqrt(math.fsum((x - m) ** 2 for x in ms) / len(ms))
+    assert got.std == math.sqrt(math.fsum((x - m) * (x - m) for x in ms) / len(ms))
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -76,8 +76,8 @@ def test_one_bulk_set_selects_the_pure_percentiles(seed, zeros, monkeypatch):
 
 
 def struct_bits(x):
-    """A float's bits (-0.0 != 0.0 here), an int as it is."""
-    return x if isinstance(x, int) else math.copysign(1.0, x) if x == 0 else x
+    """A float's bits (-0.0 != 0.0 here, nan == nan), an int as it is."""
+    return x if isinstance(x, int) else math.copysign(1.0, x) if x == 0 else "nan" if math.isnan(x) else x
 
 
 def _stats(d):
@@ -86,14 +86,19 @@ def _stats(d):
     return RequestStats(d.n, 0, 0, 0, d, d, d, d)
 
 
-def test_squares_are_pows_not_products():
-    """The case the bulk path must not get wrong: values where x * x and x ** 2 round differently."""
+def test_squares_are_products_as_numpys_std():
+    """The case both paths must square alike: values where x * x and x ** 2 (libm's pow) round differently.
+    The spread is numpy's (`vllm bench serve`'s std): products."""
     rnd = random.Random(7)
     xs = [rnd.uniform(-20, 20) for _ in range(200_000)]
     differ = [x for x in xs if x * x != x ** 2]
     assert differ  # such values exist on this C library
     np = bulk.numpy()
-    assert np.float_power(np.array(differ), 2.0).tolist() == [x ** 2 for x in differ]
+    m = 0.25
+    d = np.array(differ) - m
+    assert bulk.stdev(np.array(differ), m) == stats.pooled_stdev([differ], len(differ), m) == \
+        math.sqrt(math.fsum((x - m) * (x - m) for x in differ) / len(differ))
+    assert stats.pooled_stdev([differ], len(differ), m) == pytest.approx(float(np.sqrt(np.mean(d * d))), rel=1e-12)
 
 
 def test_run_summaries_are_the_same_on_both_paths(monkeypatch):
@@ -140,3 +145,73 @@ def test_exact_sums_equal_fsums(xs, monkeypatch):
     monkeypatch.setattr(bulk, "CHUNK", 7)  # sums carried across chunks of other exponents
     assert bulk.exact_sum(a) == stats.exact_sum(xs)
     assert bulk.fsum(a) == math.fsum(xs)
+    monkeypatch.setattr(bulk, "PIECE", 3)  # chunks cut in equal pieces (a matrix) and a shorter one
+    monkeypatch.setattr(bulk, "CHUNK", 1000)
+    assert bulk.exact_sum(a) == stats.exact_sum(xs)
+    monkeypatch.setattr(bulk, "LEVELS", 1)  # what one extraction round leaves is summed in Python
+    assert bulk.exact_sum(a) == stats.exact_sum(xs)
+    m = math.fsum(xs) / len(xs)
+    if all(math.isfinite((x - m) * (x - m)) for x in xs):
+        assert bulk.stdev(a, m) == stats.pooled_stdev([xs], len(xs), m)
+
+
+def request_groups(seed: int) -> list[list]:
+    """Steps' requests with what a segment pass could get wrong: failed requests, one-token answers, groups of
+    one length (reduced as one matrix), empty groups, ints, signed zeros, non-finite values (in memory only)."""
+    from sgtui.events import Request
+
+    rnd = random.Random(seed)
+    groups = []
+    for g in range(40):
+        reqs = []
+        for i in range(rnd.choice([0, 1, 3, 16, 16, 16, 40])):
+            itl = values(seed * 1000 + g * 50 + i, rnd.choice([0, 1, 7, 64, 64]))
+            if g % 13 == 5 and itl:
+                itl[0] = -0.0  # a signed zero beside the zeros `values` gives
+            if g == 17 and i == 1:
+                itl.append(math.inf)
+            reqs.append(Request(t=1.0, run="r", step=g, start=0.5, ttft=rnd.choice([0, 0.1, rnd.random()]),
+                                latency=1.0 + rnd.random(), itl=itl, prompt_tokens=10,
+                                output_tokens=rnd.choice([1, 2, len(itl) + 1]), error="boom" if i % 9 == 8 else ""))
+        groups.append(reqs)
+    return groups
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_steps_reduced_together_equal_each_reduced_alone(seed, monkeypatch):
+    from sgtui.state import request_stats, request_stats_many
+
+    groups = request_groups(seed)
+    got = request_stats_many(groups)
+    monkeypatch.setattr(bulk, "CHUNK", 97)  # segments split across chunks and matrices
+    chunked = request_stats_many(groups)
+    monkeypatch.setattr(bulk, "BULK_MIN", 1 << 62)
+    want = [request_stats(g) for g in groups]
+    for a, b, w in zip(got, chunked, want):
+        for name in ("ttft", "tpot", "itl", "e2el"):
+            da, db, dw = getattr(a, name), getattr(b, name), getattr(w, name)
+            assert [struct_bits(x) for x in da.values] == [struct_bits(x) for x in dw.values]
+            assert da.total == db.total == dw.total
+            assert struct_bits(da.std) == struct_bits(db.std) == struct_bits(dw.std)
+        ma, mw = pooled_metrics([a], 3.0), pooled_metrics([w], 3.0)
+        assert [struct_bits(x) for x in dataclasses.astuple(ma)] == [struct_bits(x) for x in dataclasses.astuple(mw)]
+    pooled = [pooled_metrics(sets, 9.0) for sets in (got, chunked, want)]
+    assert len({tuple(map(struct_bits, dataclasses.astuple(m))) for m in pooled}) == 1
+
+
+@pytest.mark.parametrize("bulk_min", [bulk.BULK_MIN, 1 << 62])
+def test_step_samples_are_the_step_metrics_fields(bulk_min, monkeypatch):
+    """The verdict's per-step samples come without the step's ITL spread and percentiles (computed only
+    when its metrics are read): the same numbers as the step's metrics, on both paths."""
+    from sgtui.state import step_metrics
+    from sgtui.state.steps import SAMPLED, step_samples
+
+    monkeypatch.setattr(bulk, "BULK_MIN", bulk_min)
+    st = load_state(generate(steps=5, requests=40, itl_len=64, seed=4, noise=0.3))
+    for run in st.runs.values():
+        for n in run.rl_steps:
+            got = step_samples(run.steps[n])
+            want = step_metrics(run.steps[n])
+            assert got == {k: getattr(want, k) for k in SAMPLED} and want.completed
+        summary = run_summary(run, st.gpu)
+        assert [s.metrics for s in summary.steps] == [step_metrics(run.steps[n]) for n in run.rl_steps]

@@ -75,7 +75,7 @@ def test_pooled_stdev_is_stdev_of_the_union_bit_for_bit(seed):
     union = [x for s in sets for x in s]
     n = len(union)
     m = math.fsum(union) / n
-    want = math.sqrt(math.fsum((x - m) ** 2 for x in union) / n)  # the definition, term by term
+    want = math.sqrt(math.fsum((x - m) * (x - m) for x in union) / n)  # the definition, term by term
     assert stats.pooled_stdev(sets, n, m) == want == stats.stdev(union)
     assert stats.stdev(union) == pytest.approx(float(np.std(union)), rel=1e-9)
     assert stats.stdev([4.0]) == 0.0 and stats.stdev([]) == 0.0

@@ -36,6 +36,7 @@ from sgtui.state.metrics import (
     dist_ms,
     pooled_metrics,
     request_stats,
+    request_stats_many,
 )
 from sgtui.state.session import SessionState, load_state
 from sgtui.state.steps import (
@@ -43,6 +44,7 @@ from sgtui.state.steps import (
     TRANSITION_PHASES,
     StepDrift,
     StepSummary,
+    reduce_steps,
     rollout_duration,
     step_drift,
     step_metrics,
@@ -68,6 +70,7 @@ __all__ = [
     "RequestMetrics", "RequestStats", "RunState", "RunSummary", "SYNC_NUMBERS", "Series", "SessionFold",
     "SessionState", "StepDrift", "StepState", "StepSummary", "TRANSITION_PHASES", "calculate_metrics",
     "dist_ms", "first_sync_step", "freeze_gpu", "freeze_run", "load_state", "mean_parts", "memory_summary",
-    "pooled_metrics", "request_stats", "rollout_duration", "run_devices", "run_summary", "steady_steps",
-    "step_drift", "step_metrics", "step_models", "step_request_stats", "step_summary", "sync_summary",
+    "pooled_metrics", "reduce_steps", "request_stats", "request_stats_many", "rollout_duration", "run_devices",
+    "run_summary", "steady_steps", "step_drift", "step_metrics", "step_models", "step_request_stats", "step_summary",
+    "sync_summary",
 ]

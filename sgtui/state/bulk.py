@@ -6,13 +6,11 @@ half a microsecond a value: most of the time from `sgtui replay big.jsonl` to se
 (benchmarks/replay_load.py). Here the per-value arithmetic runs in C with the same IEEE operations:
 
 - `*` and `-` are correctly rounded either way, so `a * 1000.0` and `a - m` are Python's values;
-- the square is `np.float_power(x, 2.0)`, which calls the C library's `pow` as Python's `x ** 2` does
-  (numpy's `power`, `square` and `a ** 2` use `x * x` or SIMD code, which differ from `pow` for about
-  one value in a thousand);
-- sums are exact, as `math.fsum`'s: each value is an integer mantissa times a power of two, the
-  mantissas are added per exponent in float64 halves small enough that no addition rounds
-  (`np.bincount`), and the per-exponent totals in Python integers; the one rounding at the end is
-  Python's correctly rounded int division, as fsum's result is the correctly rounded exact sum;
+- the square of a deviation is a product, `d * d`, as numpy's std and the pure path compute it;
+- sums are exact, as `math.fsum`'s: each value is an integer mantissa times a power of two (read
+  straight off its bits), the mantissas are added per exponent in float64 halves small enough that no
+  addition rounds (`np.bincount`), and the per-exponent totals in Python integers; the one rounding at the
+  end is Python's correctly rounded int division, as fsum's result is the correctly rounded exact sum;
 - a stable sort gives Python's order; a selection (`np.partition`) gives the k-th smallest value.
 
 So every number is bit for bit the pure path's (tests/test_state_bulk.py runs both). numpy is imported
@@ -30,7 +28,7 @@ from sgtui import stats
 
 #: Sets smaller than this are reduced in pure Python (numpy's per-call overhead would dominate).
 BULK_MIN = 1024
-#: Values summed per pass (bounds the memory of a run's 15M ITL values; see HALF).
+#: Values summed per pass (bounds the memory of a run's 15M ITL values).
 CHUNK = 1 << 20
 
 _np: Any = None
@@ -60,33 +58,87 @@ def is_array(x: Any) -> bool:
     return _np is not None and isinstance(x, _np.ndarray)
 
 
-#: Mantissas (53 bits) are added as a high and a low half of HALF bits: float64 adds integers below
-#: 2**53 exactly, so up to 2**(53 - 27) values per exponent add without rounding; CHUNK stays below that.
-HALF = 26
+#: Extraction rounds before the rest of a segment is summed in pure Python (values over more than ~200
+#: binades: never latencies; see `_exact_segments`).
+LEVELS = 6
 
 
-def _exact(a: Any) -> tuple[int, int]:
-    """(B, s) with sum(a) == B * 2**s exactly, for a finite float64 array."""
-    np = _np
-    total, scale = 0, 0
+#: Values per segment `_exact` cuts a large array into: 2**16 leave 36 bits a round to `_exact_segments`
+#: (two rounds for latencies); one segment of a run's 15M ITL values would leave 28 (and a third round).
+PIECE = 1 << 16
+
+
+def _exact(a: Any, minus: float | None = None) -> tuple[int, int]:
+    """(B, s) with sum(a) == B * 2**s exactly, for a finite float64 array; with `minus`, of the squares
+    (x - minus) * (x - minus) instead. CHUNK values at a time: fresh temporaries of a run's 15M values
+    (100 MB each) cost more in page faults than the arithmetic."""
+    sums = []
     for i in range(0, len(a), CHUNK):
-        m, e = np.frexp(a[i:i + CHUNK])
-        mant = np.ldexp(m, 53).astype(np.int64)  # x == mant * 2**(e - 53), exactly
-        lo_e = int(e.min())
-        idx = e - lo_e
-        hi = np.bincount(idx, weights=mant >> HALF)
-        lo = np.bincount(idx, weights=mant & ((1 << HALF) - 1))
-        b = 0
-        for k in np.flatnonzero((hi != 0) | (lo != 0)).tolist():
-            b += ((int(hi[k]) << HALF) + int(lo[k])) << k
-        s = lo_e - 53
-        if not total:
-            total, scale = b, s
-        elif s >= scale:
-            total += b << (s - scale)
+        x = a[i:i + CHUNK]
+        if minus is not None:
+            x = x - minus
+            x *= x
+        n = len(x)
+        sums += _exact_segments(x, [PIECE] * (n // PIECE) + ([n % PIECE] if n % PIECE else []))
+    scale = min((s for b, s in sums if b), default=0)
+    return sum(b << (s - scale) for b, s in sums if b), scale
+
+
+def _exact_segments(a: Any, counts: Sequence[int]) -> list[tuple[int, int]]:
+    """[(B, s)] with the sum of each segment of a (`counts[k]` values each, in order) == B * 2**s exactly,
+    for a finite float64 array, in a few numpy passes over all segments at once.
+
+    Rump, Ogita and Oishi's extraction ("Accurate floating-point summation", 2008): with sigma a power of
+    two at least 2**M * max|x| of a segment and 2**M >= n + 2, q = (sigma + x) - sigma and x - q are exact,
+    every q is a multiple of 2**-53 sigma, and any sum of n of them stays below sigma: numpy's
+    `add.reduceat` adds them exactly in whatever order. The rests x - q are ~2**(52 - M) times smaller;
+    latencies take two or three rounds. Each round is plain float arithmetic (numpy releases the GIL, so
+    a replay's fold runs meanwhile); the exact binned sums used before cost 3x as much and held the GIL."""
+    np = _np
+    counts = [int(c) for c in counts]
+    ends = np.cumsum(counts, dtype=np.int64)
+    rest = np.array(a, dtype=np.float64)  # a copy: the rests replace the values round by round
+    sums: list[tuple[int, float]] = []  # (segment, an exact part of its sum)
+    live = [k for k, c in enumerate(counts) if c]
+    pure: list[int] = []  # segments whose rest is summed in Python (too large to extract)
+    for _ in range(LEVELS):
+        if not live:
+            break
+        idx = None if len(live) == len(counts) else \
+            np.concatenate([np.arange(ends[k] - counts[k], ends[k]) for k in live])
+        x = rest if idx is None else rest[idx]
+        ns = np.asarray([counts[k] for k in live], dtype=np.int64)
+        rows = x.reshape(len(live), -1) if (ns == ns[0]).all() else None  # equal segments: a matrix
+        firsts = np.concatenate(([0], np.cumsum(ns)[:-1]))
+        top = np.abs(rows).max(axis=1) if rows is not None else np.maximum.reduceat(np.abs(x), firsts)
+        sigma = np.ldexp(1.0, np.frexp(top)[1] + np.frexp((ns + 2).astype(np.float64))[1])
+        finite = np.isfinite(sigma)
+        if not finite.all():
+            pure += [k for k, f in zip(live, finite.tolist()) if not f]
+            sigma = np.where(finite, sigma, 0.0)  # no extraction: q = 0, the rest stays for the pure sum
+        sig = sigma[:, None] if rows is not None else np.repeat(sigma, ns)
+        q = (rows if rows is not None else x) + sig
+        q -= sig
+        sums.extend(zip(live, (q.sum(axis=1) if rows is not None else np.add.reduceat(q, firsts)).tolist()))
+        if rows is not None:
+            rows -= q
+            left = np.abs(rows).max(axis=1)
         else:
-            total, scale = (total << (scale - s)) + b, s
-    return total, scale
+            x -= q
+            left = np.maximum.reduceat(np.abs(x), firsts)
+        if idx is not None:
+            rest[idx] = x
+        live = [k for k, z, f in zip(live, (left == 0).tolist(), finite.tolist()) if not z and f]
+    for k in live + pure:  # the rest of segments over hundreds of binades, exactly, in Python
+        sums.extend((k, p) for p in stats.exact_sum(rest[ends[k] - counts[k]:ends[k]].tolist()))
+    ratios = [(k, p.as_integer_ratio()) for k, p in sums if p]
+    if not ratios:
+        return [(0, 0)] * len(counts)
+    den = max(d for _, (_, d) in ratios)  # powers of two: every part is an integer multiple of 1 / den
+    totals = [0] * len(counts)
+    for k, (num, d) in ratios:
+        totals[k] += num * (den // d)
+    return [(b, -(den.bit_length() - 1)) for b in totals]
 
 
 def _round(b: int, s: int) -> float:
@@ -96,7 +148,11 @@ def _round(b: int, s: int) -> float:
 
 def exact_sum(a: Any) -> tuple[float, ...]:
     """`stats.exact_sum` of a finite float64 array: the rounded sum, then the rounded rest, ... to 0."""
-    b, s = _exact(a)
+    return _parts(*_exact(a))
+
+
+def _parts(b: int, s: int) -> tuple[float, ...]:
+    """`stats.exact_sum`'s floats of the exact sum b * 2**s."""
     parts = []
     while b:
         p = _round(b, s)
@@ -112,13 +168,13 @@ def fsum(a: Any) -> float:
     return _round(b, s) if b else 0.0
 
 
-def _stdev(a: Any, m: float) -> float:
-    """`stats.pooled_stdev` of the values of array a, mean m: sqrt(fsum(pow(x - m, 2)) / n)."""
+def stdev(a: Any, m: float) -> float:
+    """`stats.pooled_stdev` of the values of array a, mean m: sqrt(fsum(d * d) / n), d = x - m."""
     n = len(a)
     if n < 2:
         return 0.0
-    np = _np
-    return math.sqrt(fsum(np.float_power(a - m, 2.0)) / n)
+    b, s = _exact(a, minus=m)
+    return math.sqrt((_round(b, s) if b else 0.0) / n)
 
 
 def dist_ms(seconds: Sequence[float], qs: Sequence[float]) -> tuple[Any, tuple[float, ...], float, list[float]] | None:
@@ -130,8 +186,88 @@ def dist_ms(seconds: Sequence[float], qs: Sequence[float]) -> tuple[Any, tuple[f
     if not np.isfinite(a).all():
         return None
     total = exact_sum(a)
-    std = _stdev(a, math.fsum(total) / len(a)) if len(a) else 0.0
+    std = stdev(a, math.fsum(total) / len(a)) if len(a) else 0.0
     return a, total, std, _select(a, qs)  # unsorted: `metrics.Dist` sorts it only if its values are read
+
+
+def dist_ms_segments(seconds: Any, counts: Sequence[int], qs: Sequence[float], spread: bool = True
+                     ) -> list[tuple[Any, tuple[float, ...], float | None, list[float] | None] | None]:
+    """`dist_ms` of each segment of `seconds` (`counts[k]` values each, in order), in a few passes over all
+    of them: a run's steps reduced at once cost what one step's did (numpy's per-call cost, ~2 us, times
+    a dozen calls, was most of a step's reduction). None for a segment that is empty or not all finite
+    (the pure path decides what those give). Without `spread`, each std and percentiles are None: left to
+    whoever reads them (`metrics.Dist`), as only a shown step's are."""
+    np = _np
+    a = np.asarray(seconds, dtype=np.float64) * 1000.0
+    ns = np.asarray(counts, dtype=np.int64)
+    starts = np.cumsum(ns) - ns
+    ok = ns > 0
+    finite = np.isfinite(a)
+    clean = a
+    if not finite.all():  # those segments go the pure way; zeros stand in for their values meanwhile
+        ok &= np.bincount(np.repeat(np.arange(len(counts)), ns)[~finite], minlength=len(counts)) == 0
+        clean = np.where(finite, a, 0.0)
+    sums = _exact_segments(clean, counts)
+    if spread:
+        means = np.array([_round(*t) / c if c else 0.0 for t, c in zip(sums, counts)])
+        d = clean - np.repeat(means, ns)
+        squares = _exact_segments(d * d, counts)
+        pcts = _segment_percentiles(a, starts.tolist(), counts, ok, qs)
+    out: list[tuple[Any, tuple[float, ...], float | None, list[float] | None] | None] = []
+    for k, c in enumerate(counts):
+        if not ok[k]:
+            out.append(None)
+            continue
+        lo = int(starts[k])
+        std = (math.sqrt(_round(*squares[k]) / c) if c >= 2 else 0.0) if spread else None
+        out.append((a[lo:lo + c], _parts(*sums[k]), std, pcts[k] if spread else None))
+    return out
+
+
+def _segment_percentiles(a: Any, starts: list[int], counts: Sequence[int], ok: Any, qs: Sequence[float]
+                         ) -> dict[int, list[float]]:
+    """`_select`'s percentiles of each ok segment: segments of one length are partitioned together, as the
+    rows of one matrix, and interpolated at once (numpy's linear method, the same operations as
+    `stats._interpolate`); a segment holding both -0.0 and 0.0 goes alone through `_select`."""
+    by_len: dict[int, list[int]] = {}
+    for k, c in enumerate(counts):
+        if ok[k]:
+            by_len.setdefault(c, []).append(k)
+    out: dict[int, list[float]] = {}
+    for n, same in by_len.items():
+        for i in range(0, len(same), max(1, CHUNK // n)):  # a matrix of at most CHUNK values at a time
+            out.update(_rows_percentiles(a, starts, same[i:i + max(1, CHUNK // n)], n, qs))
+    return out
+
+
+def _rows_percentiles(a: Any, starts: list[int], ks: list[int], n: int, qs: Sequence[float]
+                      ) -> dict[int, list[float]]:
+    """The percentiles of segments ks, all n values long, as the rows of one matrix."""
+    np = _np
+    out: dict[int, list[float]] = {}
+    rows = np.asarray([starts[k] for k in ks], dtype=np.int64)
+    m = a[rows[:, None] + np.arange(n)]  # a copy: partitioned in place
+    signed_zero = np.signbit(m).any(axis=1) & (m == 0.0).any(axis=1)
+    ranks = _ranks(n, qs)
+    if n > 1:
+        m.partition(ranks, axis=1)
+    cols = []
+    for q in qs:
+        if n == 1:
+            cols.append(m[:, 0])
+            continue
+        pos = (n - 1) * q / 100.0
+        lo = math.floor(pos)
+        hi = min(lo + 1, n - 1)
+        cols.append(m[:, lo] + (m[:, hi] - m[:, lo]) * (pos - lo))
+    values = np.stack(cols, axis=1).tolist()
+    for j, k in enumerate(ks):
+        if signed_zero[j]:
+            lo = starts[k]
+            out[k] = _select(a[lo:lo + n].copy(), qs)
+        else:
+            out[k] = values[j]
+    return out
 
 
 def sort(a: Any) -> Any:
@@ -201,7 +337,7 @@ def pooled(sets: Sequence[array], mean: float, qs: Sequence[float]) -> tuple[flo
         return 0.0, [0.0 for _ in qs]
     if not np.isfinite(a).all():
         return None
-    std = _stdev(a, mean)
+    std = stdev(a, mean)
     ranks = _ranks(n, qs)
     a.partition(ranks)
     sel = _Selected(n, {k: float(a[k]) for k in ranks})

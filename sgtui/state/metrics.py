@@ -73,16 +73,27 @@ class Dist:
     sorted only if something reads `values`: its percentiles, alone or pooled, come from a selection
     (`bulk.select`, `bulk.pooled`), which needs no order, so a replay never sorts a step's ITL values."""
 
-    __slots__ = ("raw", "total", "std", "percentiles", "_asc")
+    __slots__ = ("raw", "total", "_std", "percentiles", "_asc")
 
-    def __init__(self, values: Any, total: tuple[float, ...], std: float,
+    def __init__(self, values: Any, total: tuple[float, ...], std: float | None,
                  percentiles: list[float] | None = None) -> None:
         self.raw = values  # any order (an `array("d")` from the pure path is already ascending)
         self.total = total  # exact sum of the values (`stats.exact_sum`)
-        self.std = std  # population std of this set alone
+        self._std = std  # population std of this set alone; None: computed when first read
         #: the set's own PERCENTILES, where the reduction found them (a bulk set: by selection); else None
         self.percentiles = percentiles
         self._asc: array | None = values if isinstance(values, array) else None
+
+    @property
+    def std(self) -> float:
+        """The population std of this set alone (a step's ITL spread is computed here, when a step's own
+        metrics are read: a replay of thousands of steps shows a few)."""
+        if self._std is None:
+            n = len(self.raw)
+            m = math.fsum(self.total) / n if n else 0.0
+            self._std = bulk.stdev(self.raw, m) if bulk.is_array(self.raw) else \
+                stats.pooled_stdev((self.raw,), n, m)
+        return self._std
 
     @property
     def values(self) -> array:
@@ -123,19 +134,31 @@ def dist_ms(seconds: Iterable[float]) -> Dist:
     return Dist(array("d", ms), total, std)
 
 
+def mean_ms(dists: Sequence[Dist]) -> float:
+    """The mean of the union of `dists` (exact sums: the same whichever sets they came in)."""
+    n = sum(d.n for d in dists)
+    return math.fsum(chain.from_iterable(d.total for d in dists)) / n if n else 0.0
+
+
+def own_percentiles(d: Dist) -> list[float]:
+    """One set's PERCENTILES: found by its reduction, else by selection (a large set) or from its values."""
+    chosen = d.percentiles
+    if chosen is None and bulk.enabled(d.n):
+        chosen = bulk.select(d.raw, PERCENTILES)
+    return chosen if chosen is not None else stats.pooled_percentiles([d.values], PERCENTILES)
+
+
 def _dist_fields(prefix: str, dists: Sequence[Dist]) -> dict[str, float]:
     """The mean/median/std/p50/p90/p99 fields of one metric over the union of `dists`."""
     n = sum(d.n for d in dists)
-    mean = math.fsum(chain.from_iterable(d.total for d in dists)) / n if n else 0.0
-    single = len(dists) == 1
-    pooled = bulk.pooled([d.raw for d in dists], mean, PERCENTILES) if not single and bulk.enabled(n) else None
-    chosen = (dists[0].percentiles or bulk.select(dists[0].raw, PERCENTILES)) if single and bulk.enabled(n) else None
-    if pooled is not None:  # a run's millions of ITL values: one selection, one pass of squares
+    mean = mean_ms(dists)
+    pooled = bulk.pooled([d.raw for d in dists], mean, PERCENTILES) if len(dists) > 1 and bulk.enabled(n) else None
+    if len(dists) == 1:  # a step's own set: its own spread and percentiles
+        std, (p50, p90, p99) = dists[0].std, own_percentiles(dists[0])
+    elif pooled is not None:  # a run's millions of ITL values: one selection, one pass of squares
         std, (p50, p90, p99) = pooled
-    elif chosen is not None:  # a step's thousands: a selection, no sort
-        std, (p50, p90, p99) = dists[0].std, chosen
     else:
-        std = dists[0].std if single else stats.pooled_stdev((d.values for d in dists), n, mean)
+        std = stats.pooled_stdev((d.values for d in dists), n, mean)
         p50, p90, p99 = stats.pooled_percentiles([d.values for d in dists], PERCENTILES)
     return {
         f"mean_{prefix}_ms": mean,
@@ -178,16 +201,50 @@ def request_stats(requests: Sequence[Request]) -> RequestStats:
     )
 
 
-def _itl_seconds(ok: Sequence[Request]) -> Any:
-    """Every ITL value of the requests, in order: a float64 numpy array (filled at C speed, what the bulk
-    path reads) when there are enough of them for it, else a list."""
-    n = sum(map(len, (r.itl for r in ok)))
-    if bulk.enabled(n):
-        try:
-            return bulk.numpy().fromiter(chain.from_iterable(r.itl for r in ok), dtype=float, count=n)
-        except (TypeError, ValueError):  # not numbers: the pure path says what they give
-            pass
-    return list(chain.from_iterable(r.itl for r in ok))
+def _itl_seconds(ok: Sequence[Request]) -> array:
+    """Every ITL value of the requests, in order, as one `array("d")` (each request's is one: copied at
+    memcpy speed; the bulk path reads it without a copy)."""
+    out = array("d")
+    extend = out.extend
+    for r in ok:
+        extend(r.itl)
+    return out
+
+
+def request_stats_many(groups: Sequence[Sequence[Request]]) -> list[RequestStats]:
+    """[request_stats(g) for g in groups], the same numbers, with each metric's values of every group
+    reduced in one `bulk.dist_ms_segments` pass: a run's finished steps at once (a replay of a long
+    session reduces thousands of steps; per step, numpy's per-call cost was most of the time)."""
+    oks = [[r for r in g if not r.error] for g in groups]
+    multis = [[r for r in ok if r.output_tokens > 1] for ok in oks]
+    itl_counts = [sum([len(r.itl) for r in ok]) for ok in oks]
+    if not bulk.enabled(sum(itl_counts) + sum(map(len, oks))):
+        return [request_stats(g) for g in groups]
+    ttft = _segments((r.ttft for ok in oks for r in ok), [len(ok) for ok in oks],
+                     lambda k: (r.ttft for r in oks[k]))
+    tpot = _segments(((r.latency - r.ttft) / (r.output_tokens - 1) for m in multis for r in m),
+                     [len(m) for m in multis], lambda k: ((r.latency - r.ttft) / (r.output_tokens - 1) for r in multis[k]))
+    itl = _segments(_itl_seconds([r for ok in oks for r in ok]), itl_counts, lambda k: _itl_seconds(oks[k]),
+                    spread=False)
+    e2el = _segments((r.latency for ok in oks for r in ok), [len(ok) for ok in oks],
+                     lambda k: (r.latency for r in oks[k]))
+    return [RequestStats(completed=len(ok), errors=len(g) - len(ok), input_tokens=sum(r.prompt_tokens for r in ok),
+                         output_tokens=sum(r.output_tokens for r in ok), ttft=ttft[k], tpot=tpot[k], itl=itl[k],
+                         e2el=e2el[k])
+            for k, (g, ok) in enumerate(zip(groups, oks))]
+
+
+def _segments(values: Iterable[float], counts: list[int], pure: Any, spread: bool = True) -> list[Dist]:
+    """One metric's `Dist` per group from all groups' values in order (`counts` each): by segments where
+    numpy can read them; `pure(k)` gives group k's values again where it cannot (not numbers, not finite).
+    Without `spread`, each set's std and percentiles wait until read (a step's thousands of ITL values)."""
+    np = bulk.numpy()
+    try:
+        a = values if isinstance(values, array) else np.fromiter(values, dtype=float, count=sum(counts))
+        reduced = bulk.dist_ms_segments(a, counts, PERCENTILES, spread)
+    except (TypeError, ValueError):
+        reduced = [None] * len(counts)
+    return [Dist(*r) if r is not None else dist_ms(pure(k)) for k, r in enumerate(reduced)]
 
 
 def pooled_metrics(sets: Sequence[RequestStats], duration_s: float) -> RequestMetrics:

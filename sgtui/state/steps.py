@@ -9,11 +9,20 @@ pooling and sorting every ITL value of the run again on each summary.
 from __future__ import annotations
 
 import bisect
+import functools
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from sgtui.state.fold import GpuState, StepState
-from sgtui.state.metrics import RequestMetrics, RequestStats, pooled_metrics, request_stats
+from sgtui.state.metrics import (
+    RequestMetrics,
+    RequestStats,
+    mean_ms,
+    own_percentiles,
+    pooled_metrics,
+    request_stats,
+    request_stats_many,
+)
 
 #: Phases whose time is "transition overhead": the cost of getting the engine
 #: out of the trainer's way and back with new weights.
@@ -78,7 +87,6 @@ def step_drift(step: StepState, gpu: "GpuState", devices: Sequence[int], now: fl
 @dataclass(frozen=True)
 class StepSummary:
     step: int
-    metrics: RequestMetrics
     phases: dict[str, float]  # finished phase durations, seconds
     failed_phases: tuple[str, ...]
     transition_s: float | None  # offload + reload + weight_sync (None until any of them ran)
@@ -93,6 +101,15 @@ class StepSummary:
     #: a full-weight sync's numbers (the weight_sync phase's data: bytes, gbps, transfer_s, paused_s, ...)
     sync: dict = field(default_factory=dict)
     drift: StepDrift | None = None  # foreign load during the step (sgtui.drift flags it); None: no witness
+
+    @functools.cached_property
+    def metrics(self) -> RequestMetrics:
+        """The step's request metrics, computed when first read (`step_metrics`, kept on the step): a run's
+        summary needs only a few numbers of each step (`step_samples`), and the spread and percentiles of
+        thousands of steps' ITL values were half the time from a replay's last event to settled numbers.
+        The step they come from is kept beside the fields (`step_summary`), out of `asdict` and `==`."""
+        state = self.__dict__.get("_state")
+        return step_metrics(state) if state is not None else RequestMetrics()
 
     @property
     def full(self) -> bool:
@@ -130,6 +147,34 @@ def step_request_stats(step: StepState) -> RequestStats:
     return cached[1]
 
 
+#: Values (ITL gaps, mostly) `reduce_steps` reduces in one pass: numpy's temporaries stay ~100 MB.
+REDUCE_VALUES = 1 << 21
+
+
+def reduce_steps(steps: Sequence[StepState]) -> None:
+    """Bring the cached reductions of many steps up to date at once (`request_stats_many`): what
+    `step_request_stats` gives each, for a fraction of the cost per step (a run summary of thousands of
+    steps; the summaries worker during a replay)."""
+    stale = [(st, len(st.requests)) for st in steps
+             if (c := st._cache.get("requests")) is None or c[0] != len(st.requests)]
+    batch: list[tuple[StepState, int]] = []
+    size = 0
+    for st, n in stale:
+        batch.append((st, n))
+        size += n + sum(len(st.requests[i].itl) for i in range(n))
+        if size >= REDUCE_VALUES:
+            _reduce(batch)
+            batch, size = [], 0
+    _reduce(batch)
+
+
+def _reduce(batch: list[tuple[StepState, int]]) -> None:
+    """Steps' first n requests reduced together, each step's cache set."""
+    if batch:
+        for (st, n), reduced in zip(batch, request_stats_many([st.requests[:n] for st, n in batch])):
+            st._cache["requests"] = (n, reduced)
+
+
 def step_metrics(step: StepState) -> RequestMetrics:
     """The step's request metrics over its rollout time, kept while neither the requests nor the time change."""
     key = (len(step.requests), rollout_duration(step))
@@ -158,9 +203,8 @@ def step_summary(step: StepState, drift: StepDrift | None = None) -> StepSummary
     if "restart" in phases and not any(p in phases for p in ("offload", "reload")):
         transition.append(phases["restart"])
     total = (max(ends) - min(starts)) if (ends and complete and starts) else None
-    return StepSummary(
+    summary = StepSummary(
         step=step.step,
-        metrics=step_metrics(step),
         phases=phases,
         failed_phases=tuple(failed),
         transition_s=sum(transition) if transition else None,
@@ -175,6 +219,23 @@ def step_summary(step: StepState, drift: StepDrift | None = None) -> StepSummary
         sync=dict(ws.data) if (ws := step.phases.get("weight_sync")) is not None and ws.ok else {},
         drift=drift,
     )
+    object.__setattr__(summary, "_state", step)  # for `metrics`, when read (a frozen dataclass's own attribute)
+    return summary
+
+
+#: The per-step numbers the verdict samples (`run_summary`'s phase_samples), by their `RequestMetrics` names.
+SAMPLED = ("output_throughput", "mean_ttft_ms", "mean_itl_ms", "mean_tpot_ms", "p99_e2el_ms")
+
+
+def step_samples(step: StepState) -> dict[str, float]:
+    """Exactly the `SAMPLED` fields of `step_metrics(step)`, without the spread and percentiles of its ITL
+    values (what costs): means from the exact sums, the p99 of its ~64 latencies."""
+    s = step_request_stats(step)
+    dur = rollout_duration(step)
+    dur = dur if dur > 0 else 0.0
+    return {"output_throughput": s.output_tokens / dur if dur else 0.0, "mean_ttft_ms": mean_ms([s.ttft]),
+            "mean_itl_ms": mean_ms([s.itl]), "mean_tpot_ms": mean_ms([s.tpot]),
+            "p99_e2el_ms": own_percentiles(s.e2el)[2]}
 
 
 def step_models(step: StepState) -> frozenset[str]:

@@ -17,7 +17,17 @@ from sgtui.events import STEP_PHASES, Error
 from sgtui.state.fold import GpuState, RunState
 from sgtui.state.memory import MemorySummary, memory_summary
 from sgtui.state.metrics import RequestMetrics, pooled_metrics
-from sgtui.state.steps import StepSummary, rollout_duration, step_drift, step_models, step_request_stats, step_summary
+from sgtui.state.steps import (
+    SAMPLED,
+    StepSummary,
+    reduce_steps,
+    rollout_duration,
+    step_drift,
+    step_models,
+    step_request_stats,
+    step_samples,
+    step_summary,
+)
 
 
 #: How sgtui's vLLM engine described an in-place adapter load in the weight_sync phase until 2026-11-29.
@@ -151,6 +161,7 @@ def run_summary(run: RunState, gpu: GpuState, include_first_step: bool = False) 
     if cached is not None and cached[0] == key:
         return cached[1]
     devices = run_devices(run)
+    reduce_steps([run.steps[n] for n in run.rl_steps])
     steps = tuple(step_summary(run.steps[n], step_drift(run.steps[n], gpu, devices, run.last_t, run.label))
                   for n in run.rl_steps)
     request_sets = [step_request_stats(run.steps[n]) for n in run.rl_steps]
@@ -165,13 +176,12 @@ def run_summary(run: RunState, gpu: GpuState, include_first_step: bool = False) 
             samples.setdefault("transition", []).append(s.transition_s)
         if s.total_s is not None:
             samples.setdefault("step_total", []).append(s.total_s)
-        if s.metrics.output_throughput:
-            samples.setdefault("output_throughput", []).append(s.metrics.output_throughput)
-        if s.metrics.completed:
-            samples.setdefault("mean_ttft_ms", []).append(s.metrics.mean_ttft_ms)
-            samples.setdefault("mean_itl_ms", []).append(s.metrics.mean_itl_ms)
-            samples.setdefault("mean_tpot_ms", []).append(s.metrics.mean_tpot_ms)
-            samples.setdefault("p99_e2el_ms", []).append(s.metrics.p99_e2el_ms)
+        got = step_samples(run.steps[s.step])
+        if got["output_throughput"]:
+            samples.setdefault("output_throughput", []).append(got["output_throughput"])
+        if step_request_stats(run.steps[s.step]).completed:
+            for name in SAMPLED[1:]:
+                samples.setdefault(name, []).append(got[name])
     step0 = run.steps.get(0)
     startup = step0.phases.get("startup") if step0 else None
     warmup = step0.phases.get("warmup") if step0 else None

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Callable
 
-from sgtui.state import GpuState, RunState, RunSummary, StepState, run_summary, step_request_stats
+from sgtui.state import GpuState, RunState, RunSummary, StepState, reduce_steps, run_summary
 
 #: Seconds between two summaries rounds while the runs change, however cheap a round is. Each round
 #: recomputes every percentile of the run (O(all requests), in `sgtui.state`); at the old 0.1 s a
@@ -145,7 +145,7 @@ class HeavyWorker:
             if warm is not None:
                 try:
                     while self._job is None and (steps := warm()):
-                        in_parallel(step_request_stats, steps)
+                        in_parallel(reduce_steps, [steps[k::PARALLEL] for k in range(PARALLEL)])
                 except Exception:  # noqa: BLE001 - a step torn meanwhile: the summaries round redoes it
                     pass
             if jobs is None:

@@ -9,7 +9,8 @@ terminal.
 The cheap values of a run (status, phase timeline, request counts, this step's tok/s, engine gauges,
 logs) are rebuilt for every snapshot from the fold's running counters and the run's timeline: they are
 what a person watches move, and they cost O(phases), never O(requests). Replay and live read the same
-counters from the same fold, so they show the same numbers.
+counters from the same fold, so they show the same numbers. The phase timeline holds the setup lane and the
+last `TIMELINE_STEPS` RL steps only, so a snapshot costs O(window), never O(steps) (`window_spans`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from sgtui.state import GpuState, PhaseSpan, RunState, RunSummary, SessionState
 from sgtui.verdict import Verdict
 
 LOG_TAIL = 200
+
+#: RL steps of each run the timeline holds (`RunView.spans`): the most recent ones. A terminal shows a few dozen
+#: lanes anyway; replay's step seek (`g N`) reaches any step and `sgtui report` lists every step. Why: a replay
+#: of 2,100 steps per run (300k events; 7,000 at 1M) built a SpanView for every phase of every step on the hub
+#: thread, and the UI drew one lane per step on every snapshot with a height that changed each time (a
+#: relayout): ~2.4 s of GIL time on the UI thread competing with the fold (py-spy, benchmarks/replay_load.py).
+TIMELINE_STEPS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +68,8 @@ class RunView:
     phase: str = ""  # running phase ('' when none)
     phase_step: int = 0
     phase_elapsed: float | None = None
-    spans: tuple[SpanView, ...] = ()
+    spans: tuple[SpanView, ...] = ()  # step 0 (setup, shutdown) and the last TIMELINE_STEPS RL steps
+    hidden_steps: int = 0  # RL steps left out of `spans` (older than the window)
     done: int = 0  # successful requests in RL steps
     errors: int = 0  # failed requests in RL steps
     step_tok_s: float | None = None  # output tokens / rollout wall time of the current step (live)
@@ -172,6 +181,32 @@ def _span_view(sp: PhaseSpan, base: float, now: float) -> SpanView:
     return SpanView(sp.step, sp.name, sp.start - base, max(0.0, sp.duration_at(now)), running, sp.ok, sp.detail)
 
 
+def window_spans(run: RunState, window: list[int]) -> list[PhaseSpan]:
+    """The run's spans of step 0 and of the RL steps in `window` (the most recent ones, ascending), in start
+    order, reading only the end of the timeline: the window's spans and what started after them, the setup
+    spans at its head, and the last span of each name at step 0 between them (--interleave's park/unpark turn
+    edges, which the timeline does not draw). O(window + setup), never O(steps)."""
+    tl = run.timeline
+    keep = set(window)
+    lo = min((sp.start for s in window if s in run.steps for sp in run.steps[s].phases.values()), default=math.inf)
+    i = len(tl)
+    # back to the window's first span; past it while the spans are still the window's (a phase name repeated
+    # in a step: `StepState.phases` holds its last span only)
+    while i > 0 and (tl[i - 1].start >= lo or tl[i - 1].step in keep):
+        i -= 1
+    tail = [sp for sp in tl[i:] if sp.step == 0 or sp.step in keep]
+    j = 0
+    while j < i and tl[j].step == 0:
+        j += 1
+    head = tl[:j]
+    zero = run.steps.get(0)
+    if zero is not None:
+        seen = {id(sp) for sp in head} | {id(sp) for sp in tail}
+        between = sorted((sp for sp in zero.phases.values() if id(sp) not in seen), key=lambda sp: sp.start)
+        head = head + between
+    return head + tail
+
+
 def build_run_view(key: str, index: int, ts: TrackedSession, label: str, now: float,
                    summary: RunSummary | None, num_steps: int = 0, finished: bool = False,
                    dead: bool = False) -> RunView:
@@ -182,8 +217,11 @@ def build_run_view(key: str, index: int, ts: TrackedSession, label: str, now: fl
                        status="skipped" if finished or dead else "pending")
     info = run.info
     base = run.first_t or 0.0
-    spans = tuple(_span_view(sp, base, now) for sp in run.timeline)
     steps = run.rl_steps
+    window = steps[-TIMELINE_STEPS:]
+    hidden = len(steps) - len(window)
+    shown = window_spans(run, window) if hidden else run.timeline
+    spans = tuple(_span_view(sp, base, now) for sp in shown)
     step = steps[-1] if steps else 0
     tok_s = None
     if step:
@@ -211,8 +249,8 @@ def build_run_view(key: str, index: int, ts: TrackedSession, label: str, now: fl
         status=status, end_detail=run.end.detail if run.end else "", num_steps=num_steps, step=step,
         phase=cur.name if cur else "", phase_step=cur.step if cur else 0,
         phase_elapsed=max(0.0, cur.duration_at(now)) if cur else None,
-        spans=spans, done=run.requests_completed, errors=run.requests_failed, step_tok_s=tok_s, summary=summary,
-        gauges=gauges,
+        spans=spans, hidden_steps=hidden, done=run.requests_completed, errors=run.requests_failed, step_tok_s=tok_s,
+        summary=summary, gauges=gauges,
         error_events=tuple(run.errors), log_count=run.log_count, log_tail=tail, version=run.version,
     )
 

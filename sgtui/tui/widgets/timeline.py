@@ -11,6 +11,10 @@ Labels never overlap: `layout_lane` (pure) places the segments, then gives
 each a label that fits inside it with a blank cell before the next segment
 (`roll 1.20s` shortens to `roll`, `ro`, `r` or nothing); a label is never cut
 by, or run into, its neighbour's (it once read `roll 14.13so7.28sls`).
+
+A run's lanes are its setup lane and its last `TIMELINE_STEPS` steps (`RunView.hidden_steps` are left out, one
+dim line says how many): drawing a lane per step of a 2,100-step replay on every snapshot, at a height that
+changed each time (a relayout), took ~2.4 s of the UI thread's GIL time from the fold (py-spy, replay_load).
 """
 
 from __future__ import annotations
@@ -147,11 +151,10 @@ def run_block(run: RunView, width: int, step_scale: float, setup_scale: float, m
         lines.append(Text("  (no phase yet)", style="dim"))
         return lines
     bar = max(4, width - LANE_LABEL - TOTAL)
-    order = sorted(lanes)
-    if max_lanes is not None and len(order) > max_lanes:
-        hidden = len(order) - max_lanes
-        order = ([0] if 0 in lanes else []) + [s for s in order if s != 0][-(max_lanes - (1 if 0 in lanes else 0)):]
-        lines.append(Text(f"  … {hidden} earlier step(s) not shown", style="dim"))
+    order = shown_lanes(lanes, max_lanes)
+    hidden = run.hidden_steps + len(lanes) - len(order)
+    if hidden:
+        lines.append(hidden_line(hidden, width))
     for step in order:
         spans = lanes[step]
         scale = setup_scale if step in (0, END_LANE) else step_scale
@@ -160,6 +163,27 @@ def run_block(run: RunView, width: int, step_scale: float, setup_scale: float, m
         else:
             lines.append(cache.line(step, spans, bar, scale))
     return lines
+
+
+def shown_lanes(lanes: dict[int, list[SpanView]], max_lanes: int | None) -> list[int]:
+    """The lanes drawn, in order: all of them, or with `max_lanes` the setup lane and the latest others."""
+    order = sorted(lanes)
+    if max_lanes is None or len(order) <= max_lanes:
+        return order
+    head = [0] if 0 in lanes else []
+    rest = [s for s in order if s != 0]
+    keep = max(0, max_lanes - len(head))
+    return head + (rest[-keep:] if keep else [])
+
+
+def hidden_line(hidden: int, width: int) -> Text:
+    """The one line in place of the steps not drawn (older than the window, or past `max_lanes`), cut to the
+    block's width: it never wraps."""
+    noun = "step" if hidden == 1 else "steps"
+    t = Text(f"  … {hidden:,} earlier {noun} (replay: g N seeks to one; sgtui report lists all)", style="dim",
+             no_wrap=True, overflow="ellipsis")
+    t.truncate(max(1, width), overflow="ellipsis")
+    return t
 
 
 def lane_line(step: int, spans: list[SpanView], bar: int, scale: float) -> Text:
@@ -227,13 +251,14 @@ def join_row(cells: list[Text], block_w: int) -> Text:
 
 
 def block_height(run: RunView, max_lanes: int | None = None) -> int:
-    """Lines `run_block` gives a run: its header, then a line per lane (or one saying none yet)."""
-    lanes = len(lanes_of(run))
+    """Lines `run_block` gives a run: its header, the line saying how many steps are not drawn (if any), then
+    a line per lane drawn (or one saying none yet)."""
+    lanes = lanes_of(run)
     if not lanes:
         return 2
-    if max_lanes is not None and lanes > max_lanes:
-        return 2 + max_lanes
-    return 1 + lanes
+    shown = len(shown_lanes(lanes, max_lanes))
+    hidden = run.hidden_steps + len(lanes) - shown
+    return 1 + (1 if hidden else 0) + shown
 
 
 def choose_columns(heights: list[int], width: int, budget: int | None) -> int:

@@ -1,0 +1,157 @@
+"""Read a large session in two parts at once: a helper process decodes its tail while this one decodes its head.
+
+Why: decoding a line (orjson, then validation into its event dataclass) costs ~3x the bare `orjson.loads`,
+and the GIL keeps it on one core: a 1M-event session (700 MiB) took 5.5 s of the 2-core CI box to read
+before a replay could show it. Here a helper process (`python -m sgtui.session_split`) decodes the last
+TAIL_SHARE of the file with the same decoder and hands its events back pickled (`sgtui.events` pickles an
+event as its class and its field values, ITL gaps as bytes), which this process loads at ~1 us an event
+instead of ~5.6 to decode: the two parts end together and the read takes ~2/3 of the time
+(benchmarks/replay_load.py).
+
+Whatever goes wrong with the helper (it cannot start, dies, writes nothing, finds a line only this process
+may judge, such as a newer schema) makes the caller decode the tail itself: the result is always the same
+as a read in one part, only its time differs. The helper runs in a process group of its own, which `close`
+ends (SIGTERM, a grace period, SIGKILL) and whose file it removes: no orphan, no leftover file.
+Standard library only: the core reads sessions without numpy, torch or an engine.
+"""
+
+from __future__ import annotations
+
+import gc
+import mmap
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+#: Files smaller than this are read in one part: the helper's start (~0.15 s) would not pay for itself.
+SPLIT_MIN = 48 << 20
+#: The share of the file the helper decodes: it also pickles what it decoded (~0.4 of decoding) while this
+#: process loads it afterwards (~0.2), so the parts end together at about 40 / 60.
+TAIL_SHARE = 0.4
+#: Set to "0" to read in one part (a machine whose second core is busy with something being measured).
+ENV = "SGTUI_SPLIT_READ"
+#: Seconds the helper may take beyond the head's decoding before it is given up (and the tail read here).
+WAIT_S = 120.0
+GRACE_S = 1.0
+
+
+def split_point(f: BinaryIO) -> int | None:
+    """The byte offset of the first line of the tail the helper decodes; None: read in one part (a small file,
+    one core, splitting switched off, or no line break in the last part)."""
+    size = os.fstat(f.fileno()).st_size
+    if size < SPLIT_MIN or (os.cpu_count() or 1) < 2 or os.environ.get(ENV) == "0":
+        return None
+    f.seek(int(size * (1 - TAIL_SHARE)))
+    f.readline()  # on to the start of the next line
+    at = f.tell()
+    f.seek(0)
+    return at if at < size else None
+
+
+class HeadLines:
+    """The lines of an open file up to byte `end` (which starts a line), counted as they go."""
+
+    def __init__(self, f: BinaryIO, end: int) -> None:
+        self.f, self.end, self.lines = f, end, 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        left = self.end
+        for raw in self.f:
+            self.lines += 1
+            yield raw
+            left -= len(raw)
+            if left <= 0:
+                return
+
+
+def head_lines(f: BinaryIO, end: int) -> HeadLines:
+    return HeadLines(f, end)
+
+
+class TailDecoder:
+    """The helper process decoding the file from byte `start` on; `result` waits for its events."""
+
+    def __init__(self, path: Path, start: int) -> None:
+        self._dir = tempfile.mkdtemp(prefix="sgtui-read-")
+        self._out = Path(self._dir) / "tail.pickle"
+        self.proc: subprocess.Popen | None = None
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "sgtui.session_split", str(path), str(start),
+                                          str(self._out)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError:  # cannot start one: the caller reads the tail itself
+            self.proc = None
+
+    def result(self, timeout: float = WAIT_S) -> tuple[list, list[tuple[int, str]], bool] | None:
+        """(events, problems with line numbers counted from the tail's first line, truncated), or None when
+        the helper gave nothing (the caller then decodes the tail itself)."""
+        if self.proc is None:
+            return None
+        try:
+            if self.proc.wait(timeout) != 0:
+                return None
+        except subprocess.TimeoutExpired:
+            return None
+        was_enabled = gc.isenabled()
+        gc.disable()  # a million new objects without cycles: no collection needs to walk them
+        try:
+            with self._out.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                return pickle.loads(m)  # from the page cache in one go: `pickle.load(f)` reads it in small pieces
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, IndexError):
+            return None
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def close(self) -> None:
+        """End the helper's process group if it still runs, and remove its file."""
+        p = self.proc
+        if p is not None and p.poll() is None:
+            _signal_group(p.pid, signal.SIGTERM)
+            try:
+                p.wait(GRACE_S)
+            except subprocess.TimeoutExpired:
+                _signal_group(p.pid, signal.SIGKILL)
+                p.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def main(argv: list[str]) -> int:
+    """The helper: decode `path` from byte `start` on, pickle (events, problems, truncated) to `out`.
+    Exit 0 only when `out` holds all of it; 3 for a line only the caller may judge (it decodes the tail)."""
+    from sgtui.session import SessionReadError, _decode
+
+    path, start, out = Path(argv[0]), int(argv[1]), Path(argv[2])
+    gc.disable()
+    t0 = time.perf_counter()
+    try:
+        with path.open("rb") as f:
+            f.seek(start)
+            decoded = _decode(f, path)
+    except SessionReadError:
+        return 3
+    part = out.with_suffix(".part")
+    with part.open("wb") as o:
+        pickle.dump(decoded, o, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(part, out)
+    if os.environ.get("SGTUI_SPLIT_DEBUG"):
+        print(f"tail of {path}: {len(decoded[0])} events in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
