@@ -8,7 +8,8 @@ Decoding is on the hot path of replay (a 1M-event session must load at a
 good fraction of bare `orjson.loads` speed), so validation is straight-line code
 generated once per kind from the dataclasses (see `_compile_builder`).
 Nested payloads (GPU devices, engine gauges, configs) stay plain dicts/lists:
-they are checked for their container type only.
+they are checked for their container type only. ITL gaps, tens of millions in a
+long session, are held as `array("d")` (`Request.__post_init__`).
 """
 
 from __future__ import annotations
@@ -289,7 +290,8 @@ _NUMBER = (int, float)
 def _accepted_types(annotation: Any) -> tuple[type, ...]:
     """Map a field annotation to the JSON types accepted for it (an int is a valid float)."""
     if isinstance(annotation, str):
-        annotation = eval(annotation, {**vars(typing), "list": list, "dict": dict, "array": array})  # noqa: S307 - own annotations only
+        names = {**vars(typing), "list": list, "dict": dict, "array": array}
+        annotation = eval(annotation, names)  # noqa: S307 - own annotations only
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
         out: tuple[type, ...] = ()
@@ -341,7 +343,8 @@ def to_dict(event: Event) -> dict[str, Any]:
 
 def encode(event: Event) -> bytes:
     """One JSON line, newline included."""
-    return orjson.dumps(to_dict(event), default=_as_list, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(to_dict(event), default=_as_list,
+                        option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _as_list(value: Any) -> Any:
@@ -361,8 +364,7 @@ def _compile_builder(kind: str) -> Any:
     """
     cls = KINDS[kind]
     env: dict[str, Any] = {"cls": cls, "fail": _fail, "missing": _missing, "kind": kind, "absurd": _absurd,
-                           "nested": _nested, "NUM": _NUMBER,
-                           "floats": _floats}
+                           "nested": _nested, "NUM": _NUMBER, "floats": _floats}
     lines = ["def build(d, lineno):"]
     args = []
     for i, f in enumerate(dataclasses.fields(cls)):
@@ -439,7 +441,7 @@ def _floats(kind: str, name: str, value: list, lineno: int | None) -> array:
     try:
         return array("d", value)
     except TypeError:
-        bad = next(x for x in value if type(x) not in _NUMBER)
+        bad = next((x for x in value if type(x) not in _NUMBER), None)
         raise EventError(f"{kind}.{name}: expected a list of numbers, got {type(bad).__name__} {bad!r:.60}",
                          lineno) from None
 

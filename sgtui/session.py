@@ -328,3 +328,8 @@ class SessionTail:
         self.lineno += chunk.count(b"\n")
         return events
 
+
+if __name__ == "__main__":  # the helper that decodes a large session's tail (`sgtui.session_split`)
+    import sys
+
+    sys.exit(session_split.main(sys.argv[1:], _decode))

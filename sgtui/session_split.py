@@ -2,7 +2,7 @@
 
 Why: decoding a line (orjson, then validation into its event dataclass) costs ~3x the bare `orjson.loads`,
 and the GIL keeps it on one core: a 1M-event session (700 MiB) took 5.5 s of the 2-core CI box to read
-before a replay could show it. Here a helper process (`python -m sgtui.session_split`) decodes the last
+before a replay could show it. Here a helper process (`python -m sgtui.session`) decodes the last
 TAIL_SHARE of the file with the same decoder and hands its events back pickled (`sgtui.events` pickles an
 event as its class and its field values, ITL gaps as bytes), which this process loads at ~1 us an event
 instead of ~5.6 to decode: the two parts end together and the read takes ~2/3 of the time
@@ -26,9 +26,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 #: Files smaller than this are read in one part: the helper's start (~0.15 s) would not pay for itself.
 SPLIT_MIN = 48 << 20
@@ -82,10 +81,13 @@ class TailDecoder:
         self._dir = tempfile.mkdtemp(prefix="sgtui-read-")
         self._out = Path(self._dir) / "tail.pickle"
         self.proc: subprocess.Popen | None = None
+        # the helper imports this very sgtui, wherever it came from (an install, or a checkout on sys.path)
+        here = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "sgtui.session_split", str(path), str(start),
+            self.proc = subprocess.Popen([sys.executable, "-m", "sgtui.session", str(path), str(start),
                                           str(self._out)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL, start_new_session=True)
+                                         stderr=subprocess.DEVNULL, start_new_session=True, env=env)
         except OSError:  # cannot start one: the caller reads the tail itself
             self.proc = None
 
@@ -130,28 +132,20 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def main(argv: list[str]) -> int:
-    """The helper: decode `path` from byte `start` on, pickle (events, problems, truncated) to `out`.
-    Exit 0 only when `out` holds all of it; 3 for a line only the caller may judge (it decodes the tail)."""
-    from sgtui.session import SessionReadError, _decode
-
+def main(argv: list[str], decode: Callable[[BinaryIO, Path], tuple]) -> int:
+    """The helper (`python -m sgtui.session PATH START OUT`, which passes its decoder: no import cycle):
+    decode PATH from byte START on, pickle (events, problems, truncated) to OUT. Exit 0 only when OUT holds
+    all of it; 3 for anything else, such as a line only the caller may judge (it then decodes the tail)."""
     path, start, out = Path(argv[0]), int(argv[1]), Path(argv[2])
     gc.disable()
-    t0 = time.perf_counter()
     try:
         with path.open("rb") as f:
             f.seek(start)
-            decoded = _decode(f, path)
-    except SessionReadError:
+            decoded = decode(f, path)
+    except Exception:  # noqa: BLE001 - the caller decodes the tail itself and says what is wrong
         return 3
     part = out.with_suffix(".part")
     with part.open("wb") as o:
         pickle.dump(decoded, o, protocol=pickle.HIGHEST_PROTOCOL)
     os.replace(part, out)
-    if os.environ.get("SGTUI_SPLIT_DEBUG"):
-        print(f"tail of {path}: {len(decoded[0])} events in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -34,8 +34,7 @@ def run_dict(s, run) -> dict:
         "logprob_mismatch": s.mismatch,
         "weight_sync": {"sync": info.config.get("sync", "") if info and isinstance(info.config, dict) else "",
                         **s.sync},  # a full-weight sync's bytes, gbps, paused_s, ... (steady-state means)
-        "steps": [{**{k: v for k, v in dataclasses.asdict(st).items() if k != "metrics"},
-                   "metrics": dataclasses.asdict(st.metrics)} for st in s.steps],
+        "steps": [{**dataclasses.asdict(st), "metrics": dataclasses.asdict(st.metrics)} for st in s.steps],
         # `errors` is the failed-request count (vLLM's name, from the metrics above); the run's own errors
         # (engine crash, timeout, ...) are a list of their own
         "run_errors": [{"category": e.category, "message": e.message, "step": e.step, "advice": e.advice}

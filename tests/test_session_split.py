@@ -1,0 +1,131 @@
+"""A large session read in two parts at once (`sgtui.session_split`) gives what a read in one part gives:
+the same events, the same problems at the same line numbers, the same truncated tail; a helper that fails in
+any way only costs time; nothing is left behind (no helper process, no file)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import orjson
+import pytest
+
+from sgtui import events as E
+from sgtui import session_split
+from sgtui.childproc import group_alive
+from sgtui.session import SessionReadError, read_session
+from tests.gen import generate
+
+
+def write(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def session_lines(seed: int = 0) -> list[bytes]:
+    """A session with what the reader must judge the same in either part: bad JSON, a bad event, blank lines."""
+    lines = [E.encode(e) for e in generate(steps=6, requests=12, itl_len=16, seed=seed)]
+    n = len(lines)
+    lines.insert(n // 5, b"{not json\n")  # in the head
+    lines.insert(n // 2, b"\n")
+    lines.insert(3 * n // 4, b'{"kind": "request", "t": 5.0, "itl": [0.1, "x"]}\n')  # in the tail
+    lines.insert(3 * n // 4 + 5, b'{"kind": "phase", "t": -1.0}\n')
+    return lines
+
+
+@pytest.fixture
+def split_always(monkeypatch):
+    """Every file read in two parts (SPLIT_MIN is the parent's decision; the helper only decodes)."""
+    monkeypatch.setattr(session_split, "SPLIT_MIN", 0)
+    monkeypatch.delenv(session_split.ENV, raising=False)
+
+
+def one_part(path: Path, monkeypatch) -> object:
+    with monkeypatch.context() as m:
+        m.setenv(session_split.ENV, "0")
+        return read_session(path)
+
+
+def leftovers() -> set[str]:
+    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("sgtui-read-")}
+
+
+def test_two_parts_read_as_one(tmp_path, split_always, monkeypatch):
+    path = write(tmp_path / "s.jsonl", session_lines() + [b'{"kind": "log", "t": 9.0, "run": "a", "li'])
+    before = leftovers()
+    got = read_session(path)
+    want = one_part(path, monkeypatch)
+    assert got.events == want.events and len(got.events) > 400
+    assert got.problems == want.problems and len(got.problems) == 4  # bad JSON, two bad events, the cut line
+    assert [p.split(":")[1] for p in got.problems] == [p.split(":")[1] for p in want.problems]
+    assert got.truncated_tail and want.truncated_tail
+    assert all(type(e.itl).__name__ == "array" for e in got.events if isinstance(e, E.Request))
+    assert leftovers() == before
+
+
+def test_the_tail_really_comes_from_the_helper(tmp_path, split_always, monkeypatch):
+    """The split is taken (a helper ran and its events were used), not silently read in one part."""
+    path = write(tmp_path / "s.jsonl", session_lines(1))
+    results = []
+    real = session_split.TailDecoder.result
+
+    def spy(self, timeout=session_split.WAIT_S):
+        out = real(self, timeout)
+        results.append(out)
+        return out
+
+    monkeypatch.setattr(session_split.TailDecoder, "result", spy)
+    got = read_session(path)
+    assert len(results) == 1 and results[0] is not None and 0 < len(results[0][0]) < len(got.events)
+    assert got.events[-len(results[0][0]):] == results[0][0]
+
+
+@pytest.mark.parametrize("how", ["no python", "exits 1", "too slow"])
+def test_a_failed_helper_only_costs_time(tmp_path, split_always, monkeypatch, how):
+    path = write(tmp_path / "s.jsonl", session_lines(2))
+    want = one_part(path, monkeypatch)
+    if how == "no python":
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "nowhere"))
+    elif how == "exits 1":
+        monkeypatch.setattr(sys, "executable", "/bin/false")
+    else:
+        monkeypatch.setattr(session_split, "WAIT_S", 0.0)
+    pids = []
+    real_init = session_split.TailDecoder.__init__
+
+    def init(self, *a):
+        real_init(self, *a)
+        pids.append(self.proc.pid if self.proc is not None else None)
+
+    monkeypatch.setattr(session_split.TailDecoder, "__init__", init)
+    before = leftovers()
+    got = read_session(path)
+    assert got.events == want.events and got.problems == want.problems
+    assert leftovers() == before
+    assert all(pid is None or not group_alive(pid) for pid in pids)  # the helper's group is gone
+
+
+def test_a_newer_schema_in_the_tail_is_refused_with_its_line(tmp_path, split_always, monkeypatch):
+    """A line only the caller may judge (a header of a newer schema): the helper gives up, the caller
+    decodes the tail and refuses the file, naming the line as a one-part read does."""
+    lines = session_lines(3)
+    lines.insert(len(lines) - 10, orjson.dumps({"kind": "session", "t": 1.0, "schema": E.SCHEMA + 1}) + b"\n")
+    path = write(tmp_path / "s.jsonl", lines)
+    with pytest.raises(SessionReadError) as split:
+        read_session(path)
+    with pytest.raises(SessionReadError) as whole:
+        one_part(path, monkeypatch)
+    assert str(split.value) == str(whole.value) and f":{len(lines) - 10}:" in str(split.value)
+
+
+def test_small_files_and_single_cores_read_in_one_part(tmp_path, monkeypatch):
+    path = write(tmp_path / "s.jsonl", session_lines(4))
+    with path.open("rb") as f:
+        assert session_split.split_point(f) is None  # below SPLIT_MIN
+        monkeypatch.setattr(session_split, "SPLIT_MIN", 0)
+        at = session_split.split_point(f)
+        assert at is not None and path.read_bytes()[at - 1:at] == b"\n" and f.tell() == 0
+        monkeypatch.setattr(os, "cpu_count", lambda: 1)
+        assert session_split.split_point(f) is None
