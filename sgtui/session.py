@@ -157,10 +157,10 @@ EXPECTED = "expected an sgtui session: JSON lines, the first a 'session' event"
 def decode_lines(data: bytes, path: Path, first_lineno: int = 1) -> tuple[list[Event], list[str]]:
     """Decode complete lines (data must end at a line break or be whole); bad lines become problems."""
     events, problems, _ = _decode(data.split(b"\n"), path, first_lineno, partial_tail=False)
-    return events, said(path, problems)
+    return events, _said(path, problems)
 
 
-def said(path: Path, problems: list[tuple[int, str]]) -> list[str]:
+def _said(path: Path, problems: list[tuple[int, str]]) -> list[str]:
     """Problems as the reader reports them: "file:line: why"."""
     return [f"{path}:{lineno}: {why}" for lineno, why in problems]
 
@@ -185,7 +185,7 @@ def read_session(path: Path | str, *, allow_empty: bool = False) -> ReadResult:
         raise SessionReadError(f"{path}: no such session file") from None
     except OSError as e:
         raise SessionReadError(f"{path}: cannot read ({e.strerror})") from None
-    problems = said(path, problems)
+    problems = _said(path, problems)
     header = events[0] if events and isinstance(events[0], SessionHeader) else None
     if header is None and events:
         raise SessionReadError(f"{path}: not an sgtui session (first event is {events[0].kind!r}, expected 'session')")
@@ -207,7 +207,7 @@ def _read(path: Path) -> tuple[list[Event], list[tuple[int, str]], bool]:
             return _decode(f, path)
         helper = session_split.TailDecoder(path, split)
         try:
-            head = session_split.head_lines(f, split)
+            head = session_split.HeadLines(f, split)
             events, problems, _ = _decode(head, path, partial_tail=False)
             tail = helper.result()
         finally:

@@ -70,10 +70,6 @@ class HeadLines:
                 return
 
 
-def head_lines(f: BinaryIO, end: int) -> HeadLines:
-    return HeadLines(f, end)
-
-
 class TailDecoder:
     """The helper process decoding the file from byte `start` on; `result` waits for its events."""
 

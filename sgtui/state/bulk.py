@@ -1,16 +1,16 @@
 """Large value sets reduced with numpy, to exactly the numbers the pure reductions give.
 
 Why: a 1M-event session holds ~30M ITL values, and the pure reductions (`x * 1000.0`, the exact sum,
-the spread with `** 2` per value, the sort, percentiles searched across a run's steps) cost about
+the spread with a square per value, the sort, percentiles searched across a run's steps) cost about
 half a microsecond a value: most of the time from `sgtui replay big.jsonl` to settled numbers
 (benchmarks/replay_load.py). Here the per-value arithmetic runs in C with the same IEEE operations:
 
 - `*` and `-` are correctly rounded either way, so `a * 1000.0` and `a - m` are Python's values;
 - the square of a deviation is a product, `d * d`, as numpy's std and the pure path compute it;
-- sums are exact, as `math.fsum`'s: each value is an integer mantissa times a power of two (read
-  straight off its bits), the mantissas are added per exponent in float64 halves small enough that no
-  addition rounds (`np.bincount`), and the per-exponent totals in Python integers; the one rounding at the
-  end is Python's correctly rounded int division, as fsum's result is the correctly rounded exact sum;
+- sums are exact, as `math.fsum`'s: each set is cut into parts that add in float64 without rounding, in
+  any order (`_exact_segments`: Rump, Ogita and Oishi's extraction), the parts are added as Python
+  integers, and the one rounding at the end is Python's correctly rounded int division, as fsum's result
+  is the correctly rounded exact sum;
 - a stable sort gives Python's order; a selection (`np.partition`) gives the k-th smallest value.
 
 So every number is bit for bit the pure path's (tests/test_state_bulk.py runs both). numpy is imported

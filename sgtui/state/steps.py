@@ -147,7 +147,7 @@ def step_request_stats(step: StepState) -> RequestStats:
     return cached[1]
 
 
-#: Values (ITL gaps, mostly) `reduce_steps` reduces in one pass: numpy's temporaries stay ~100 MB.
+#: Values (ITL gaps, mostly) `reduce_steps` reduces in one pass: numpy's temporaries stay ~16 MB each.
 REDUCE_VALUES = 1 << 21
 
 

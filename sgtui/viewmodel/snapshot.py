@@ -253,8 +253,8 @@ class SnapshotBuilder:
         return out
 
 
-#: Finished steps a `HeavyWorker.warm` job reduces between two looks for more (~0.5 ms a step of 4096
-#: ITL values): a summaries round submitted meanwhile waits at most one batch.
+#: Finished steps a `HeavyWorker.warm` job reduces between two looks for more, together (`reduce_steps`:
+#: ~0.2 ms a step of 4096 ITL values): a summaries round submitted meanwhile waits at most one batch.
 WARM_STEPS = 64
 
 
