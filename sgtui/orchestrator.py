@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Callable
 
 from sgtui import gpu, host, pkgpath, portlock
-from sgtui.childproc import MARKER_OWNER, MARKER_RUN
+from sgtui.childproc import MARKER_OWNER, MARKER_RUN, die_with_parent, parent_death_signal
 from sgtui.childproc import group_alive as _group_alive
 from sgtui.config import RunConfig, cuda_env
 from sgtui.events import Error, Event, EventError, Log, Phase, Proc, RunEnd, RunStart, SessionHeader, decode
@@ -74,30 +74,6 @@ def runner_env(cfg: RunConfig, base: dict[str, str] | None = None) -> dict[str, 
     if cfg.device == "cuda":
         env.update(cuda_env(cfg.train_gpus or cfg.gpus))  # the runner hosts the simulated trainer
     return env
-
-
-def _load_prctl():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()  # resolved here, not in the forked child
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_orchestrator() -> None:
-    """preexec_fn of every runner: the kernel sends it SIGTERM when the orchestrator dies, however it dies
-    (kill -9, the OOM killer). The runner then cancels as on `sgtui stop`: it stops its engine and trainer
-    groups, so a killed sgtui leaves no engine holding GPU memory. (Its run_end goes to a closed pipe: the
-    session stays without it, and `sgtui ls` calls it dead.) A single async-signal-safe call, no locks."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -377,7 +353,7 @@ class Orchestrator:
                     *self.runner_argv(cfg), *turned, stdout=asyncio.subprocess.PIPE,
                     stdin=asyncio.subprocess.PIPE if self.interleave else asyncio.subprocess.DEVNULL,
                     stderr=err, env=self._env_for(cfg), start_new_session=True, limit=STDOUT_LIMIT,
-                    preexec_fn=_die_with_orchestrator if _PRCTL is not None else None)
+                    preexec_fn=die_with_parent if parent_death_signal() else None)
             except OSError as e:
                 self._not_started(h, "IMPORT_ERROR", f"cannot start runner {cfg.python!r}: {e.strerror or e}",
                                   f"check the interpreter of run {cfg.label} (--{cfg.backend}-python or --run ...@PYTHON)")

@@ -11,8 +11,9 @@ instead of ~5.6 to decode: the two parts end together and the read takes ~2/3 of
 Whatever goes wrong with the helper (it cannot start, dies, writes nothing, finds a line only this process
 may judge, such as a newer schema) makes the caller decode the tail itself: the result is always the same
 as a read in one part, only its time differs. The helper runs in a process group of its own, which `close`
-ends (SIGTERM, a grace period, SIGKILL) and whose file it removes: no orphan, no leftover file.
-Standard library only: the core reads sessions without numpy, torch or an engine.
+ends (`childproc.stop_group`) and whose file it removes, and it dies with its caller
+(`childproc.die_with_parent`): no orphan. Only a caller killed mid-read leaves its temporary directory.
+Standard library only (and `sgtui.childproc`): the core reads sessions without numpy, torch or an engine.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import mmap
 import os
 import pickle
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
+
+from sgtui.childproc import die_with_parent, parent_death_signal, stop_group
 
 #: Files smaller than this are read in one part: the helper's start (~0.15 s) would not pay for itself.
 SPLIT_MIN = 48 << 20
@@ -39,6 +41,9 @@ ENV = "SGTUI_SPLIT_READ"
 #: Seconds the helper may take beyond the head's decoding before it is given up (and the tail read here).
 WAIT_S = 120.0
 GRACE_S = 1.0
+#: How every session sgtui writes begins (`events.encode` puts the kind first): a large file that does not
+#: (a binary file, another JSON log) is read in one part, to be refused without starting a helper.
+HEADER = b'{"kind":"session"'
 
 
 def split_point(f: BinaryIO) -> int | None:
@@ -46,6 +51,9 @@ def split_point(f: BinaryIO) -> int | None:
     one core, splitting switched off, or no line break in the last part)."""
     size = os.fstat(f.fileno()).st_size
     if size < SPLIT_MIN or (os.cpu_count() or 1) < 2 or os.environ.get(ENV) == "0":
+        return None
+    if f.read(len(HEADER)) != HEADER:  # not a session as sgtui writes them: no helper for what is refused
+        f.seek(0)
         return None
     f.seek(int(size * (1 - TAIL_SHARE)))
     f.readline()  # on to the start of the next line
@@ -83,7 +91,8 @@ class TailDecoder:
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "sgtui.session", str(path), str(start),
                                           str(self._out)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+                                         stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+                                         preexec_fn=die_with_parent if parent_death_signal() else None)
         except OSError:  # cannot start one: the caller reads the tail itself
             self.proc = None
 
@@ -112,20 +121,8 @@ class TailDecoder:
         """End the helper's process group if it still runs, and remove its file."""
         p = self.proc
         if p is not None and p.poll() is None:
-            _signal_group(p.pid, signal.SIGTERM)
-            try:
-                p.wait(GRACE_S)
-            except subprocess.TimeoutExpired:
-                _signal_group(p.pid, signal.SIGKILL)
-                p.wait()
+            stop_group(p.pid, GRACE_S, p)
         shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def main(argv: list[str], decode: Callable[[BinaryIO, Path], tuple]) -> int:

@@ -5,8 +5,10 @@ any way only costs time; nothing is left behind (no helper process, no file)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import orjson
@@ -129,3 +131,24 @@ def test_small_files_and_single_cores_read_in_one_part(tmp_path, monkeypatch):
         assert at is not None and path.read_bytes()[at - 1:at] == b"\n" and f.tell() == 0
         monkeypatch.setattr(os, "cpu_count", lambda: 1)
         assert session_split.split_point(f) is None
+    other = write(tmp_path / "other.jsonl", [b'{"level": "info"}\n'] * 1000)  # large enough, not a session
+    with other.open("rb") as f:
+        assert session_split.split_point(f) is None and f.tell() == 0
+
+
+def test_the_helper_dies_with_its_caller(tmp_path):
+    """A caller killed mid-read (kill -9, the OOM killer) leaves no helper: here the helper blocks opening a
+    FIFO nobody writes, and its caller exits without `close`."""
+    if not session_split.parent_death_signal():
+        pytest.skip("no PR_SET_PDEATHSIG on this platform")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code = ("import os, sys; from pathlib import Path; from sgtui.session_split import TailDecoder; "
+            f"h = TailDecoder(Path({str(fifo)!r}), 0); print(h.proc.pid, flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_alive(pid)

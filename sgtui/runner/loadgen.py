@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from array import array
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,7 +43,7 @@ class RequestOutcome:
     served_model: str = ""
     ttft: float = 0.0
     latency: float = 0.0
-    itl: list[float] = field(default_factory=list)
+    itl: array = field(default_factory=lambda: array("d"))  # as `events.Request` holds them: no conversion
     start: float = 0.0
     slot: int = 0
     # With want_logprobs: the engine's prompt tokens, the sampled tokens and each one's logprob (the trainer

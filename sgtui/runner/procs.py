@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import socket
 import subprocess
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Mapping
 
 from sgtui import procinfo
-from sgtui.childproc import MARKER_OWNER, MARKER_RUN, group_alive, port_free
+from sgtui.childproc import MARKER_OWNER, MARKER_RUN, group_alive, port_free, stop_group  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -74,39 +73,6 @@ def group_cpu_seconds(pgid: int) -> float | None:
     idle engine that busy-polls shows here: on a CPU-only box it takes cores from a trainer running beside it,
     which would otherwise look like a slower trainer."""
     return procinfo.group_cpu_seconds(pgid)
-
-
-def stop_group(pgid: int, grace: float = 10.0, proc: subprocess.Popen | None = None) -> bool:
-    """SIGTERM the group, wait up to `grace`, then SIGKILL. Returns True if SIGKILL was needed."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        _reap(proc)
-        return False
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        _reap(proc)
-        if not group_alive(pgid):
-            return False
-        time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and group_alive(pgid):
-        _reap(proc)
-        time.sleep(0.05)
-    _reap(proc)
-    return True
-
-
-def _reap(proc: subprocess.Popen | None) -> None:
-    if proc is not None:
-        try:
-            proc.poll()
-        except Exception:  # noqa: BLE001 - reaping is best effort
-            pass
 
 
 def _ephemeral_low() -> int:
