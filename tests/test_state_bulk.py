@@ -101,8 +101,11 @@ def test_squares_are_products_as_numpys_std():
     assert stats.pooled_stdev([differ], len(differ), m) == pytest.approx(float(np.sqrt(np.mean(d * d))), rel=1e-12)
 
 
-def test_run_summaries_are_the_same_on_both_paths(monkeypatch):
+@pytest.mark.parametrize("chunk,bins", [(bulk.CHUNK, bulk.BINS), (1000, 4)])
+def test_run_summaries_are_the_same_on_both_paths(chunk, bins, monkeypatch):
     evs = generate(steps=4, requests=40, itl_len=64, seed=3)  # 2560 ITL values a step: the bulk path
+    monkeypatch.setattr(bulk, "CHUNK", chunk)  # a run's ITL values pooled in pieces, a step each
+    monkeypatch.setattr(bulk, "BINS", bins)  # percentiles found in bins of many values
     st = load_state(evs)
     got = {lbl: run_summary(r, st.gpu) for lbl, r in st.runs.items()}
     monkeypatch.setattr(bulk, "BULK_MIN", 1 << 62)
@@ -112,6 +115,26 @@ def test_run_summaries_are_the_same_on_both_paths(monkeypatch):
         assert dataclasses.asdict(got[lbl].metrics) == dataclasses.asdict(want[lbl].metrics)
         assert [dataclasses.asdict(s.metrics) for s in got[lbl].steps] == \
             [dataclasses.asdict(s.metrics) for s in want[lbl].steps]
+
+
+@pytest.mark.parametrize("bins", [1 << 16, 8, 1])
+@pytest.mark.parametrize("seed", range(4))
+def test_pooled_pieces_give_the_union_s_order_statistics(seed, bins, monkeypatch):
+    """Pieces of any size, values over hundreds of binades and of both signs, ties: the histogram's bins
+    (few or many values each, wanted ranks in one bin or several; values up to VALUE_LIMIT) pick exactly the sorted union's values."""
+    np = bulk.numpy()
+    rnd = random.Random(seed)
+    xs = values(seed, 3000) + [-x for x in values(seed + 50, 300)] + \
+        [rnd.choice([-1, 1]) * 10.0 ** rnd.randint(-300, 15) for _ in range(40 * seed)] + [7.5] * 500
+    rnd.shuffle(xs)
+    cuts = sorted(rnd.sample(range(1, len(xs)), 9)) if seed % 2 else []
+    pieces = [np.array(xs[a:b], dtype=np.float64) for a, b in zip([0, *cuts], [*cuts, len(xs)])]
+    monkeypatch.setattr(bulk, "BINS", bins)
+    m = math.fsum(xs) / len(xs)
+    std, pcts = bulk.pooled(lambda: iter(pieces), len(xs), m, PERCENTILES + (0.0, 100.0))
+    assert pcts == stats.percentiles(xs, PERCENTILES + (0.0, 100.0))
+    assert std == stats.pooled_stdev([xs], len(xs), m)
+    assert bulk.pooled(lambda: iter([*pieces, np.array([math.nan])]), len(xs) + 1, m, PERCENTILES) is None
 
 
 def test_percentile_ranks_cover_every_order_statistic_read():

@@ -21,14 +21,14 @@ BULK_MIN values the pure path is as fast, so small sessions and reports never lo
 from __future__ import annotations
 
 import math
-from array import array
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sgtui import stats
 
 #: Sets smaller than this are reduced in pure Python (numpy's per-call overhead would dominate).
 BULK_MIN = 1024
-#: Values summed per pass (bounds the memory of a run's 15M ITL values).
+#: Values summed per pass, and about the size of the pieces a run's values are pooled in (`pooled`): bounds
+#: the memory of a run's 15M ITL values.
 CHUNK = 1 << 20
 
 _np: Any = None
@@ -80,8 +80,14 @@ def _exact(a: Any, minus: float | None = None) -> tuple[int, int]:
             x *= x
         n = len(x)
         sums += _exact_segments(x, [PIECE] * (n // PIECE) + ([n % PIECE] if n % PIECE else []))
-    scale = min((s for b, s in sums if b), default=0)
-    return sum(b << (s - scale) for b, s in sums if b), scale
+    return _combine(sums)
+
+
+def _combine(sums: Iterable[tuple[int, int]]) -> tuple[int, int]:
+    """(B, s) with B * 2**s the exact sum of the exact sums (b, s) given."""
+    sums = [(b, s) for b, s in sums if b]
+    scale = min((s for _, s in sums), default=0)
+    return sum(b << (s - scale) for b, s in sums), scale
 
 
 def _exact_segments(a: Any, counts: Sequence[int]) -> list[tuple[int, int]]:
@@ -326,19 +332,61 @@ def _ranks(n: int, qs: Sequence[float]) -> list[int]:
     return sorted(out)
 
 
-def pooled(sets: Sequence[array], mean: float, qs: Sequence[float]) -> tuple[float, list[float]] | None:
-    """(`stats.pooled_stdev`, `stats.pooled_percentiles`) of the union of ascending sets (mean given):
-    one concatenation, one pass of squares, one selection. None for values not all finite."""
+#: Histogram bins (at most) `pooled` counts a run's values into, to find the few that hold its percentiles.
+BINS = 1 << 16
+
+
+def _keys(a: Any) -> Any:
+    """int64 keys of float64 values, in the values' order (the bits of a float that is not negative already
+    are; a negative one's are flipped below 0): what `pooled` counts and picks by."""
     np = _np
-    parts = [np.frombuffer(s, dtype=np.float64) for s in sets if len(s)]
-    a = np.concatenate(parts) if parts else np.empty(0)
-    n = len(a)
+    b = a.view(np.int64)
+    return b ^ ((b >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
+
+
+def pooled(chunks: Callable[[], Iterable[Any]], n: int, mean: float, qs: Sequence[float]
+           ) -> tuple[float, list[float]] | None:
+    """(`stats.pooled_stdev`, `stats.pooled_percentiles`) of n float64 values that `chunks()` yields in
+    pieces (afresh on each call; read only), mean given. None for values not all finite.
+
+    Why pieces: the union of a run's ITL values (15M) as one array cost more to make than to reduce, since
+    memory first touched is expensive (a fresh 100 MB took ~0.4 s of the replay CPU, benchmarks/replay_load.py),
+    and a selection of all of them reordered it. Three passes over pieces a few MB each instead: squares
+    (exact sums add across pieces) and the keys' range; a histogram of the keys (BINS bins); the values
+    of the bins that hold the wanted ranks, from which a selection finds them: the same order statistics."""
+    np = _np
     if not n:
         return 0.0, [0.0 for _ in qs]
-    if not np.isfinite(a).all():
-        return None
-    std = stdev(a, mean)
+    squares: list[tuple[int, int]] = []
+    lo: int | None = None
+    hi: int | None = None
+    for a in chunks():
+        if not len(a):
+            continue
+        if not np.isfinite(a).all():
+            return None
+        squares.append(_exact(a, minus=mean))
+        k = _keys(a)
+        lo = int(k.min()) if lo is None else min(lo, int(k.min()))
+        hi = int(k.max()) if hi is None else max(hi, int(k.max()))
+    total, scale = _combine(squares)
+    std = math.sqrt((_round(total, scale) if total else 0.0) / n) if n >= 2 else 0.0
+    assert lo is not None and hi is not None, "n values came in no chunk"
+    shift = max(0, (hi - lo).bit_length() - BINS.bit_length() + 1)
+    base = lo >> shift
+    counts = np.zeros((hi >> shift) - base + 1, dtype=np.int64)
+    for a in chunks():
+        if len(a):
+            counts += np.bincount((_keys(a) >> shift) - base, minlength=len(counts))
     ranks = _ranks(n, qs)
-    a.partition(ranks)
-    sel = _Selected(n, {k: float(a[k]) for k in ranks})
+    ends = np.cumsum(counts)
+    bins = np.searchsorted(ends, ranks, side="right").tolist()  # the bin of each rank
+    picked = np.zeros(len(counts), dtype=bool)
+    picked[bins] = True
+    values = np.concatenate([a[picked[(_keys(a) >> shift) - base]] for a in chunks() if len(a)])
+    # every value of the picked bins: a rank among them skips the values of the bins not picked below its own
+    skipped = ends - np.cumsum(np.where(picked, counts, 0))
+    at = {r: r - int(skipped[b]) for r, b in zip(ranks, bins)}
+    values.partition(sorted(set(at.values())))
+    sel = _Selected(n, {r: float(values[i]) for r, i in at.items()})
     return std, [stats.percentile(sel, q, presorted=True) for q in qs]

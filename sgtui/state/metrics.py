@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from itertools import chain, filterfalse, repeat
 from operator import attrgetter, mul
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from sgtui import stats
 from sgtui.events import Request
@@ -72,13 +72,20 @@ class Dist:
 
     A large set (reduced by `sgtui.state.bulk`) keeps its values as they came (`raw`, a numpy array) and is
     sorted only if something reads `values`: its percentiles, alone or pooled, come from a selection
-    (`bulk.select`, `bulk.pooled`), which needs no order, so a replay never sorts a step's ITL values."""
+    (`bulk.select`, `bulk.pooled`), which needs no order, so a replay never sorts a step's ITL values.
+    A step's ITL values are not kept at all (`requests`): they are the requests' own gaps times 1000, made
+    again when read (a shown step; a run's pooled percentiles, `ms_chunks`). Kept, they were a second copy
+    of every ITL value (~220 MB for a 1M-event session), and memory first touched costs more than the
+    multiplication (benchmarks/replay_load.py)."""
 
-    __slots__ = ("raw", "total", "_std", "percentiles", "_asc")
+    __slots__ = ("_raw", "requests", "n", "total", "_std", "percentiles", "_asc")
 
     def __init__(self, values: Any, total: tuple[float, ...], std: float | None,
-                 percentiles: list[float] | None = None) -> None:
-        self.raw = values  # any order (an `array("d")` from the pure path is already ascending)
+                 percentiles: list[float] | None = None, requests: Sequence[Request] | None = None,
+                 n: int | None = None) -> None:
+        self._raw = values  # any order (an `array("d")` from the pure path is already ascending); None: `requests`
+        self.requests = requests  # whose ITL gaps the values are, when they are not kept
+        self.n: int = len(values) if values is not None else n or 0  # values not kept: their count given
         self.total = total  # exact sum of the values (`stats.exact_sum`)
         self._std = std  # population std of this set alone; None: computed when first read
         #: the set's own PERCENTILES, where the reduction found them (a bulk set: by selection); else None
@@ -86,14 +93,23 @@ class Dist:
         self._asc: array | None = values if isinstance(values, array) else None
 
     @property
+    def raw(self) -> Any:
+        """The values in any order: kept, or made again from `requests` (not kept)."""
+        if self._raw is not None:
+            return self._raw
+        for made in ms_chunks([self]):  # one chunk: a step's gaps
+            return made
+        return bulk.numpy().empty(0)
+
+    @property
     def std(self) -> float:
         """The population std of this set alone (a step's ITL spread is computed here, when a step's own
         metrics are read: a replay of thousands of steps shows a few)."""
         if self._std is None:
-            n = len(self.raw)
+            n = self.n
             m = math.fsum(self.total) / n if n else 0.0
-            self._std = bulk.stdev(self.raw, m) if bulk.is_array(self.raw) else \
-                stats.pooled_stdev((self.raw,), n, m)
+            raw = self.raw
+            self._std = bulk.stdev(raw, m) if bulk.is_array(raw) else stats.pooled_stdev((raw,), n, m)
         return self._std
 
     @property
@@ -104,10 +120,6 @@ class Dist:
             asc = self._asc = array("d", bulk.sort(self.raw).tobytes())
         return asc
 
-    @property
-    def n(self) -> int:
-        return len(self.raw)
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Dist):
             return NotImplemented
@@ -117,6 +129,44 @@ class Dist:
 
     def __repr__(self) -> str:
         return f"Dist(n={self.n}, total={self.total!r}, std={self.std!r})"
+
+
+def ms_chunks(dists: Sequence[Dist]) -> Iterator[Any]:
+    """The values of `dists`, in no particular order, as float64 arrays of about `bulk.CHUNK` values each
+    (numpy only: a bulk set), few sets' at a time: kept values joined, ITL sets that keep none
+    (`Dist.requests`) made again, their requests' gaps joined at memcpy speed and multiplied by 1000 in one
+    pass, as `bulk.dist_ms_segments` made them."""
+    np = bulk.numpy()
+    kept: list[Any] = []
+    made: list[Sequence[Request]] = []
+    kept_n = made_n = 0
+    for d in dists:
+        if not d.n:
+            continue
+        if d._raw is not None:
+            kept.append(d._raw)
+            kept_n += d.n
+            if kept_n >= bulk.CHUNK:
+                yield _concatenated(kept, np)
+                kept, kept_n = [], 0
+        else:
+            made.append(d.requests or ())
+            made_n += d.n
+            if made_n >= bulk.CHUNK:
+                yield _joined(made, np)
+                made, made_n = [], 0
+    if kept:
+        yield _concatenated(kept, np)
+    if made:
+        yield _joined(made, np)
+
+
+def _concatenated(kept: list[Any], np: Any) -> Any:
+    return np.concatenate([np.frombuffer(v, dtype=np.float64) if isinstance(v, array) else v for v in kept])
+
+
+def _joined(made: list[Sequence[Request]], np: Any) -> Any:
+    return np.frombuffer(b"".join(map(_ITL, chain.from_iterable(made))), dtype=np.float64) * 1000.0
 
 
 def dist_ms(seconds: Iterable[float]) -> Dist:
@@ -153,7 +203,8 @@ def _dist_fields(prefix: str, dists: Sequence[Dist]) -> dict[str, float]:
     """The mean/median/std/p50/p90/p99 fields of one metric over the union of `dists`."""
     n = sum(d.n for d in dists)
     mean = mean_ms(dists)
-    pooled = bulk.pooled([d.raw for d in dists], mean, PERCENTILES) if len(dists) > 1 and bulk.enabled(n) else None
+    pooled = bulk.pooled(lambda: ms_chunks(dists), n, mean, PERCENTILES) if len(dists) > 1 and bulk.enabled(n) \
+        else None
     if len(dists) == 1:  # a step's own set: its own spread and percentiles
         std, (p50, p90, p99) = dists[0].std, own_percentiles(dists[0])
     elif pooled is not None:  # a run's millions of ITL values: one selection, one pass of squares
@@ -233,23 +284,28 @@ def request_stats_many(groups: Sequence[Sequence[Request]]) -> list[RequestStats
     every = list(chain.from_iterable(oks))
     ttft = _segments(map(_TTFT, every), counts, lambda k: map(_TTFT, oks[k]))
     tpot = _segments(map(_tpot, chain.from_iterable(multis)), list(map(len, multis)), lambda k: map(_tpot, multis[k]))
-    itl = _segments(_itl_seconds(every), itl_counts, lambda k: _itl_seconds(oks[k]), spread=False)
+    itl = _segments(_itl_seconds(every), itl_counts, lambda k: _itl_seconds(oks[k]), spread=False, kept_by=oks)
     e2el = _segments(map(_LATENCY, every), counts, lambda k: map(_LATENCY, oks[k]))
     return [RequestStats(completed=len(ok), errors=len(g) - len(ok), input_tokens=sum(map(_IN, ok)),
                          output_tokens=sum(map(_OUT, ok)), ttft=ttft[k], tpot=tpot[k], itl=itl[k], e2el=e2el[k])
             for k, (g, ok) in enumerate(zip(groups, oks))]
 
 
-def _segments(values: Iterable[float], counts: list[int], pure: Any, spread: bool = True) -> list[Dist]:
+def _segments(values: Iterable[float], counts: list[int], pure: Any, spread: bool = True,
+              kept_by: Sequence[Sequence[Request]] | None = None) -> list[Dist]:
     """One metric's `Dist` per group from all groups' values in order (`counts` each): by segments where
     numpy can read them; `pure(k)` gives group k's values again where it cannot (not numbers, not finite).
-    Without `spread`, each set's std and percentiles wait until read (a step's thousands of ITL values)."""
+    Without `spread`, each set's std and percentiles wait until read (a step's thousands of ITL values);
+    with `kept_by` (each group's requests: ITL), its values too (`Dist.requests`)."""
     np = bulk.numpy()
     try:
         a = values if isinstance(values, array) else np.fromiter(values, dtype=float, count=sum(counts))
         reduced = bulk.dist_ms_segments(a, counts, PERCENTILES, spread)
     except (TypeError, ValueError):
         reduced = [None] * len(counts)
+    if kept_by is not None:
+        return [Dist(None, r[1], r[2], r[3], kept_by[k], counts[k]) if r is not None else dist_ms(pure(k))
+                for k, r in enumerate(reduced)]
     return [Dist(*r) if r is not None else dist_ms(pure(k)) for k, r in enumerate(reduced)]
 
 
