@@ -11,8 +11,9 @@ instead of ~5.6 to decode: the two parts end together and the read takes ~2/3 of
 Whatever goes wrong with the helper (it cannot start, dies, writes nothing, finds a line only this process
 may judge, such as a newer schema) makes the caller decode the tail itself: the result is always the same
 as a read in one part, only its time differs. The helper runs in a process group of its own, which `close`
-ends (`childproc.stop_group`) and whose file it removes, and it dies with its caller
-(`childproc.die_with_parent`): no orphan. Only a caller killed mid-read leaves its temporary directory.
+ends (`childproc.stop_group`), and it dies with its caller (`childproc.die_with_parent`): no orphan. It
+writes into a temporary file that has no name from the start (`tempfile.TemporaryFile`, its descriptor
+passed down): hundreds of MB that nothing can leave behind in /tmp, not even a caller killed mid-read.
 Standard library only (and `sgtui.childproc`): the core reads sessions without numpy, torch or an engine.
 """
 
@@ -22,7 +23,6 @@ import gc
 import mmap
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,15 +82,15 @@ class TailDecoder:
     """The helper process decoding the file from byte `start` on; `result` waits for its events."""
 
     def __init__(self, path: Path, start: int) -> None:
-        self._dir = tempfile.mkdtemp(prefix="sgtui-read-")
-        self._out = Path(self._dir) / "tail.pickle"
+        self._out = tempfile.TemporaryFile(prefix="sgtui-read-")  # no name: freed when both have closed it
+        fd = self._out.fileno()
         self.proc: subprocess.Popen | None = None
         # the helper imports this very sgtui, wherever it came from (an install, or a checkout on sys.path)
         here = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "sgtui.session", str(path), str(start),
-                                          str(self._out)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([sys.executable, "-m", "sgtui.session", str(path), str(start), str(fd)],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=(fd,),
                                          stderr=subprocess.DEVNULL, start_new_session=True, env=env,
                                          preexec_fn=die_with_parent if parent_death_signal() else None)
         except OSError:  # cannot start one: the caller reads the tail itself
@@ -109,7 +109,7 @@ class TailDecoder:
         was_enabled = gc.isenabled()
         gc.disable()  # a million new objects without cycles: no collection needs to walk them
         try:
-            with self._out.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            with mmap.mmap(self._out.fileno(), 0, access=mmap.ACCESS_READ) as m:
                 return pickle.loads(m)  # from the page cache in one go: `pickle.load(f)` reads it in small pieces
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, IndexError):
             return None
@@ -118,18 +118,19 @@ class TailDecoder:
                 gc.enable()
 
     def close(self) -> None:
-        """End the helper's process group if it still runs, and remove its file."""
+        """End the helper's process group if it still runs, and free its file."""
         p = self.proc
         if p is not None and p.poll() is None:
             stop_group(p.pid, GRACE_S, p)
-        shutil.rmtree(self._dir, ignore_errors=True)
+        self._out.close()
 
 
 def main(argv: list[str], decode: Callable[[BinaryIO, Path], tuple]) -> int:
-    """The helper (`python -m sgtui.session PATH START OUT`, which passes its decoder: no import cycle):
-    decode PATH from byte START on, pickle (events, problems, truncated) to OUT. Exit 0 only when OUT holds
-    all of it; 3 for anything else, such as a line only the caller may judge (it then decodes the tail)."""
-    path, start, out = Path(argv[0]), int(argv[1]), Path(argv[2])
+    """The helper (`python -m sgtui.session PATH START FD`, which passes its decoder: no import cycle):
+    decode PATH from byte START on, pickle (events, problems, truncated) into the open file FD. Exit 0 only
+    when FD holds all of it; 3 for anything else, such as a line only the caller may judge (it then decodes
+    the tail)."""
+    path, start, fd = Path(argv[0]), int(argv[1]), int(argv[2])
     gc.disable()
     try:
         with path.open("rb") as f:
@@ -137,8 +138,6 @@ def main(argv: list[str], decode: Callable[[BinaryIO, Path], tuple]) -> int:
             decoded = decode(f, path)
     except Exception:  # noqa: BLE001 - the caller decodes the tail itself and says what is wrong
         return 3
-    part = out.with_suffix(".part")
-    with part.open("wb") as o:
+    with os.fdopen(fd, "wb") as o:
         pickle.dump(decoded, o, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(part, out)
     return 0

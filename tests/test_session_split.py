@@ -137,14 +137,15 @@ def test_small_files_and_single_cores_read_in_one_part(tmp_path, monkeypatch):
 
 
 def test_the_helper_dies_with_its_caller(tmp_path):
-    """A caller killed mid-read (kill -9, the OOM killer) leaves no helper: here the helper blocks opening a
-    FIFO nobody writes, and its caller exits without `close`."""
+    """A caller killed mid-read (kill -9, the OOM killer) leaves no helper and no file: here the helper blocks
+    opening a FIFO nobody writes, and its caller exits without `close`."""
     if not session_split.parent_death_signal():
         pytest.skip("no PR_SET_PDEATHSIG on this platform")
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     code = ("import os, sys; from pathlib import Path; from sgtui.session_split import TailDecoder; "
             f"h = TailDecoder(Path({str(fifo)!r}), 0); print(h.proc.pid, flush=True); os._exit(0)")
+    before = leftovers()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parent.parent)
     pid = int(out.stdout.split()[0])
@@ -152,3 +153,4 @@ def test_the_helper_dies_with_its_caller(tmp_path):
     while group_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not group_alive(pid)
+    assert leftovers() == before  # and no file: the helper's output never had a name
