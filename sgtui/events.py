@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import sys
 import types
 import typing
 from array import array
@@ -354,6 +355,16 @@ def _as_list(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+#: str fields with a few values each, repeated on most lines: held as one object per value (`sys.intern`),
+#: not one per event (a run label is ~60 bytes, and a 1M-event session repeats it a million times).
+SHARED = frozenset({"run", "model", "served_model", "name", "edge"})
+#: int fields likewise (a step number, token counts: 28 bytes an event each above 256), shared below
+#: SHARED_INT_LIMIT (so the table of shared ints stays under ~5 MB whatever is read).
+SHARED_INTS = frozenset({"step", "prompt_tokens", "output_tokens"})
+SHARED_INT_LIMIT = 1 << 16
+_SHARED_INTS: dict[int, int] = {}
+
+
 def _compile_builder(kind: str) -> Any:
     """Generate a straight-line validator+constructor for one kind.
 
@@ -364,7 +375,8 @@ def _compile_builder(kind: str) -> Any:
     """
     cls = KINDS[kind]
     env: dict[str, Any] = {"cls": cls, "fail": _fail, "missing": _missing, "kind": kind, "absurd": _absurd,
-                           "nested": _nested, "NUM": _NUMBER, "floats": _floats}
+                           "nested": _nested, "NUM": _NUMBER, "floats": _floats, "intern": sys.intern,
+                           "ints": _SHARED_INTS.setdefault}
     lines = ["def build(d, lineno):"]
     args = []
     for i, f in enumerate(dataclasses.fields(cls)):
@@ -394,6 +406,10 @@ def _compile_builder(kind: str) -> Any:
             lines.append(f"    if {v} and type({v}) in (list, dict): nested(kind, {f.name!r}, {v}, lineno)")
         if f.type in (array, "array"):
             lines.append(f"    {v} = floats(kind, {f.name!r}, {v}, lineno)")
+        if f.name in SHARED:  # a str (the type check above): one object for every event that names it
+            lines.append(f"    {v} = intern({v})")
+        elif f.name in SHARED_INTS:  # an int: likewise, past CPython's own small ints and below a bound
+            lines.append(f"    if 256 < {v} < {SHARED_INT_LIMIT}: {v} = ints({v}, {v})")
     lines.append(f"    return cls({', '.join(args)})")
     exec("\n".join(lines), env)  # noqa: S102 - code generated from our own dataclasses
     return env["build"]

@@ -135,3 +135,15 @@ def test_itl_values_are_limit_checked(itl, why):
     else:
         with pytest.raises(E.EventError, match=f"line 7: request.itl: .*{why}"):
             E.decode(line, 7)
+
+
+def test_repeated_labels_and_counts_are_one_object_each():
+    """A run label, a model name, a step number on every line: one object per value, not one per event."""
+    lines = [orjson.dumps({"kind": "request", "t": 1.0, "run": "vllm-sleep1", "step": 1000 + i // 2,
+                           "model": "Qwen/Qwen2.5-7B-Instruct", "prompt_tokens": 1500, "output_tokens": 70000,
+                           "itl": [0.01]}) for i in range(4)]
+    a, b, c, d = (E.decode(line) for line in lines)
+    assert a.run is b.run is d.run and a.model is c.model and a.prompt_tokens is d.prompt_tokens
+    assert a.step is b.step and a.step == 1000 and c.step == 1001
+    assert a.output_tokens == b.output_tokens == 70000  # beyond SHARED_INT_LIMIT: equal, kept as read
+    assert E.decode(lines[0]) == a
