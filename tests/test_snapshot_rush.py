@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from sgtui.state import SessionState, run_summary
-from sgtui.viewmodel.snapshot import SnapshotBuilder
+from sgtui.state import SessionState, reduce_steps, run_summary
+from sgtui.viewmodel.snapshot import SnapshotBuilder, _unreduced_steps
 from sgtui.viewmodel.views import ReplayStatus, TrackedSession
 from tests.gen import generate
 
@@ -45,6 +45,29 @@ def test_no_summaries_round_while_a_replay_rushes_and_finished_steps_get_reduced
         steps = run.rl_steps
         assert all("requests" in run.steps[n]._cache for n in steps[:-1])  # reduced beside the fold
         assert "requests" not in run.steps[steps[-1]]._cache  # the last step may still grow
+
+
+def test_warm_batches_go_on_from_where_the_last_one_ended():
+    """The warm worker's search resumes at each run's cursor: steps handed out are not looked at again, the
+    last step waits until another comes after it, and a cursor of another run object is not used."""
+    evs = generate(labels=("vllm-sleep1",), steps=6, requests=4, itl_len=8, seed=2)
+    cut = next(i for i, e in enumerate(evs) if getattr(e, "step", 0) == 6)
+    ts = TrackedSession("a.jsonl")
+    for e in evs[:cut]:
+        ts.apply(e)
+    run = ts.state.runs["vllm-sleep1"]
+    cursors: dict = {}
+    first = _unreduced_steps([ts], 2, cursors)
+    assert [s.step for s in first] == [1, 2]
+    assert [s.step for s in _unreduced_steps([ts], 2, dict(cursors))] == [3, 4]  # a look that moves nothing
+    reduce_steps(first)
+    assert [s.step for s in _unreduced_steps([ts], 9, cursors)] == [3, 4]  # not 1 and 2 again, not 5 (last)
+    assert _unreduced_steps([ts], 9, cursors) == []
+    for e in evs[cut:]:
+        ts.apply(e)
+    assert [s.step for s in _unreduced_steps([ts], 9, cursors)] == [5]  # no longer the last
+    fresh = {id(run): (TrackedSession("b").state, 5)}  # same id, another object: from the start
+    assert [s.step for s in _unreduced_steps([ts], 9, fresh)] == [3, 4, 5]
 
 
 def test_played_out_replay_settles_without_waiting_for_a_quiet_stream():
