@@ -101,7 +101,10 @@ async def test_kv_capacity_after_resume_is_what_the_scheduler_has_then(tmp_path)
         await eng.reload(None)
         assert await eng.capacity() == {"kv_capacity_tokens": 9000.0}
         assert "kv_capacity_tokens" not in await eng.scrape()
-        assert [c["path"] for c in eng.calls()].count("/server_info") == 2
+        assert await eng.version() == "0.5.23"
+        paths = [c["path"] for c in eng.calls()]
+        # the version at start and here, two capacities: never the deprecated route
+        assert paths.count("/server_info") == 4 and "/get_server_info" not in paths
 
 
 # -- strategies: HTTP sequences ---------------------------------------------------------------------------

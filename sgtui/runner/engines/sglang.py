@@ -191,8 +191,7 @@ class SglangEngine(Engine):
 
     async def version(self) -> str:
         try:
-            r = await self.client.get("/get_server_info", timeout=5.0)
-            return str(r.json().get("version", ""))
+            return str((await self._server_info() or {}).get("version", ""))
         except Exception:  # noqa: BLE001 - informative only
             return ""
 
@@ -405,12 +404,18 @@ class SglangEngine(Engine):
 
     async def capacity(self) -> dict[str, float]:
         """`kv_capacity_tokens` from the server info, {} when the server does not say."""
+        doc = await self._server_info()
+        return capacity_from_server_info(doc) if doc is not None else {}
+
+    async def _server_info(self) -> dict | None:
+        """The server info document: /server_info, or /get_server_info where that is missing (0.5.23
+        deprecates the latter); None when neither answers."""
         for path in dict.fromkeys((self._info_path, "/get_server_info")):
             r = await self.client.get(path, timeout=5.0)
             if r.status_code == 200:
                 self._info_path = path
-                return capacity_from_server_info(r.json())
-        return {}
+                return r.json()
+        return None
 
 
 def capacity_from_server_info(doc) -> dict[str, float]:
