@@ -8,9 +8,15 @@ is shared and noisy):
           start until the first painted frame that holds every event with settled numbers
           (percentiles and verdict computed, nothing lagging); also when every event was first on
           screen, so the fold's share and the summary round's share of the time read apart.
-Each round's line prints that round's own times; the summary lines print the best of each over the
-rounds, and the ratio bare / replay (1.0 would be "as fast as parsing alone"; the target is >= 0.25,
-i.e. settled within 4x of the bare parse).
+Each round's line prints that round's own times, the replay's CPU (its process and the helper that
+decodes the file's tail) and the memory it holds once settled; the summary lines print the best of each
+over the rounds, and the ratio bare / replay (1.0 would be "as fast as parsing alone"; the target is
+>= 0.25, i.e. settled within 4x of the bare parse).
+
+Memory held is time here: the bare parse holds nothing, while the replay holds every event (~0.7 GB),
+and a VM that backs its memory on first touch charges each fresh page (measured on the 2-core CI VM,
+2026-12-06: 3.5-4.4 s a GiB, against ~0.5 for pages the guest had just freed). The first line says what
+this machine charges now (`fresh_memory_cost`): numbers from days when it differs do not compare.
 
     .venv/bin/python benchmarks/replay_load.py [--events 1000000]
 """
@@ -19,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import mmap
+import resource
 import sys
 import tempfile
 import time
@@ -44,9 +52,36 @@ def bare(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-async def replay(path: Path, n: int, timeout: float = 600.0) -> tuple[float, float]:
-    """Seconds from start to the first frame with all n events, and to the first such frame settled."""
+def fresh_memory_cost(mib: int = 256) -> float:
+    """Seconds a GiB of memory never touched before costs this machine (one write a page)."""
+    size = mib << 20
+    t0 = time.perf_counter()
+    with mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) as m:
+        for i in range(0, size, mmap.PAGESIZE):
+            m[i] = 1
+    return (time.perf_counter() - t0) * 1024 / mib
+
+
+def rss_mib() -> float:
+    """This process's resident memory (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * mmap.PAGESIZE / 2**20
+    except OSError:
+        return 0.0
+
+
+def cpu_seconds() -> float:
+    """CPU of this process (all threads) and of its children waited for (the split read's helper)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+async def replay(path: Path, n: int, timeout: float = 600.0) -> tuple[float, float, float]:
+    """Seconds from start to the first frame with all n events, and to the first such frame settled; MiB
+    the process holds more than before at that frame."""
     app = make_app("replay", paths=[path], speed="max", playing=True)
+    rss0 = rss_mib()
     t0 = time.perf_counter()
     shown = None
     async with app.run_test(size=(200, 50)) as pilot:
@@ -57,7 +92,7 @@ async def replay(path: Path, n: int, timeout: float = 600.0) -> tuple[float, flo
                     shown = time.perf_counter() - t0
                 if snap.settled and not snap.heavy_behind:
                     await pilot.pause()  # let the compositor paint that snapshot
-                    return shown, time.perf_counter() - t0
+                    return shown, time.perf_counter() - t0, rss_mib() - rss0
             await asyncio.sleep(0.01)
     raise SystemExit(f"no settled frame with all {n} events within {timeout:.0f} s")
 
@@ -69,7 +104,8 @@ class Round:
     bare: float
     shown: float
     settled: float
-    cpu: float = 0.0  # CPU seconds the replay took (all threads): on a shared machine, wall time lies
+    cpu: float = 0.0  # CPU seconds the replay took (all threads, and its helper): on a shared machine, wall time lies
+    held: float = 0.0  # MiB the replay held at its settled frame
 
     @property
     def ratio(self) -> float:
@@ -77,7 +113,8 @@ class Round:
 
     def line(self, i: int) -> str:
         return (f"round {i}: bare {self.bare:.2f} s, replay: all events shown {self.shown:.2f} s, "
-                f"settled {self.settled:.2f} s (cpu {self.cpu:.2f} s), ratio bare / settled {self.ratio:.2f}")
+                f"settled {self.settled:.2f} s (cpu {self.cpu:.2f} s, {self.held:.0f} MiB held), "
+                f"ratio bare / settled {self.ratio:.2f}")
 
 
 def run_rounds(rounds: int, one_round: Callable[[], Round], out: TextIO = sys.stderr) -> Round:
@@ -88,14 +125,14 @@ def run_rounds(rounds: int, one_round: Callable[[], Round], out: TextIO = sys.st
         done.append(r)
         print(r.line(i + 1), file=out, flush=True)
     return Round(min(r.bare for r in done), min(r.shown for r in done), min(r.settled for r in done),
-                 min(r.cpu for r in done))
+                 min(r.cpu for r in done), min(r.held for r in done))
 
 
 def measure(path: Path, n: int) -> Round:
     b = bare(path)
-    c0 = time.process_time()
-    shown, settled = asyncio.run(replay(path, n))
-    return Round(b, shown, settled, time.process_time() - c0)
+    c0 = cpu_seconds()
+    shown, settled, held = asyncio.run(replay(path, n))
+    return Round(b, shown, settled, cpu_seconds() - c0, held)
 
 
 def main() -> None:
@@ -110,7 +147,8 @@ def main() -> None:
         with open(path, "wb") as f:
             f.writelines(encode(e) for e in evs)
         del evs
-        print(f"session: {n:,} events, {path.stat().st_size / 2**20:.0f} MiB", file=sys.stderr)
+        print(f"session: {n:,} events, {path.stat().st_size / 2**20:.0f} MiB; this machine's fresh memory: "
+              f"{fresh_memory_cost():.2f} s a GiB", file=sys.stderr)
         best = run_rounds(args.rounds, lambda: measure(path, n))
     print(f"bare orjson.loads      : {best.bare:8.2f} s ({n / best.bare:,.0f} events/s)")
     print(f"replay, all shown      : {best.shown:8.2f} s (numbers may still be computing)")

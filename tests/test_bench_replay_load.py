@@ -12,13 +12,22 @@ import replay_load  # noqa: E402
 
 
 def test_each_round_prints_its_own_times_and_the_summary_the_best():
-    rounds = iter([replay_load.Round(2.0, 10.0, 20.0, 25.0), replay_load.Round(3.0, 12.0, 30.0, 35.0),
-                   replay_load.Round(1.5, 11.0, 19.0, 24.0)])
+    rounds = iter([replay_load.Round(2.0, 10.0, 20.0, 25.0, 700.0), replay_load.Round(3.0, 12.0, 30.0, 35.0, 650.0),
+                   replay_load.Round(1.5, 11.0, 19.0, 24.0, 690.0)])
     out = io.StringIO()
     best = replay_load.run_rounds(3, lambda: next(rounds), out)
     lines = out.getvalue().splitlines()
     # round 2 was slower than round 1: its line says so (it used to repeat round 1's best)
-    assert lines[1] == ("round 2: bare 3.00 s, replay: all events shown 12.00 s, settled 30.00 s (cpu 35.00 s), "
-                        "ratio bare / settled 0.10")
+    assert lines[1] == ("round 2: bare 3.00 s, replay: all events shown 12.00 s, settled 30.00 s (cpu 35.00 s, "
+                        "650 MiB held), ratio bare / settled 0.10")
     assert lines[0].startswith("round 1: bare 2.00 s") and lines[2].startswith("round 3: bare 1.50 s")
-    assert (best.bare, best.shown, best.settled, best.cpu) == (1.5, 10.0, 19.0, 24.0)
+    assert (best.bare, best.shown, best.settled, best.cpu, best.held) == (1.5, 10.0, 19.0, 24.0, 650.0)
+
+
+def test_the_machine_s_fresh_memory_and_the_process_s_are_measured():
+    assert replay_load.fresh_memory_cost(8) > 0.0
+    before = replay_load.rss_mib()
+    held = bytearray(64 << 20)
+    held[::4096] = b"\1" * len(held[::4096])
+    assert replay_load.rss_mib() - before >= 60  # the 64 MiB just touched
+    assert replay_load.cpu_seconds() > 0.0

@@ -120,8 +120,9 @@ def test_run_summaries_are_the_same_on_both_paths(chunk, bins, monkeypatch):
 @pytest.mark.parametrize("bins", [1 << 16, 8, 1])
 @pytest.mark.parametrize("seed", range(4))
 def test_pooled_pieces_give_the_union_s_order_statistics(seed, bins, monkeypatch):
-    """Pieces of any size, values over hundreds of binades and of both signs, ties: the histogram's bins
-    (few or many values each, wanted ranks in one bin or several; values up to VALUE_LIMIT) pick exactly the sorted union's values."""
+    """Pieces of any size, values over hundreds of binades (up to VALUE_LIMIT) and of both signs, ties: the
+    histogram's bins (few or many values each, wanted ranks in one bin or several) pick exactly the sorted
+    union's values."""
     np = bulk.numpy()
     rnd = random.Random(seed)
     xs = values(seed, 3000) + [-x for x in values(seed + 50, 300)] + \
