@@ -13,10 +13,11 @@ decodes the file's tail) and the memory it holds once settled; the summary lines
 over the rounds, and the ratio bare / replay (1.0 would be "as fast as parsing alone"; the target is
 >= 0.25, i.e. settled within 4x of the bare parse).
 
-Memory held is time here: the bare parse holds nothing, while the replay holds every event (~0.7 GB),
-and a VM that backs its memory on first touch charges each fresh page (measured on the 2-core CI VM,
-2026-12-06: 3.5-4.4 s a GiB, against ~0.5 for pages the guest had just freed). The first line says what
-this machine charges now (`fresh_memory_cost`): numbers from days when it differs do not compare.
+Memory held costs time too: the bare parse holds nothing, while the replay holds every event (~0.7 GiB),
+and a VM that backs its memory on first touch charges each fresh page (the 2-core CI VM, 2026-12-06:
+3.5-4.4 s a GiB never touched, ~0.5 for pages the guest had just freed; which ones a replay gets varies
+from run to run). The first line says what this machine charged for untouched memory as the run began
+(`fresh_memory_cost`).
 
     .venv/bin/python benchmarks/replay_load.py [--events 1000000]
 """
@@ -140,6 +141,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=3, help="alternations of bare and replay; best of each kept")
     args = ap.parse_args()
+    fresh = fresh_memory_cost()  # before the session is built: its freed pages would be cheap again
     evs = big_session(args.events)
     n = len(evs)
     with tempfile.TemporaryDirectory() as d:
@@ -148,7 +150,7 @@ def main() -> None:
             f.writelines(encode(e) for e in evs)
         del evs
         print(f"session: {n:,} events, {path.stat().st_size / 2**20:.0f} MiB; this machine's fresh memory: "
-              f"{fresh_memory_cost():.2f} s a GiB", file=sys.stderr)
+              f"{fresh:.2f} s a GiB", file=sys.stderr)
         best = run_rounds(args.rounds, lambda: measure(path, n))
     print(f"bare orjson.loads      : {best.bare:8.2f} s ({n / best.bare:,.0f} events/s)")
     print(f"replay, all shown      : {best.shown:8.2f} s (numbers may still be computing)")
