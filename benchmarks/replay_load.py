@@ -19,15 +19,21 @@ and a VM that backs its memory on first touch charges each fresh page (the 2-cor
 from run to run). The first line says what this machine charged for untouched memory as the run began
 (`fresh_memory_cost`).
 
-    .venv/bin/python benchmarks/replay_load.py [--events 1000000]
+Each replay runs in a process of its own (`--child`), from this tree or, with `--baseline REV`, from
+REV's sgtui/ (`trees.export_tree`), the two in turns, alternating which goes first: the last lines then
+give this tree's settled time over REV's, median and best of the rounds.
+
+    .venv/bin/python benchmarks/replay_load.py [--events 1000000] [--baseline 2d70fdc]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import mmap
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,10 +43,9 @@ from typing import Callable, TextIO
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sgtui.events import encode  # noqa: E402
-from sgtui.tui.app import make_app  # noqa: E402
-from tests.gen import big_session  # noqa: E402
+from trees import ROOT, export_tree
+
+THIS = "this tree"
 
 
 def bare(path: Path) -> float:
@@ -81,6 +86,8 @@ def cpu_seconds() -> float:
 async def replay(path: Path, n: int, timeout: float = 600.0) -> tuple[float, float, float]:
     """Seconds from start to the first frame with all n events, and to the first such frame settled; MiB
     the process holds more than before at that frame."""
+    from sgtui.tui.app import make_app
+
     app = make_app("replay", paths=[path], speed="max", playing=True)
     rss0 = rss_mib()
     t0 = time.perf_counter()
@@ -107,40 +114,84 @@ class Round:
     settled: float
     cpu: float = 0.0  # CPU seconds the replay took (all threads, and its helper): on a shared machine, wall time lies
     held: float = 0.0  # MiB the replay held at its settled frame
+    tree: str = THIS  # whose code replayed
 
     @property
     def ratio(self) -> float:
         return self.bare / self.settled
 
     def line(self, i: int) -> str:
-        return (f"round {i}: bare {self.bare:.2f} s, replay: all events shown {self.shown:.2f} s, "
-                f"settled {self.settled:.2f} s (cpu {self.cpu:.2f} s, {self.held:.0f} MiB held), "
-                f"ratio bare / settled {self.ratio:.2f}")
+        return (f"round {i}{'' if self.tree == THIS else f' ({self.tree})'}: bare {self.bare:.2f} s, replay: "
+                f"all events shown {self.shown:.2f} s, settled {self.settled:.2f} s (cpu {self.cpu:.2f} s, "
+                f"{self.held:.0f} MiB held), ratio bare / settled {self.ratio:.2f}")
 
 
-def run_rounds(rounds: int, one_round: Callable[[], Round], out: TextIO = sys.stderr) -> Round:
-    """Alternate `rounds` times, printing each round's own times as it ends; the best of each kind."""
-    done = []
+def run_rounds(rounds: int, one_round: Callable[[str], Round], trees: tuple[str, ...] = (THIS,),
+               out: TextIO = sys.stderr) -> dict[str, list[Round]]:
+    """Alternate `rounds` times, each tree once a round (which goes first alternates too), printing each
+    round's own times as it ends; every tree's rounds."""
+    done: dict[str, list[Round]] = {t: [] for t in trees}
     for i in range(rounds):
-        r = one_round()
-        done.append(r)
-        print(r.line(i + 1), file=out, flush=True)
-    return Round(min(r.bare for r in done), min(r.shown for r in done), min(r.settled for r in done),
-                 min(r.cpu for r in done), min(r.held for r in done))
+        for tree in trees if i % 2 == 0 else trees[::-1]:
+            r = one_round(tree)
+            done[tree].append(r)
+            print(r.line(i + 1), file=out, flush=True)
+    return done
 
 
-def measure(path: Path, n: int) -> Round:
+def best(rounds: list[Round]) -> Round:
+    """The best of each kind over the rounds (each may come from another round)."""
+    return Round(min(r.bare for r in rounds), min(r.shown for r in rounds), min(r.settled for r in rounds),
+                 min(r.cpu for r in rounds), min(r.held for r in rounds), rounds[0].tree)
+
+
+def median(xs: list[float]) -> float:
+    s = sorted(xs)
+    k = len(s) // 2
+    return s[k] if len(s) % 2 else (s[k - 1] + s[k]) / 2
+
+
+def measure(path: Path, n: int, tree: str, where: Path) -> Round:
+    """A bare parse here, then a replay in a process of its own on the code under `where`."""
     b = bare(path)
+    argv = [sys.executable, __file__, "--child", str(where), str(path), str(n)]
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=str(ROOT))
+    if r.returncode != 0:
+        raise SystemExit(f"replay of {tree} failed:\n{r.stderr[-3000:]}")
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    if not Path(got["sgtui"]).resolve().is_relative_to(where.resolve()):
+        raise SystemExit(f"the replay of {tree} imported {got['sgtui']}, not the code under {where}")
+    return Round(b, got["shown"], got["settled"], got["cpu"], got["held"], tree)
+
+
+def child(where: str, path: str, n: int) -> None:
+    """One replay on the code under `where`; its numbers as a JSON line."""
+    sys.path.insert(0, where)
+    import sgtui
+
     c0 = cpu_seconds()
-    shown, settled, held = asyncio.run(replay(path, n))
-    return Round(b, shown, settled, cpu_seconds() - c0, held)
+    shown, settled, held = asyncio.run(replay(Path(path), n))
+    print(json.dumps({"shown": shown, "settled": settled, "held": held, "cpu": cpu_seconds() - c0,
+                      "sgtui": sgtui.__file__}))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=3, help="alternations of bare and replay; best of each kept")
+    ap.add_argument("--baseline", default="", help="a git revision whose sgtui/ replays alongside, in turns")
+    ap.add_argument("--child", nargs=3, metavar=("TREE", "SESSION", "EVENTS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], int(args.child[2]))
+        return
+    sys.path.insert(0, str(ROOT))
+    from sgtui.events import encode
+    from tests.gen import big_session
+
+    trees = {THIS: ROOT}
+    if args.baseline:
+        trees = {args.baseline: export_tree(args.baseline), THIS: ROOT}
     fresh = fresh_memory_cost()  # before the session is built: its freed pages would be cheap again
     evs = big_session(args.events)
     n = len(evs)
@@ -151,12 +202,20 @@ def main() -> None:
         del evs
         print(f"session: {n:,} events, {path.stat().st_size / 2**20:.0f} MiB; this machine's fresh memory: "
               f"{fresh:.2f} s a GiB", file=sys.stderr)
-        best = run_rounds(args.rounds, lambda: measure(path, n))
-    print(f"bare orjson.loads      : {best.bare:8.2f} s ({n / best.bare:,.0f} events/s)")
-    print(f"replay, all shown      : {best.shown:8.2f} s (numbers may still be computing)")
-    print(f"replay, settled frame  : {best.settled:8.2f} s ({n / best.settled:,.0f} events/s)")
-    print(f"ratio bare / replay    : {best.ratio:8.2f} (target >= 0.25: settled within 4x of the bare parse)")
-
+        done = run_rounds(args.rounds, lambda t: measure(path, n, t, trees[t]), tuple(trees))
+    for tree, rounds in done.items():
+        b = best(rounds)
+        if len(done) > 1:
+            print(f"{tree}:")
+        print(f"bare orjson.loads      : {b.bare:8.2f} s ({n / b.bare:,.0f} events/s)")
+        print(f"replay, all shown      : {b.shown:8.2f} s (numbers may still be computing)")
+        print(f"replay, settled frame  : {b.settled:8.2f} s ({n / b.settled:,.0f} events/s)")
+        print(f"ratio bare / replay    : {b.ratio:8.2f} (target >= 0.25: settled within 4x of the bare parse)")
+    if args.baseline:
+        mine, base = done[THIS], done[args.baseline]
+        by_median = median([r.settled for r in mine]) / median([r.settled for r in base])
+        print(f"settled, {THIS} / {args.baseline}: median {by_median:.2f}, best "
+              f"{best(mine).settled / best(base).settled:.2f} (below 1: {THIS} is faster)")
 
 if __name__ == "__main__":
     main()

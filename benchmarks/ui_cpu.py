@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,7 +43,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from trees import ROOT, export_tree
+
 CLK = os.sysconf("SC_CLK_TCK")
 
 PROFILES = {
@@ -255,19 +254,6 @@ def median(xs: list[float]) -> float:
     return s[k] if len(s) % 2 else (s[k - 1] + s[k]) / 2
 
 
-def export_tree(rev: str) -> Path:
-    """This tree's sgtui/ with REV's sgtui/tui/ in its place, in a temporary directory: the UI of REV
-    on today's core (state, stats, events), so only the UI's changes are compared."""
-    d = Path(tempfile.mkdtemp(prefix="sgtui-baseline-"))
-    atexit.register(shutil.rmtree, d, True)
-    shutil.copytree(ROOT / "sgtui", d / "sgtui", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.rmtree(d / "sgtui" / "tui")
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "sgtui/tui"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
-    return d
-
-
 def run_child(tree: Path, profile: str, size: str, seconds: float, headless: bool, hz: float) -> dict:
     argv = [sys.executable, __file__, "--child", "--tree", str(tree), "--profile", profile, "--size", size,
             "--seconds", str(seconds), "--hz", str(hz)] + (["--headless"] if headless else [])
@@ -299,7 +285,7 @@ def main() -> None:
         return
     trees = {"this tree": ROOT}
     if args.baseline:
-        trees = {args.baseline: export_tree(args.baseline), "this tree": ROOT}
+        trees = {args.baseline: export_tree(args.baseline, "sgtui/tui"), "this tree": ROOT}
     print(f"UI-process CPU seconds per rollout second (process CPU minus the feeder thread), {args.seconds:.0f} s "
           f"rollouts, {'headless driver' if args.headless else 'null terminal'}", flush=True)
     for profile in args.profile.split(","):

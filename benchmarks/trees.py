@@ -1,0 +1,28 @@
+"""Another git revision's code beside this tree's, for benchmarks that measure both in one run, alternating.
+
+Why: the 2-core CI VM moves a replay's time by a third from one run to the next (benchmarks/replay_load.py,
+2026-12-06: 10.1-12.6 s for one revision within minutes); only numbers taken side by side, in turns, say
+what a change did.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def export_tree(rev: str, part: str = "sgtui") -> Path:
+    """A temporary directory (removed at exit) holding this tree's sgtui/ with REV's `part` (a path in the
+    repository: sgtui/ for all of REV's code, sgtui/tui for its UI on today's core) in its place."""
+    d = Path(tempfile.mkdtemp(prefix="sgtui-baseline-"))
+    atexit.register(shutil.rmtree, d, True)
+    shutil.copytree(ROOT / "sgtui", d / "sgtui", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(d / part)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, part], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
+    return d
