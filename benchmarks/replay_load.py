@@ -33,7 +33,6 @@ import asyncio
 import json
 import mmap
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from typing import Callable, TextIO
 
 import orjson
 
-from trees import ROOT, export_tree
+from trees import ROOT, export_tree, run_child
 
 THIS = "this tree"
 
@@ -154,13 +153,7 @@ def median(xs: list[float]) -> float:
 def measure(path: Path, n: int, tree: str, where: Path) -> Round:
     """A bare parse here, then a replay in a process of its own on the code under `where`."""
     b = bare(path)
-    argv = [sys.executable, __file__, "--child", str(where), str(path), str(n)]
-    r = subprocess.run(argv, capture_output=True, text=True, cwd=str(ROOT))
-    if r.returncode != 0:
-        raise SystemExit(f"replay of {tree} failed:\n{r.stderr[-3000:]}")
-    got = json.loads(r.stdout.strip().splitlines()[-1])
-    if not Path(got["sgtui"]).resolve().is_relative_to(where.resolve()):
-        raise SystemExit(f"the replay of {tree} imported {got['sgtui']}, not the code under {where}")
+    got = run_child([__file__, "--child", str(where), str(path), str(n)], where, f"the replay of {tree}", "sgtui")
     return Round(b, got["shown"], got["settled"], got["cpu"], got["held"], tree)
 
 

@@ -8,10 +8,13 @@ what a change did.
 from __future__ import annotations
 
 import atexit
+import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,3 +29,15 @@ def export_tree(rev: str, part: str = "sgtui") -> Path:
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, part], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
     return d
+
+
+def run_child(argv: list[str], tree: Path, name: str, imported: str) -> dict[str, Any]:
+    """Run a benchmark's child (`python ARGV...`, from the repository) and read the JSON of its last line,
+    refused unless its field `imported` (a module's file) lies under `tree`: the code measured is the tree's."""
+    r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=str(ROOT))
+    if r.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{r.stderr[-3000:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    if not Path(out[imported]).resolve().is_relative_to(tree.resolve()):
+        raise SystemExit(f"{name} imported {out[imported]}, not the code under {tree}")
+    return out

@@ -36,14 +36,13 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from trees import ROOT, export_tree
+from trees import ROOT, export_tree, run_child
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -254,16 +253,10 @@ def median(xs: list[float]) -> float:
     return s[k] if len(s) % 2 else (s[k - 1] + s[k]) / 2
 
 
-def run_child(tree: Path, profile: str, size: str, seconds: float, headless: bool, hz: float) -> dict:
-    argv = [sys.executable, __file__, "--child", "--tree", str(tree), "--profile", profile, "--size", size,
+def run_round(tree: Path, profile: str, size: str, seconds: float, headless: bool, hz: float) -> dict:
+    argv = [__file__, "--child", "--tree", str(tree), "--profile", profile, "--size", size,
             "--seconds", str(seconds), "--hz", str(hz)] + (["--headless"] if headless else [])
-    r = subprocess.run(argv, capture_output=True, text=True, cwd=str(ROOT))
-    if r.returncode != 0:
-        raise SystemExit(f"round failed ({tree}):\n{r.stderr[-3000:]}")
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    if not Path(out["tui"]).resolve().is_relative_to(tree.resolve()):
-        raise SystemExit(f"the round imported {out['tui']}, not the tree under {tree}")
-    return out
+    return run_child(argv, tree, f"the round on {tree}", "tui")
 
 
 def main() -> None:
@@ -294,7 +287,7 @@ def main() -> None:
             for i in range(args.rounds):
                 names = list(trees) if i % 2 == 0 else list(reversed(trees))
                 for name in names:
-                    got[name].append(run_child(trees[name], profile, size, args.seconds, args.headless, args.hz))
+                    got[name].append(run_round(trees[name], profile, size, args.seconds, args.headless, args.hz))
             meds = {name: median([r["ui_cpu"] for r in rs]) for name, rs in got.items()}
             for name, rs in got.items():
                 med = meds[name]
