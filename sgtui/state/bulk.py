@@ -13,9 +13,9 @@ half a microsecond a value: most of the time from `sgtui replay big.jsonl` to se
   is the correctly rounded exact sum;
 - a stable sort gives Python's order; a selection (`np.partition`) gives the k-th smallest value.
 
-So every number is bit for bit the pure path's (tests/test_state_bulk.py runs both). numpy is imported
-on first use only (the core starts without it) and only if installed (it comes with matplotlib); below
-BULK_MIN values the pure path is as fast, so small sessions and reports never load it.
+So every number is bit for bit the pure path's (tests/test_state_bulk.py runs both). numpy, a declared
+dependency, is imported on first use only (the core starts without it; where it is missing the pure path
+serves); below BULK_MIN values the pure path is as fast, so small sessions and reports never load it.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def numpy() -> Any:
     if not _tried:  # _np is set before _tried: a thread that sees _tried (summaries run in parallel) sees _np
         try:
             import numpy as np
-        except ImportError:  # pragma: no cover - numpy comes with matplotlib, a dependency
+        except ImportError:  # pragma: no cover - a dependency; an install without it gets the pure path
             np = None
         _np = np
         _tried = True
