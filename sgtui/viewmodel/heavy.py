@@ -44,9 +44,11 @@ def quiet_interval(cost: float, factor: float) -> float:
     return max(HEAVY_MIN_INTERVAL, factor * cost)
 
 
-#: Threads a summaries round spreads its runs over, and a warm batch its steps: numpy's passes (the pooled
-#: percentiles' selection and squares, a step's sort and exact sums) release the GIL, so two runs' numbers are
-#: computed side by side on two cores (benchmarks/replay_load.py: the round after a replay at speed max).
+#: Threads a summaries round spreads its runs over: numpy's passes (the pooled percentiles' selection and
+#: squares, a step's sort and exact sums) release the GIL, so two runs' numbers are computed side by side on
+#: two cores (benchmarks/replay_load.py: the round after a replay at speed max). Warm batches (`warm`) run
+#: in this thread alone: they run beside the fold, which needs the GIL too, and split over two threads they
+#: made a 1M-event replay settle 1.10x later (median of 4 alternated rounds, `--baseline`).
 PARALLEL = max(1, min(2, os.cpu_count() or 1))
 
 
@@ -145,7 +147,7 @@ class HeavyWorker:
             if warm is not None:
                 try:
                     while self._job is None and (steps := warm()):
-                        in_parallel(reduce_steps, [steps[k::PARALLEL] for k in range(PARALLEL)])
+                        reduce_steps(steps)
                 except Exception:  # noqa: BLE001 - a step torn meanwhile: the summaries round redoes it
                     pass
             if jobs is None:
