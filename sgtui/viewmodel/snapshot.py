@@ -257,8 +257,10 @@ class SnapshotBuilder:
 
 
 #: Finished steps a `HeavyWorker.warm` job reduces between two looks for more, together (`reduce_steps`:
-#: ~0.2 ms a step of 4096 ITL values): a summaries round submitted meanwhile waits at most one batch.
-WARM_STEPS = 64
+#: ~0.15 ms a step of 4096 ITL values): a summaries round submitted meanwhile waits at most one batch
+#: (~40 ms). 256 rather than 64: a 1M-event replay settled 1.07x (best) to 1.20x (median) sooner, with a
+#: quarter of the numpy calls and of the looks (4 alternated rounds, benchmarks/replay_load.py --baseline).
+WARM_STEPS = 256
 
 
 def _unreduced_steps(sessions: list[TrackedSession], most: int, cursors: dict[int, tuple[RunState, int]]
