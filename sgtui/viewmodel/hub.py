@@ -54,9 +54,10 @@ REPLAY_HZ = 30.0
 #: Snapshots while nothing changes but a phase is running (its bar grows): a calmer rate.
 IDLE_HZ = 4.0
 #: Snapshots while a replay rushes through its file at speed max: each build and paint takes the fold's CPU
-#: (the GIL), and no one reads numbers moving that fast: at 2 Hz instead of 4 a 1M-event replay settled
-#: 1.11x sooner (median of 4 alternated rounds, benchmarks/replay_load.py --baseline).
-RUSH_HZ = 2.0
+#: (the GIL), and no one reads numbers moving that fast: a 1M-event replay settled 1.11x sooner at 2 Hz than
+#: at 4, and 1.12x sooner again at 1 Hz (medians of 4 alternated rounds, benchmarks/replay_load.py
+#: --baseline).
+RUSH_HZ = 1.0
 #: ... and at most one paint per this many times the last paint took: a paint of a huge session (thousands
 #: of timeline lanes) takes the UI thread for a second, during which the fold gets little of the GIL.
 RUSH_PAINT_SHARE = 4.0
