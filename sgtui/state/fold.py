@@ -189,8 +189,14 @@ class RunState:
         return self.timeline[-1] if self.timeline and self.timeline[-1].end is None else None
 
     @property
-    def rl_steps(self) -> list[int]:
-        return sorted(s for s in self.steps if s > 0)
+    def rl_steps(self) -> tuple[int, ...]:
+        """The RL steps' numbers in order (step 0 holds startup and setup). Kept until a step is added (steps
+        are never removed): a run summary asked for them six times, each a sort of thousands of keys in a
+        long replay (a tenth of its summary round), and every snapshot asks again."""
+        cached = self._cache.get("rl_steps")
+        if cached is None or cached[0] != len(self.steps):
+            cached = self._cache["rl_steps"] = (len(self.steps), tuple(sorted(s for s in self.steps if s > 0)))
+        return cached[1]
 
 
 _Fold = TypeVar("_Fold", bound="SessionFold")
