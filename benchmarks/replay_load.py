@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from statistics import median
 from pathlib import Path
 from typing import Callable, TextIO
 
@@ -142,12 +143,6 @@ def best(rounds: list[Round]) -> Round:
     """The best of each kind over the rounds (each may come from another round)."""
     return Round(min(r.bare for r in rounds), min(r.shown for r in rounds), min(r.settled for r in rounds),
                  min(r.cpu for r in rounds), min(r.held for r in rounds), rounds[0].tree)
-
-
-def median(xs: list[float]) -> float:
-    s = sorted(xs)
-    k = len(s) // 2
-    return s[k] if len(s) % 2 else (s[k - 1] + s[k]) / 2
 
 
 def measure(path: Path, n: int, tree: str, where: Path) -> Round:

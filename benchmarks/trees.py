@@ -26,7 +26,11 @@ def export_tree(rev: str, part: str = "sgtui") -> Path:
     atexit.register(shutil.rmtree, d, True)
     shutil.copytree(ROOT / "sgtui", d / "sgtui", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.rmtree(d / part)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, part], check=True, capture_output=True).stdout
+    got = subprocess.run(["git", "-C", str(ROOT), "archive", rev, part], capture_output=True)
+    if got.returncode != 0:
+        why = (got.stderr.decode(errors="replace").strip().splitlines() or ["git archive failed"])[-1]
+        raise SystemExit(f"--baseline {rev}: not a revision with {part}/ in {ROOT} ({why})")
+    archive = got.stdout
     subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
     return d
 

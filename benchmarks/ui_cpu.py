@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from statistics import median
 
 from trees import ROOT, export_tree, run_child
 
@@ -245,12 +246,6 @@ def measure(profile: str, size: tuple[int, int], seconds: float, headless: bool,
 
     result["tui"] = sgtui.tui.__file__
     return result
-
-
-def median(xs: list[float]) -> float:
-    s = sorted(xs)
-    k = len(s) // 2
-    return s[k] if len(s) % 2 else (s[k - 1] + s[k]) / 2
 
 
 def run_round(tree: Path, profile: str, size: str, seconds: float, headless: bool, hz: float) -> dict:

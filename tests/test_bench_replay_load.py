@@ -63,3 +63,11 @@ def test_the_machine_s_fresh_memory_and_the_process_s_are_measured():
     held[::4096] = b"\1" * len(held[::4096])
     assert replay_load.rss_mib() - before >= 60  # the 64 MiB just touched
     assert replay_load.cpu_seconds() > 0.0
+
+
+def test_a_baseline_that_is_no_revision_is_one_line():
+    import trees
+
+    with pytest.raises(SystemExit) as e:
+        trees.export_tree("no-such-revision-here")
+    assert str(e.value).startswith("--baseline no-such-revision-here: not a revision") and "\n" not in str(e.value)

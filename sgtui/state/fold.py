@@ -191,8 +191,8 @@ class RunState:
     @property
     def rl_steps(self) -> tuple[int, ...]:
         """The RL steps' numbers in order (step 0 holds startup and setup). Kept until a step is added (steps
-        are never removed): a run summary asked for them six times, each a sort of thousands of keys in a
-        long replay (a tenth of its summary round), and every snapshot asks again."""
+        are never removed): a run summary asks for them six times and every snapshot once more, each a sort
+        of thousands of keys in a long replay."""
         cached = self._cache.get("rl_steps")
         if cached is None or cached[0] != len(self.steps):
             cached = self._cache["rl_steps"] = (len(self.steps), tuple(sorted(s for s in self.steps if s > 0)))
