@@ -4,9 +4,9 @@ Builds a session of about `--events` events (two runs, 64 requests a step with 6
 shape of a long real session), then, alternating `--rounds` times (3) and keeping the best of each (the machine
 is shared and noisy):
   bare:   a plain `orjson.loads` loop over the file's lines (the floor for any JSONL reader);
-  replay: the app the CLI runs (`make_app("replay", ...)`, headless driver, 200x50, speed max) from
-          start until the first painted frame that holds every event with settled numbers
-          (percentiles and verdict computed, nothing lagging); also when every event was first on
+  replay: what `sgtui replay` runs (its check of the file, then `make_app("replay", ...)`: headless driver,
+          200x50, speed max) from start until the first painted frame that holds every event with settled
+          numbers (percentiles and verdict computed, nothing lagging); also when every event was first on
           screen, so the fold's share and the summary round's share of the time read apart.
 Each round's line prints that round's own times, the replay's CPU (its process and the helper that
 decodes the file's tail) and the memory it holds once settled; the summary lines print the best of each
@@ -88,9 +88,10 @@ async def replay(path: Path, n: int, timeout: float = 600.0) -> tuple[float, flo
     the process holds more than before at that frame."""
     from sgtui.tui.app import make_app
 
-    app = make_app("replay", paths=[path], speed="max", playing=True)
     rss0 = rss_mib()
     t0 = time.perf_counter()
+    cli_check(path)
+    app = make_app("replay", paths=[path], speed="max", playing=True)
     shown = None
     async with app.run_test(size=(200, 50)) as pilot:
         while time.perf_counter() - t0 < timeout:
@@ -103,6 +104,19 @@ async def replay(path: Path, n: int, timeout: float = 600.0) -> tuple[float, flo
                     return shown, time.perf_counter() - t0, rss_mib() - rss0
             await asyncio.sleep(0.01)
     raise SystemExit(f"no settled frame with all {n} events within {timeout:.0f} s")
+
+
+def cli_check(path: Path) -> None:
+    """What `sgtui replay` does with a file before its UI opens: reads the first lines (`check_session`); trees
+    before 2026-12-06 read and folded the whole session there (`load_sessions`), then the UI read it again."""
+    try:
+        from sgtui.session import check_session
+    except ImportError:
+        from sgtui.export import load_sessions
+
+        load_sessions([path])
+    else:
+        check_session(path)
 
 
 @dataclass(frozen=True)

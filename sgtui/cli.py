@@ -33,7 +33,7 @@ from sgtui.config import (BACKENDS, CPU_DEFAULTS, DEFAULT_EXPORTS, DEFAULT_PORTS
 from sgtui.export import FORMATS
 from sgtui.goodput import GoodputError, join_goodput_argv, parse_goodput
 from sgtui.options import ReportOptions
-from sgtui.session import SessionEmpty, SessionReadError, new_session_path
+from sgtui.session import SessionEmpty, SessionReadError, check_session, new_session_path
 from sgtui.setup_cmd import CPU_VENV_NAMES
 from sgtui.trackers import TARGETS as TRACKERS
 
@@ -739,19 +739,24 @@ def replay(
     from sgtui.export import load_sessions, render
 
     opts = report_options(None, allow_mismatch, include_first_step)
+    if not no_ui and sys.stdin.isatty() and sys.stdout.isatty():
+        from sgtui.tui.app import run_replay
+
+        try:  # the first lines only: the UI reads each file (once) and reports its bad lines
+            for p in sessions:
+                check_session(p, allow_empty=follow)  # a followed session may not have its first line yet
+        except SessionReadError as e:
+            fail(str(e))
+        raise typer.Exit(run_replay([str(p) for p in sessions], follow=follow, speed=speed, playing=play,
+                                    report_options=opts))
     try:
         states = load_sessions(list(sessions))
-    except SessionEmpty as e:  # a followed session may not have its first line on disk yet
+    except SessionEmpty as e:
         if not follow:
             fail(str(e))
         states = []
     except SessionReadError as e:
         fail(str(e))
-    if not no_ui and sys.stdin.isatty() and sys.stdout.isatty():
-        from sgtui.tui.app import run_replay
-
-        raise typer.Exit(run_replay([str(p) for p in sessions], follow=follow, speed=speed, playing=play,
-                                    report_options=opts))
     for st in states:
         for p in st.problems:
             typer.echo(f"sgtui: warning: {p}", err=True)
@@ -817,11 +822,9 @@ def attach(
     """Open the live dashboard of a session another sgtui is writing (e.g. after `--detach` or an SSH drop).
 
     Follows the file; quitting leaves the runs going. A session whose sgtui died shows as dead."""
-    from sgtui.session import read_session
-
     path = _pick_session(session, output)
     try:
-        read_session(path, allow_empty=True)  # a clear error for a broken file before any screen opens
+        check_session(path, allow_empty=True)  # a clear error for a broken file before any screen opens
     except SessionReadError as e:
         fail(str(e))
     if not no_ui and sys.stdin.isatty() and sys.stdout.isatty():

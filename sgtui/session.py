@@ -188,7 +188,7 @@ def read_session(path: Path | str, *, allow_empty: bool = False) -> ReadResult:
     problems = _said(path, problems)
     header = events[0] if events and isinstance(events[0], SessionHeader) else None
     if header is None and events:
-        raise SessionReadError(f"{path}: not an sgtui session (first event is {events[0].kind!r}, expected 'session')")
+        raise _not_first(path, events[0])
     if header is None:
         try:
             data = path.read_bytes()
@@ -196,6 +196,38 @@ def read_session(path: Path | str, *, allow_empty: bool = False) -> ReadResult:
             raise SessionReadError(f"{path}: cannot read ({e.strerror})") from None
         _refuse_headerless(path, data, problems, truncated, allow_empty)
     return ReadResult(path=path, header=header, events=events, problems=problems, truncated_tail=truncated)
+
+
+#: Bytes `check_session` reads: a header line is a few KiB (argv, config); its first MiB holds the first event.
+PEEK = 1 << 20
+
+
+def check_session(path: Path | str, *, allow_empty: bool = False) -> None:
+    """Raise SessionReadError for what `read_session` refuses (missing, not a session, a newer schema on its
+    first lines), reading only the file's first MiB: `sgtui replay` refuses a bad file before any screen
+    opens, and then the UI reads the file once. It used to read and fold every session whole for that check
+    and throw the result away (a 1M-event session: ~7 s before the UI began its own read of the same file).
+    Bad lines further on are the UI's to report, as problems, like any read's."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(PEEK + 1)
+    except FileNotFoundError:
+        raise SessionReadError(f"{path}: no such session file") from None
+    except OSError as e:
+        raise SessionReadError(f"{path}: cannot read ({e.strerror})") from None
+    end = head.rfind(b"\n", 0, PEEK) if len(head) > PEEK else -1
+    if end > 0:
+        events, _ = decode_lines(head[:end], path)
+        if events:
+            if not isinstance(events[0], SessionHeader):
+                raise _not_first(path, events[0])
+            return
+    read_session(path, allow_empty=allow_empty)  # a small file, or no event in its first MiB: read it whole
+
+
+def _not_first(path: Path, first: Event) -> SessionReadError:
+    return SessionReadError(f"{path}: not an sgtui session (first event is {first.kind!r}, expected 'session')")
 
 
 def _read(path: Path) -> tuple[list[Event], list[tuple[int, str]], bool]:

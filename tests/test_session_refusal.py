@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sgtui import cli
-from sgtui.session import SessionEmpty, SessionReadError, read_session
+from sgtui.session import PEEK, SessionEmpty, SessionReadError, check_session, read_session
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,3 +111,50 @@ def test_replay_follow_waits_for_a_session_still_empty(tmp_path, monkeypatch):
     monkeypatch.setattr(sgtui.tui.app, "run_replay", lambda paths, **k: opened.append((paths, k)) or 0)
     assert _run_main(monkeypatch, ["replay", "--follow", str(path)]) == 0
     assert opened and opened[0][0] == [str(path)] and opened[0][1]["follow"] is True
+
+
+def _big_session(path: Path, first: bytes = b"") -> Path:
+    """A valid session of a few MiB (over `check_session`'s peek), optionally after a given first line."""
+    from sgtui.events import encode
+    from tests.gen import big_session
+
+    with open(path, "wb") as f:
+        f.write(first)
+        f.writelines(encode(e) for e in big_session(6000))
+    assert path.stat().st_size > 2 * PEEK
+    return path
+
+
+def test_replay_on_a_terminal_reads_a_large_session_once_in_the_ui(tmp_path, monkeypatch):
+    """Before the UI opens only the first lines are checked: the whole file is the UI's to read (it used to be
+    read and folded once more before, doubling a large session's time to the dashboard)."""
+    import sgtui.tui.app
+    from sgtui import session
+
+    path = _big_session(tmp_path / "big.jsonl")
+    reads = []
+    monkeypatch.setattr(session, "_read", lambda p: reads.append(p) or ([], [], False))
+    opened = []
+    monkeypatch.setattr(sgtui.tui.app, "run_replay", lambda paths, **k: opened.append(paths) or 0)
+    assert _run_main(monkeypatch, ["replay", str(path)]) == 0
+    assert opened == [[str(path)]] and reads == []
+
+
+def test_check_session_refuses_from_the_first_lines_as_a_whole_read_does(tmp_path):
+    from sgtui.events import SCHEMA
+
+    for name, first in [("request-first.jsonl", b'{"kind":"log","t":1,"run":"a","line":"x"}\n'),
+                        ("newer.jsonl", b'{"kind":"session","t":1,"schema":%d}\n' % (SCHEMA + 1))]:
+        path = _big_session(tmp_path / name, first)
+        with pytest.raises(SessionReadError) as whole:
+            read_session(path)
+        with pytest.raises(SessionReadError) as peek:
+            check_session(path)
+        assert str(peek.value) == str(whole.value) and str(path) in str(peek.value)
+    check_session(_big_session(tmp_path / "fine.jsonl"))  # a session: no error
+    for name in NOT_SESSIONS:  # small files: the same refusals as a whole read
+        (tmp_path / name).write_bytes(NOT_SESSIONS[name])
+        with pytest.raises(SessionReadError, match="not an sgtui session"):
+            check_session(tmp_path / name)
+    with pytest.raises(SessionReadError, match="no such session file"):
+        check_session(tmp_path / "missing.jsonl")
