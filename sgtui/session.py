@@ -10,7 +10,6 @@ No Textual here: the UI gets state snapshots built from what this reads.
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 import socket
@@ -24,6 +23,7 @@ import orjson
 
 from sgtui import __version__, session_split
 from sgtui.events import PLAIN_BUILDERS, SCHEMA, Event, EventError, SchemaTooNew, SessionHeader, decode, encode
+from sgtui.gcpause import gc_paused
 
 # Names of secrets, not of counts: "HF_TOKEN", "--hf-token", "api_key", but not "max_output_tokens".
 _SECRET_NAME = re.compile(r"(token(?!s)|secret|passw(or)?d|api[_-]?key|credential|auth(?!or))", re.IGNORECASE)
@@ -139,6 +139,10 @@ class ReadResult:
     events: list[Event]
     problems: list[str] = field(default_factory=list)  # one line each, "file:line: why"
     truncated_tail: bool = False
+    #: with `reduce_tail`: the helper that decoded the file's tail, reducing its steps' requests meanwhile
+    #: (`TailDecoder.reductions`), and the index in `events` of the tail's first event; the caller closes it
+    tail: session_split.TailDecoder | None = None
+    tail_start: int = 0
 
 
 class SessionReadError(Exception):
@@ -165,7 +169,7 @@ def _said(path: Path, problems: list[tuple[int, str]]) -> list[str]:
     return [f"{path}:{lineno}: {why}" for lineno, why in problems]
 
 
-def read_session(path: Path | str, *, allow_empty: bool = False) -> ReadResult:
+def read_session(path: Path | str, *, allow_empty: bool = False, reduce_tail: bool = False) -> ReadResult:
     """Read a whole session, possibly still being written.
 
     A last line without a newline is a write in progress (or a crash mid-line):
@@ -176,17 +180,21 @@ def read_session(path: Path | str, *, allow_empty: bool = False) -> ReadResult:
     not have its header on disk yet) a file without a complete line reads as no events.
 
     Lines are decoded as the file is read, one at a time (never the whole file and all its lines in
-    memory at once: a 700 MiB session would hold three copies before its first event).
+    memory at once: a 700 MiB session would hold three copies before its first event). With `reduce_tail`
+    (a replay), the helper that decodes a large file's tail stays to reduce its steps' requests
+    (`ReadResult.tail`).
     """
     path = Path(path)
     try:
-        events, problems, truncated = _read(path)
+        events, problems, truncated, tail = _read(path, reduce_tail)
     except FileNotFoundError:
         raise SessionReadError(f"{path}: no such session file") from None
     except OSError as e:
         raise SessionReadError(f"{path}: cannot read ({e.strerror})") from None
     problems = _said(path, problems)
     header = events[0] if events and isinstance(events[0], SessionHeader) else None
+    if header is None and tail is not None:
+        tail[0].close()
     if header is None and events:
         raise _not_first(path, events[0])
     if header is None:
@@ -195,7 +203,8 @@ def read_session(path: Path | str, *, allow_empty: bool = False) -> ReadResult:
         except OSError as e:
             raise SessionReadError(f"{path}: cannot read ({e.strerror})") from None
         _refuse_headerless(path, data, problems, truncated, allow_empty)
-    return ReadResult(path=path, header=header, events=events, problems=problems, truncated_tail=truncated)
+    return ReadResult(path=path, header=header, events=events, problems=problems, truncated_tail=truncated,
+                      tail=tail[0] if tail else None, tail_start=tail[1] if tail else 0)
 
 
 #: Bytes `check_session` reads: a header line is a few KiB (argv, config); its first MiB holds the first event.
@@ -230,20 +239,28 @@ def _not_first(path: Path, first: Event) -> SessionReadError:
     return SessionReadError(f"{path}: not an sgtui session (first event is {first.kind!r}, expected 'session')")
 
 
-def _read(path: Path) -> tuple[list[Event], list[tuple[int, str]], bool]:
-    """(events, problems, truncated) of a whole file: a large one in two parts at once, its tail decoded by
-    a helper process meanwhile (`sgtui.session_split`), the same result in ~2/3 of the time."""
+def _read(path: Path, reduce_tail: bool = False
+          ) -> tuple[list[Event], list[tuple[int, str]], bool, tuple[session_split.TailDecoder, int] | None]:
+    """(events, problems, truncated, tail) of a whole file: a large one in two parts at once, its tail decoded
+    by a helper process meanwhile (`sgtui.session_split`), the same result in ~2/3 of the time. With
+    `reduce_tail` the helper is left reducing the tail's steps: (it, the tail's first index in events)."""
     with path.open("rb") as f:
         split = session_split.split_point(f)
         if split is None:
-            return _decode(f, path)
-        helper = session_split.TailDecoder(path, split)
+            return *_decode(f, path), None
+        helper = session_split.TailDecoder(path, split, reduce_tail)
+        kept = None
+        if reduce_tail:
+            _numpy()
         try:
             head = session_split.HeadLines(f, split)
             events, problems, _ = _decode(head, path, partial_tail=False)
             tail = helper.result()
+            if tail is not None and reduce_tail:
+                kept = helper, len(events)
         finally:
-            helper.close()
+            if kept is None:
+                helper.close()
         first = head.lines + 1
         if tail is None:  # the helper failed: the tail decoded here after all (same result, slower)
             f.seek(split)
@@ -251,7 +268,16 @@ def _read(path: Path) -> tuple[list[Event], list[tuple[int, str]], bool]:
         else:
             tail = (tail[0], [(first + n - 1, why) for n, why in tail[1]], tail[2])
     events.extend(tail[0])
-    return events, problems + tail[1], tail[2]
+    return events, problems + tail[1], tail[2], kept
+
+
+def _numpy() -> None:
+    """Import numpy, which a replay's reductions load next (`sgtui.state.bulk`), as the helper starts: ~0.15 s
+    here, often while the head would wait for the helper anyway, instead of 0.3-0.6 s in the summaries worker
+    beside the fold that needs the same GIL (measured in-app, 2026-12-06)."""
+    from sgtui.state import bulk
+
+    bulk.numpy()
 
 
 def _decode(lines: Iterable[bytes], path: Path, first_lineno: int = 1, *, partial_tail: bool = True
@@ -268,9 +294,7 @@ def _decode(lines: Iterable[bytes], path: Path, first_lineno: int = 1, *, partia
     append = events.append
     truncated = False
     loads, builders = orjson.loads, PLAIN_BUILDERS
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         for lineno, raw in enumerate(lines, first_lineno):
             if partial_tail and raw[-1:] != b"\n":  # the last line, still being written (or cut off)
                 if raw and not raw.isspace():
@@ -291,9 +315,6 @@ def _decode(lines: Iterable[bytes], path: Path, first_lineno: int = 1, *, partia
                 raise SessionReadError(f"{path}:{lineno}: {e.message}") from None
             except EventError as e:
                 problems.append((lineno, e.message))
-    finally:
-        if was_enabled:
-            gc.enable()
     return events, problems, truncated
 
 
@@ -364,4 +385,10 @@ class SessionTail:
 if __name__ == "__main__":  # the helper that decodes a large session's tail (`sgtui.session_split`)
     import sys
 
-    sys.exit(session_split.main(sys.argv[1:], _decode))
+    def _reduce(events: list) -> Any:
+        from sgtui.state.steps import reduce_tail  # numpy: only in a replay's helper, only once it is asked
+
+        return reduce_tail(events)
+
+    sys.stderr.flush()
+    os._exit(session_split.main(sys.argv[1:], _decode, _reduce))  # no teardown of ~1M objects: done once written

@@ -57,12 +57,15 @@ def exact_sum(xs: Sequence[float]) -> tuple[float, ...]:
 
 
 def sample_stdev(xs: Sequence[float]) -> float:
-    """Sample standard deviation (ddof=1), for confidence intervals."""
+    """Sample standard deviation (ddof=1), for confidence intervals and Welch's test. The squares are products
+    in one C-level pass, as `pooled_stdev`'s: the verdict tests every TPOT value of a run before and after
+    its first sync (450k in a 1M-event session), and a generator of `** 2` was 0.13 s of the settled frame."""
     n = len(xs)
     if n < 2:
         return 0.0
     m = math.fsum(xs) / n
-    return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (n - 1))
+    d = list(map(sub, xs, repeat(m)))
+    return math.sqrt(math.fsum(map(mul, d, d)) / (n - 1))
 
 
 def percentile(xs: Sequence[float], q: float, *, presorted: bool = False) -> float:

@@ -21,7 +21,7 @@ def test_each_round_prints_its_own_times_and_the_summary_the_best():
     lines = out.getvalue().splitlines()
     # round 2 was slower than round 1: its line says so (it used to repeat round 1's best)
     assert lines[1] == ("round 2: bare 3.00 s, replay: all events shown 12.00 s, settled 30.00 s (cpu 35.00 s, "
-                        "650 MiB held), ratio bare / settled 0.10")
+                        "650 MiB held), ratio bare / settled 0.100")
     assert lines[0].startswith("round 1: bare 2.00 s") and lines[2].startswith("round 3: bare 1.50 s")
     best = replay_load.best(done[replay_load.THIS])
     assert (best.bare, best.shown, best.settled, best.cpu, best.held) == (1.5, 10.0, 19.0, 24.0, 650.0)

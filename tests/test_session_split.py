@@ -54,7 +54,9 @@ def leftovers() -> set[str]:
     return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("sgtui-read-")}
 
 
-def test_two_parts_read_as_one(tmp_path, split_always, monkeypatch):
+@pytest.mark.parametrize("piece", [session_split.PIECE_LINES, 37])  # one piece; many, handed over as they come
+def test_two_parts_read_as_one(tmp_path, split_always, monkeypatch, piece):
+    monkeypatch.setattr(session_split, "PIECE_LINES", piece)
     path = write(tmp_path / "s.jsonl", session_lines() + [b'{"kind": "log", "t": 9.0, "run": "a", "li'])
     before = leftovers()
     got = read_session(path)
@@ -109,9 +111,12 @@ def test_a_failed_helper_only_costs_time(tmp_path, split_always, monkeypatch, ho
     assert all(pid is None or not group_alive(pid) for pid in pids)  # the helper's group is gone
 
 
-def test_a_newer_schema_in_the_tail_is_refused_with_its_line(tmp_path, split_always, monkeypatch):
-    """A line only the caller may judge (a header of a newer schema): the helper gives up, the caller
-    decodes the tail and refuses the file, naming the line as a one-part read does."""
+@pytest.mark.parametrize("piece", [session_split.PIECE_LINES, 29])
+def test_a_newer_schema_in_the_tail_is_refused_with_its_line(tmp_path, split_always, monkeypatch, piece):
+    """A line only the caller may judge (a header of a newer schema): the helper gives up (after the pieces
+    before it were handed over, with small pieces), the caller decodes the tail and refuses the file, naming
+    the line as a one-part read does."""
+    monkeypatch.setattr(session_split, "PIECE_LINES", piece)
     lines = session_lines(3)
     lines.insert(len(lines) - 10, orjson.dumps({"kind": "session", "t": 1.0, "schema": E.SCHEMA + 1}) + b"\n")
     path = write(tmp_path / "s.jsonl", lines)
@@ -154,3 +159,63 @@ def test_the_helper_dies_with_its_caller(tmp_path):
         time.sleep(0.05)
     assert not group_alive(pid)
     assert leftovers() == before  # and no file: the helper's output never had a name
+
+
+def reduced_read(path: Path):
+    """A read whose helper reduces the tail's steps, and those reductions once handed over."""
+    res = read_session(path, reduce_tail=True)
+    assert res.tail is not None and 0 < res.tail_start < len(res.events)
+    deadline = time.monotonic() + 60
+    while (got := res.tail.reductions()) is None and not res.tail.ended and time.monotonic() < deadline:
+        time.sleep(0.02)
+    from sgtui.state import unpack_tail
+
+    return res, unpack_tail(got) if got is not None else None
+
+
+def test_the_helper_reduces_the_tails_steps_as_they_are_reduced_here(tmp_path, split_always):
+    """With `reduce_tail` the helper goes on once the events are handed over: it reduces the requests of the
+    tail's steps, and each step folded here from those very requests adopts exactly what reducing them here
+    gives (its ITL set made from this process's own requests); the step that began in the head is left to be
+    reduced here; the helper is gone once its reductions are taken."""
+    from sgtui.state import SessionState, adopt_reductions, request_stats
+
+    path = write(tmp_path / "s.jsonl", [E.encode(e) for e in generate(steps=12, requests=24, itl_len=48, seed=5)])
+    res, got = reduced_read(path)
+    assert got and res.tail.ended and not group_alive(res.tail.proc.pid)
+    state = SessionState(str(path)).apply_all(res.events)
+    assert adopt_reductions(state.runs, got, res.events, res.tail_start) == []
+
+    def steps(events):
+        return {(e.run, e.step) for e in events if isinstance(e, E.Request) and e.step > 0}
+
+    adopted = {(label, n) for label, run in state.runs.items() for n, st in run.steps.items() if "requests" in st._cache}
+    head, tail = steps(res.events[:res.tail_start]), steps(res.events[res.tail_start:])
+    assert adopted == tail - head and len(adopted) >= 8 and tail & head  # one step began in the head
+    for label, n in adopted:
+        st = state.runs[label].steps[n]
+        count, mine = st._cache["requests"]
+        assert count == len(st.requests) and mine == request_stats(st.requests)
+        ok = [r for r in st.requests if not r.error]
+        assert not mine.itl.kept and len(mine.itl.requests) == len(ok)
+        assert all(a is b for a, b in zip(mine.itl.requests, ok))  # this process's own requests
+        assert sorted(mine.itl.raw.tolist()) == request_stats(st.requests).itl.values.tolist()  # made again here
+
+
+def test_reductions_go_only_to_steps_folded_from_the_same_requests(tmp_path, split_always):
+    """A step not folded yet (or partly) waits for a later try; a step holding other request objects (a fold
+    of another read) never adopts; nothing is adopted twice."""
+    from sgtui.state import SessionState, adopt_reductions
+
+    path = write(tmp_path / "s.jsonl", [E.encode(e) for e in generate(steps=8, requests=16, itl_len=40, seed=6)])
+    res, got = reduced_read(path)
+    other = SessionState(str(path)).apply_all(read_session(path).events)  # equal requests, other objects
+    assert adopt_reductions(other.runs, got, res.events, res.tail_start) == []
+    assert not any("requests" in st._cache for run in other.runs.values() for st in run.steps.values())
+    state = SessionState(str(path))
+    cut = max(i for i, e in enumerate(res.events) if isinstance(e, E.Request))  # the last step's, all but one
+    state.apply_all(res.events[:cut])
+    left = adopt_reductions(state.runs, got, res.events, res.tail_start)
+    assert 0 < len(left) < len(got)
+    state.apply_all(res.events[cut:])
+    assert adopt_reductions(state.runs, left, res.events, res.tail_start) == []

@@ -127,3 +127,42 @@ def test_a_round_over_two_runs_in_parallel_gives_each_its_own_summary():
         expected = run_summary(want.runs[r.label], want.gpu)
         assert r.summary.label == r.key and r.summary.metrics == expected.metrics
         assert r.summary.steps == expected.steps
+
+
+def test_a_replay_adopts_the_tail_steps_its_reads_helper_reduced(tmp_path, monkeypatch):
+    """A file read in two parts: the warm batches give the tail's steps the helper's reductions instead of
+    reducing them here, and the settled numbers are those of a plain fold."""
+    from sgtui import session_split
+    from sgtui.events import encode
+    from sgtui.session import read_session
+    from sgtui.state import steps as steps_mod
+
+    evs = generate(steps=10, requests=20, itl_len=64, seed=7)
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b"".join(encode(e) for e in evs))
+    monkeypatch.setattr(session_split, "SPLIT_MIN", 0)
+    monkeypatch.delenv(session_split.ENV, raising=False)
+    res = read_session(path, reduce_tail=True)
+    assert res.tail is not None
+    assert res.tail._wrote(b"s", 60)  # the helper's reductions are there before the first warm batch: no race
+    reduced_here = []
+    real = steps_mod._reduce
+    monkeypatch.setattr(steps_mod, "_reduce", lambda batch: reduced_here.extend(st for st, _ in batch) or real(batch))
+    ts = TrackedSession(str(path))
+    ts.keep_tail(res)
+    for e in res.events:
+        ts.apply(e)
+    b = SnapshotBuilder([ts], "replay")
+    b.build([0.0], quiet=True, silent=True, replay=rushing())
+    b._worker.wait(10.0)
+    finished = [run.steps[n] for run in ts.state.runs.values() for n in run.rl_steps[:-1]]
+    assert all("requests" in st._cache for st in finished)
+    tail_requests = {id(e) for e in res.events[res.tail_start:]}
+    here = {id(st) for st in reduced_here}
+    adopted = [st for st in finished if id(st) not in here]
+    assert len(adopted) >= 5 and all(id(st.requests[0]) in tail_requests for st in adopted)
+    assert ts._read is None and res.tail.proc.poll() is not None  # all handed over: the helper is done
+    snap = settle(b, rushing(at_end=True))
+    want = SessionState("x").apply_all(evs)
+    for r in snap.runs:
+        assert r.summary.metrics == run_summary(want.runs[r.label], want.gpu).metrics

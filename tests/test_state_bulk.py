@@ -239,3 +239,31 @@ def test_step_samples_are_the_step_metrics_fields(bulk_min, monkeypatch):
             assert got == {k: getattr(want, k) for k in SAMPLED} and want.completed
         summary = run_summary(run, st.gpu)
         assert [s.metrics for s in summary.steps] == [step_metrics(run.steps[n]) for n in run.rl_steps]
+
+
+def test_packed_request_sets_come_back_equal_whatever_holds_their_values():
+    """`pack_stats` / `unpack_stats` (a helper's reductions on their way back): sets reduced in pure Python
+    (ascending arrays), by numpy (kept arrays) and ITL sets that keep no values all come back with the same
+    numbers, kinds of storage and no requests; a pooled run over them is the pooled run over the originals."""
+    import pickle
+    from array import array
+
+    from sgtui.events import Request
+    from sgtui.state import request_stats_many
+    from sgtui.state.metrics import pack_stats, unpack_stats
+
+    rnd = random.Random(3)
+    groups = [[Request(t=1.0, run="r", step=k, ttft=rnd.random(), latency=1 + rnd.random(), output_tokens=40,
+                       itl=[rnd.random() / 50 for _ in range(39)], error="x" if i == 3 else "")
+               for i in range(n)] for k, n in enumerate([30, 2, 0, 45], 1)]
+    sets = request_stats_many(groups) + request_stats_many(groups[1:2])  # bulk sets, then a small pure one
+    back = unpack_stats(pickle.loads(pickle.dumps(pack_stats(sets))))
+    assert all(b.itl.requests is None and not b.itl.kept for b in back[:4] if b.itl.n)
+    for b, g in zip(back[:4], groups):  # as the adopting step does: its own requests
+        b.itl.requests = [r for r in g if not r.error]
+    assert back == sets
+    kinds = {(type(getattr(a, m)._raw), type(getattr(b, m)._raw)) for a, b in zip(sets, back)
+             for m in ("ttft", "tpot", "itl", "e2el")}
+    assert kinds >= {(array, array), (type(None), type(None))} and any(k[0] is not array and k[0] is not type(None)
+                                                                        for k in kinds)
+    assert pooled_metrics(back, 9.0) == pooled_metrics(sets, 9.0)

@@ -344,6 +344,11 @@ def _keys(a: Any) -> Any:
     return b ^ ((b >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
 
 
+def _key(x: float) -> int:
+    """`_keys` of one value."""
+    return int(_keys(_np.array([x], dtype=_np.float64))[0])
+
+
 def pooled(chunks: Callable[[], Iterable[Any]], n: int, mean: float, qs: Sequence[float]
            ) -> tuple[float, list[float]] | None:
     """(`stats.pooled_stdev`, `stats.pooled_percentiles`) of n float64 values that `chunks()` yields in
@@ -363,12 +368,15 @@ def pooled(chunks: Callable[[], Iterable[Any]], n: int, mean: float, qs: Sequenc
     for a in chunks():
         if not len(a):
             continue
-        if not np.isfinite(a).all():
+        least, most = a.min(), a.max()  # NaN and infinities show in one or the other (NaN propagates)
+        if not (np.isfinite(least) and np.isfinite(most)):
             return None
         squares.append(_exact(a, minus=mean))
-        k = _keys(a)
-        lo = int(k.min()) if lo is None else min(lo, int(k.min()))
-        hi = int(k.max()) if hi is None else max(hi, int(k.max()))
+        # the keys' range from the values' (keys keep the order; a zero of either sign may be either end)
+        k_lo = _key(-0.0 if least == 0.0 else float(least))
+        k_hi = _key(0.0 if most == 0.0 else float(most))
+        lo = k_lo if lo is None else min(lo, k_lo)
+        hi = k_hi if hi is None else max(hi, k_hi)
     total, scale = _combine(squares)
     std = math.sqrt((_round(total, scale) if total else 0.0) / n) if n >= 2 else 0.0
     assert lo is not None and hi is not None, "n values came in no chunk"

@@ -287,10 +287,12 @@ class SessionFold:
             if e.data:
                 span.data = e.data
 
+    # The two handlers of ~90% of a long session's events look their run and step up inline (`or`: both are
+    # always truthy): two calls fewer an event, ~0.15 s of a 1M-event replay's fold.
     def _on_request(self, e: Request) -> None:
-        r = self.run(e.run)
+        r = self.runs.get(e.run) or self.run(e.run)
         self._touch(r, e.t)
-        st = r.step_state(e.step)
+        st = r.steps.get(e.step) or r.step_state(e.step)
         st.requests.append(e)
         if e.error:
             st.requests_failed += 1
@@ -351,19 +353,21 @@ class SessionFold:
                         run.trainer_mem.append(t, per_trainer.get(run.label, 0.0))
 
     def _on_engine(self, e: EngineGauges) -> None:
-        r = self.run(e.run)
+        r = self.runs.get(e.run) or self.run(e.run)
         self._touch(r, e.t)
-        st = r.step_state(e.step)
+        st = r.steps.get(e.step) or r.step_state(e.step)
         st.engine_gauges += 1
         cap = e.gauges.get("kv_capacity_tokens")
         if st.kv_capacity is None and isinstance(cap, (int, float)):
             st.kv_capacity = float(cap)
-        for name, value in e.gauges.items():
+        t, engine = e.t, r.engine
+        for name, value in e.gauges.items():  # ~half of a long replay's events: Series.append inlined
             if isinstance(value, (int, float)):
-                s = r.engine.get(name)
+                s = engine.get(name)
                 if s is None:
-                    s = r.engine[name] = Series()
-                s.append(e.t, value)
+                    s = engine[name] = Series()
+                s.t.append(t)
+                s.v.append(value)
 
     def _on_train(self, e: Train) -> None:
         r = self.run(e.run)

@@ -11,17 +11,22 @@ from __future__ import annotations
 import bisect
 import functools
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import attrgetter
 from typing import Sequence
 
-from sgtui.state.fold import GpuState, StepState
+from sgtui.events import Event, Request
+from sgtui.state.fold import GpuState, RunState, StepState
 from sgtui.state.metrics import (
     RequestMetrics,
     RequestStats,
     mean_ms,
     own_percentiles,
+    pack_stats,
     pooled_metrics,
     request_stats,
     request_stats_many,
+    unpack_stats,
 )
 
 #: Phases whose time is "transition overhead": the cost of getting the engine
@@ -149,6 +154,7 @@ def step_request_stats(step: StepState) -> RequestStats:
 
 #: Values (ITL gaps, mostly) `reduce_steps` reduces in one pass: numpy's temporaries stay ~16 MB each.
 REDUCE_VALUES = 1 << 21
+_ITL = attrgetter("itl")
 
 
 def reduce_steps(steps: Sequence[StepState]) -> None:
@@ -161,7 +167,7 @@ def reduce_steps(steps: Sequence[StepState]) -> None:
     size = 0
     for st, n in stale:
         batch.append((st, n))
-        size += n + sum(len(st.requests[i].itl) for i in range(n))
+        size += n + sum(map(len, map(_ITL, islice(st.requests, n))))  # at C speed: a replay's 450k requests
         if size >= REDUCE_VALUES:
             _reduce(batch)
             batch, size = [], 0
@@ -173,6 +179,56 @@ def _reduce(batch: list[tuple[StepState, int]]) -> None:
     if batch:
         for (st, n), reduced in zip(batch, request_stats_many([st.requests[:n] for st, n in batch])):
             st._cache["requests"] = (n, reduced)
+
+
+#: One step of a session's tail reduced by the helper that decoded it (`sgtui.session_split`): (run, step, index
+#: of its first request among the tail's events, how many requests, their reduction; its ITL set without its
+#: requests until a step adopts it)
+TailStep = tuple[str, int, int, int, RequestStats]
+
+
+def reduce_tail(events: Sequence[Event]) -> tuple[list[tuple[str, int, int, int]], dict]:
+    """Reduce the requests of every RL step among `events` as `reduce_steps` does, in the helper process that
+    decoded them (a large session's tail): the replay's own process, folding meanwhile, then only adopts
+    them (`adopt_reductions`). Packed for the way back (`unpack_tail`): an ITL set's requests are left out,
+    the adopting step puts its own back."""
+    found: dict[tuple[str, int], tuple[int, StepState]] = {}
+    for i, e in enumerate(events):
+        if type(e) is Request and e.step > 0:
+            got = found.get((e.run, e.step))
+            if got is None:
+                got = found[e.run, e.step] = (i, StepState(e.step))
+            got[1].requests.append(e)
+    reduce_steps([st for _, st in found.values()])
+    where = [(run, n, i, st._cache["requests"][0]) for (run, n), (i, st) in found.items()]
+    return where, pack_stats([st._cache["requests"][1] for _, st in found.values()])
+
+
+def unpack_tail(packed: tuple[list[tuple[str, int, int, int]], dict]) -> list[TailStep]:
+    """What `reduce_tail` gave, as the steps `adopt_reductions` takes."""
+    where, stats = packed
+    return [(*w, reduced) for w, reduced in zip(where, unpack_stats(stats))]
+
+
+def adopt_reductions(runs: dict[str, RunState], tail: list[TailStep], events: Sequence[Event],
+                     start: int) -> list[TailStep]:
+    """Give each folded step its reduction from `tail` (`reduce_tail` of `events[start:]`) where the step holds
+    exactly those requests: as many, its first the very object the helper counted from (a step that began
+    before the tail, or a fold that differs, is left to be reduced here). The ones whose step is not folded
+    completely yet are given back, to be tried again."""
+    later = []
+    for run_label, n, i, count, reduced in tail:
+        run = runs.get(run_label)
+        st = run.steps.get(n) if run is not None else None
+        have = len(st.requests) if st is not None else 0
+        if have < count and (not have or st.requests[0] is events[start + i]):
+            later.append((run_label, n, i, count, reduced))
+        elif have == count and st.requests[0] is events[start + i] and \
+                ((c := st._cache.get("requests")) is None or c[0] != count):
+            if not reduced.itl.kept:
+                reduced.itl.requests = [r for r in st.requests if not r.error]
+            st._cache["requests"] = (count, reduced)
+    return later
 
 
 def step_metrics(step: StepState) -> RequestMetrics:

@@ -41,6 +41,7 @@ from typing import Callable
 from sgtui.events import Event
 from sgtui.follow import FOLLOW_POLL_S, OWNER_CHECK_S, SessionFollower
 from sgtui.options import ReportOptions
+from sgtui.gcpause import gc_paused
 from sgtui.session import SessionReadError, read_session
 from sgtui.viewmodel import commands as C
 from sgtui.viewmodel.commands import check_speed
@@ -184,6 +185,8 @@ class Hub:
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        for ts in self.sessions:
+            ts.close()
 
     @property
     def alive(self) -> bool:
@@ -350,23 +353,19 @@ class Hub:
         # The collector stays off until the files' events are frozen: re-enabled between (as `read_session`
         # does on its own), its first young-generation pass would walk every event just read, only to have
         # them frozen right after (a quarter of the read's time on a large session).
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             for i, p in enumerate(self.paths):
                 try:
-                    res = read_session(p)
+                    res = read_session(p, reduce_tail=True)
                 except SessionReadError as e:
                     if self.on_error is not None:
                         self.on_error(str(e))
                     res = None
                 if res is not None:
                     self.sessions[i].state.problems.extend(res.problems)
+                self.sessions[i].keep_tail(res)  # its steps reduced by the read's helper meanwhile, adopted on
                 timelines.append(res.events if res is not None else [])
             gc.freeze()  # the files' events live as long as the replay (FREEZE_EVERY): no collection walks them
-        finally:
-            if was_enabled:
-                gc.enable()
         self.replay = ReplayClock(timelines, [ts.apply for ts in self.sessions], self._refold,
                                   speed=self._speed, playing=self._playing)
         self._last_mono = self.mono()
@@ -377,6 +376,7 @@ class Hub:
         old = self.sessions[i]
         ts = TrackedSession(old.state.source, i)
         ts.state.problems = old.state.problems
+        old.close()  # the fresh fold's steps are reduced anew (a backward seek, long after the load)
         self.sessions[i] = ts
         self._refolded = True
         return ts.apply

@@ -18,10 +18,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from sgtui.events import Error, Event
 from sgtui.labels import run_labels
-from sgtui.state import GpuState, PhaseSpan, RunState, RunSummary, SessionState
+from sgtui.session import ReadResult
+from sgtui.state import (GpuState, PhaseSpan, RunState, RunSummary, SessionState, TailStep, adopt_reductions,
+                         unpack_tail)
 from sgtui.verdict import Verdict
 
 LOG_TAIL = 200
@@ -153,9 +156,41 @@ class TrackedSession:
     def __init__(self, source: str, index: int = 0) -> None:
         self.state = SessionState(source)
         self.index = index
+        #: the fold's own `apply`, no call in between (a replay applies a million events)
+        self.apply: Callable[[Event], None] = self.state.apply
+        self._read: ReadResult | None = None  # the file's read, while its helper may still hand reductions over
+        self._pending: list[TailStep] | None = None  # reductions handed over, their steps not folded yet
 
-    def apply(self, e: Event) -> None:
-        self.state.apply(e)
+    def keep_tail(self, read: ReadResult | None) -> None:
+        """Adopt, from now on, the reductions of the file's tail its read's helper makes (`adopt_tail`)."""
+        self.close()
+        if read is not None and read.tail is not None:
+            self._read = read
+
+    def adopt_tail(self) -> None:
+        """Give the folded steps of the file's tail the reductions the read's helper made of their requests
+        (`sgtui.state.adopt_reductions`), as far as both are there, so those steps are not reduced a second
+        time here. One thread at a time (`snapshot._adopted`): the summaries worker's before each warm batch,
+        the hub's before a summaries round while the worker is idle."""
+        read = self._read
+        if read is None or read.tail is None:
+            return
+        if self._pending is None:
+            got = read.tail.reductions()
+            if got is None:
+                if read.tail.ended:  # it failed: the worker reduces those steps itself
+                    self.close()
+                return
+            self._pending = unpack_tail(got)
+        self._pending = adopt_reductions(self.state.runs, self._pending, read.events, read.tail_start)
+        if not self._pending:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the read's helper if it still runs; forget what it has not handed over."""
+        if self._read is not None and self._read.tail is not None:
+            self._read.tail.close()
+        self._read = self._pending = None
 
     @property
     def stem(self) -> str:
