@@ -165,6 +165,7 @@ class TailDecoder:
             if got is None:
                 return None
             if word == b"e":
+                self._out.close()  # its pieces are loaded: the file's hundreds of MB go now, not with the helper
                 return events, *got
             events += got
         return None

@@ -165,6 +165,7 @@ def reduced_read(path: Path):
     """A read whose helper reduces the tail's steps, and those reductions once handed over."""
     res = read_session(path, reduce_tail=True)
     assert res.tail is not None and 0 < res.tail_start < len(res.events)
+    assert res.tail._out.closed  # the events' pieces are freed once loaded; the helper goes on reducing
     deadline = time.monotonic() + 60
     while (got := res.tail.reductions()) is None and not res.tail.ended and time.monotonic() < deadline:
         time.sleep(0.02)
