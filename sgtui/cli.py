@@ -751,7 +751,7 @@ def replay(
                                     report_options=opts))
     try:
         states = load_sessions(list(sessions))
-    except SessionEmpty as e:
+    except SessionEmpty as e:  # a followed session may not have its first line on disk yet
         if not follow:
             fail(str(e))
         states = []
