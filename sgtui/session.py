@@ -187,10 +187,8 @@ def read_session(path: Path | str, *, allow_empty: bool = False, reduce_tail: bo
     path = Path(path)
     try:
         events, problems, truncated, tail = _read(path, reduce_tail)
-    except FileNotFoundError:
-        raise SessionReadError(f"{path}: no such session file") from None
     except OSError as e:
-        raise SessionReadError(f"{path}: cannot read ({e.strerror})") from None
+        raise _unreadable(path, e) from None
     problems = _said(path, problems)
     header = events[0] if events and isinstance(events[0], SessionHeader) else None
     if header is None and tail is not None:
@@ -201,7 +199,7 @@ def read_session(path: Path | str, *, allow_empty: bool = False, reduce_tail: bo
         try:
             data = path.read_bytes()
         except OSError as e:
-            raise SessionReadError(f"{path}: cannot read ({e.strerror})") from None
+            raise _unreadable(path, e) from None
         _refuse_headerless(path, data, problems, truncated, allow_empty)
     return ReadResult(path=path, header=header, events=events, problems=problems, truncated_tail=truncated,
                       tail=tail[0] if tail else None, tail_start=tail[1] if tail else 0)
@@ -221,10 +219,8 @@ def check_session(path: Path | str, *, allow_empty: bool = False) -> None:
     try:
         with path.open("rb") as f:
             head = f.read(PEEK + 1)
-    except FileNotFoundError:
-        raise SessionReadError(f"{path}: no such session file") from None
     except OSError as e:
-        raise SessionReadError(f"{path}: cannot read ({e.strerror})") from None
+        raise _unreadable(path, e) from None
     end = head.rfind(b"\n", 0, PEEK) if len(head) > PEEK else -1
     if end > 0:
         events, _ = decode_lines(head[:end], path)
@@ -233,6 +229,12 @@ def check_session(path: Path | str, *, allow_empty: bool = False) -> None:
                 raise _not_first(path, events[0])
             return
     read_session(path, allow_empty=allow_empty)  # a small file, or no event in its first MiB: read it whole
+
+
+def _unreadable(path: Path, e: OSError) -> SessionReadError:
+    if isinstance(e, FileNotFoundError):
+        return SessionReadError(f"{path}: no such session file")
+    return SessionReadError(f"{path}: cannot read ({e.strerror})")
 
 
 def _not_first(path: Path, first: Event) -> SessionReadError:

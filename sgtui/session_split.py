@@ -175,7 +175,7 @@ class TailDecoder:
         None: not yet (`ended` False), or never (the helper failed: the caller reduces them itself)."""
         if self._reduced is None or not self._wrote(b"s", 0.0):
             return None
-        got = _unpickled(self._reduced)
+        got, _ = _piece(self._reduced, 0)
         self.close()
         return got
 
@@ -195,8 +195,8 @@ class TailDecoder:
 
 
 def _piece(f: BinaryIO, at: int) -> tuple[Any, int]:
-    """The pickled piece at byte `at` of f (its length, 8 bytes, then its pickle) and where the next begins; None
-    for one that cannot be read."""
+    """The pickled piece at byte `at` of f (its length, 8 bytes, then its pickle: `_say`) and where the next
+    begins; None for one that cannot be read."""
     try:
         size = int.from_bytes(os.pread(f.fileno(), 8, at), "little")
         with gc_paused(), mmap.mmap(f.fileno(), at + 8 + size, access=mmap.ACCESS_READ) as m:
@@ -209,53 +209,45 @@ def _piece(f: BinaryIO, at: int) -> tuple[Any, int]:
         return None, at
 
 
-def _unpickled(f: BinaryIO) -> Any:
-    """What the helper pickled into f, or None when it cannot be read."""
-    try:
-        with gc_paused(), mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:  # a million new objects
-            return pickle.loads(m)  # from the page cache in one go: `pickle.load(f)` reads it in small pieces
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, IndexError):
-        return None
+def _say(o: BinaryIO, words: int, word: bytes, obj: Any) -> None:
+    """The helper's side of `_piece`: obj pickled into o (its length first), then `word` said on the pipe."""
+    blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    o.write(len(blob).to_bytes(8, "little"))
+    o.write(blob)
+    o.flush()
+    os.write(words, word)
 
 
 def main(argv: list[str], decode: Callable[[list[bytes], Path, int], tuple], reduce: Callable[[list], Any]) -> int:
     """The helper (`python -m sgtui.session PATH START LINES SAY FD [FD2]`, which passes its decoder and reducer:
     no import cycle): decode PATH from byte START on, LINES lines at a time (PIECE_LINES), each piece's events
     pickled into the open file FD (its length first) with b"c" said on the pipe SAY, then (problems,
-    truncated) with b"e"; with FD2, pickle `reduce(events)` into it and say b"s". Exit 0 only when all of it was written; 3 for
-    anything else, such as a line only the caller may judge (it then decodes the tail itself)."""
+    truncated) with b"e"; with FD2, `reduce(events)` likewise, saying b"s". Exit 0 only when all of it was
+    written; 3 for anything else, such as a line only the caller may judge (it then decodes the tail itself)."""
     path, start, piece, words, fd = Path(argv[0]), int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
     gc.disable()
     events: list = []
     problems: list = []
     truncated = False
     with os.fdopen(fd, "wb") as o:
-        def say(word: bytes, obj: Any) -> None:
-            blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-            o.write(len(blob).to_bytes(8, "little"))
-            o.write(blob)
-            o.flush()
-            os.write(words, word)
-
         try:
             with path.open("rb") as f:
                 f.seek(start)
                 lineno = 1
                 while not truncated and (lines := list(islice(f, piece))):
                     got, bad, truncated = decode(lines, path, lineno)
-                    say(b"c", got)  # the caller loads it while this goes on
+                    _say(o, words, b"c", got)  # the caller loads it while this goes on
                     events += got
                     problems += bad
                     lineno += len(lines)
         except Exception:  # noqa: BLE001 - the caller decodes the tail itself and says what is wrong
             return 3
-        say(b"e", (problems, truncated))
+        _say(o, words, b"e", (problems, truncated))
     if len(argv) > 5:
         try:
             reduced = reduce(events)
         except Exception:  # noqa: BLE001 - the caller reduces the tail's steps itself
             return 3
         with os.fdopen(int(argv[5]), "wb") as o:
-            pickle.dump(reduced, o, protocol=pickle.HIGHEST_PROTOCOL)
-        os.write(words, b"s")
+            _say(o, words, b"s", reduced)
     return 0
