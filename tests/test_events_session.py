@@ -1,3 +1,4 @@
+import math
 import os
 import stat
 from array import array
@@ -124,6 +125,11 @@ def test_redaction_of_secrets():
     ([-0.5, 0.01], None),  # negative but plausible (a clock step): the values are kept as they are
     ([0.01, "x"], "expected a list of numbers, got str 'x'"),  # held as array("d"): numbers only
     ([0.01, 1e300, "x"], "is not a plausible value"),
+    # around the quick check's bound (2**49, `events._floats`): above it the full check decides, as it words
+    ([2.0 ** 49 - 1, -(2.0 ** 49 - 1), 2.0 ** 49, -1e15], None),
+    ([1, 2, True], None),  # ints (and bools) held as floats, as array("d") converts them
+    ([-0.0, 0.5], None),
+    ([0.5, -(2.0 ** 49), 1e15 * (1 + 2 ** -52)], "is not a plausible value"),
 ])
 def test_itl_values_are_limit_checked(itl, why):
     line = orjson.dumps({"kind": "request", "t": 1.0, "run": "a", "step": 1, "start": 0.5, "ttft": 0.1,
@@ -131,6 +137,7 @@ def test_itl_values_are_limit_checked(itl, why):
     if why is None:
         got = E.decode(line).itl
         assert isinstance(got, array) and got.tolist() == itl
+        assert [math.copysign(1, x) for x in got] == [math.copysign(1, x) for x in itl]  # -0.0 kept
         assert E.decode(E.encode(E.decode(line))) == E.decode(line)  # written back as the same list
     else:
         with pytest.raises(E.EventError, match=f"line 7: request.itl: .*{why}"):
