@@ -37,8 +37,10 @@ def export_tree(rev: str, part: str = "sgtui") -> Path:
 
 def run_child(argv: list[str], tree: Path, name: str, imported: str) -> dict[str, Any]:
     """Run a benchmark's child (`python ARGV...`, from the repository) and read the JSON of its last line,
-    refused unless its field `imported` (a module's file) lies under `tree`: the code measured is the tree's."""
-    r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=str(ROOT))
+    refused unless its field `imported` (a module's file) lies under `tree`: the code measured is the tree's.
+    Run from the tree, so that a process it starts with `python -m sgtui...` (a large session's read helper)
+    imports the tree's code too: run from this repository, REV's replays had run this tree's helper."""
+    r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=str(tree))
     if r.returncode != 0:
         raise SystemExit(f"{name} failed:\n{r.stderr[-3000:]}")
     out = json.loads(r.stdout.strip().splitlines()[-1])
