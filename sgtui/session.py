@@ -139,9 +139,8 @@ class ReadResult:
     events: list[Event]
     problems: list[str] = field(default_factory=list)  # one line each, "file:line: why"
     truncated_tail: bool = False
-    #: with `reduce`: the helper that decoded the file's tail, reducing every step's requests meanwhile, the
-    #: head's too (`TailDecoder.reductions`), and the index in `events` of the tail's first event; the caller
-    #: closes it
+    #: with `reduce_tail`: the helper that decoded the file's tail, reducing its steps' requests meanwhile
+    #: (`TailDecoder.reductions`), and the index in `events` of the tail's first event; the caller closes it
     tail: session_split.TailDecoder | None = None
     tail_start: int = 0
 
@@ -170,7 +169,7 @@ def _said(path: Path, problems: list[tuple[int, str]]) -> list[str]:
     return [f"{path}:{lineno}: {why}" for lineno, why in problems]
 
 
-def read_session(path: Path | str, *, allow_empty: bool = False, reduce: bool = False) -> ReadResult:
+def read_session(path: Path | str, *, allow_empty: bool = False, reduce_tail: bool = False) -> ReadResult:
     """Read a whole session, possibly still being written.
 
     A last line without a newline is a write in progress (or a crash mid-line):
@@ -181,13 +180,13 @@ def read_session(path: Path | str, *, allow_empty: bool = False, reduce: bool = 
     not have its header on disk yet) a file without a complete line reads as no events.
 
     Lines are decoded as the file is read, one at a time (never the whole file and all its lines in
-    memory at once: a 700 MiB session would hold three copies before its first event). With `reduce`
-    (a replay), the helper that decodes a large file's tail stays to reduce the requests of every step, given
-    the head's by this process (`ReadResult.tail`).
+    memory at once: a 700 MiB session would hold three copies before its first event). With `reduce_tail`
+    (a replay), the helper that decodes a large file's tail stays to reduce its steps' requests
+    (`ReadResult.tail`).
     """
     path = Path(path)
     try:
-        events, problems, truncated, tail = _read(path, reduce)
+        events, problems, truncated, tail = _read(path, reduce_tail)
     except OSError as e:
         raise _unreadable(path, e) from None
     problems = _said(path, problems)
@@ -242,29 +241,24 @@ def _not_first(path: Path, first: Event) -> SessionReadError:
     return SessionReadError(f"{path}: not an sgtui session (first event is {first.kind!r}, expected 'session')")
 
 
-def _read(path: Path, reduce: bool = False
+def _read(path: Path, reduce_tail: bool = False
           ) -> tuple[list[Event], list[tuple[int, str]], bool, tuple[session_split.TailDecoder, int] | None]:
     """(events, problems, truncated, tail) of a whole file: a large one in two parts at once, its tail decoded
     by a helper process meanwhile (`sgtui.session_split`), the same result in ~2/3 of the time. With
-    `reduce` the helper is left reducing every step's requests, the head's handed to it as soon as they are
-    decoded (`sgtui.state.steps.head_requests`): (it, the tail's first index in events)."""
+    `reduce_tail` the helper is left reducing the tail's steps: (it, the tail's first index in events)."""
     with path.open("rb") as f:
         split = session_split.split_point(f)
         if split is None:
             return *_decode(f, path), None
-        helper = session_split.TailDecoder(path, split, reduce)
+        helper = session_split.TailDecoder(path, split, reduce_tail)
         kept = None
-        if reduce:
+        if reduce_tail:
             _numpy()
         try:
             head = session_split.HeadLines(f, split)
             events, problems, _ = _decode(head, path, partial_tail=False)
-            if reduce:
-                from sgtui.state.steps import head_requests
-
-                helper.send_head(len(events), *head_requests(events))
             tail = helper.result()
-            if tail is not None and reduce:
+            if tail is not None and reduce_tail:
                 kept = helper, len(events)
         finally:
             if kept is None:
@@ -393,11 +387,10 @@ class SessionTail:
 if __name__ == "__main__":  # the helper that decodes a large session's tail (`sgtui.session_split`)
     import sys
 
-    def _reduce(events: list, head: tuple[int, Any, Any]) -> Any:
-        from sgtui.state.steps import reduce_read  # numpy: only in a replay's helper, only once it is asked
+    def _reduce(events: list) -> Any:
+        from sgtui.state.steps import reduce_tail  # numpy: only in a replay's helper, only once it is asked
 
-        offset, cols, itl = head
-        return reduce_read(events, offset, (cols, itl))
+        return reduce_tail(events)
 
     sys.stderr.flush()
     os._exit(session_split.main(sys.argv[1:], _decode, _reduce))  # no teardown of ~1M objects: done once written

@@ -11,13 +11,11 @@ instead of ~5.6 to decode: the two parts end together and the read takes ~2/3 of
 The helper hands its events over in pieces as it decodes them (PIECE_LINES lines each): this process loads
 the pieces written meanwhile once its head is decoded, then each next one as it comes, so that the helper's
 pickling and this process's loading overlap. Asked to (`reduce`: a replay, whose summaries reduce every
-step's requests), the helper goes on once the events are handed over and reduces the requests of every step
-(`sgtui.state.steps.reduce_read`), the head's given to it by this process as soon as they are decoded
-(`send_head`), on the core that is otherwise idle while this process folds: the steps folded here from the
-very same requests adopt them (`adopt_reductions`), and this process reduces none (at 1M events, ~1 s of the
-GIL that the fold needs). It says what it wrote, one byte each on a pipe of their own: b"c" a piece of
-events, b"e" their end, b"s" the reductions; and it exits without tearing its million objects down
-(`os._exit`): the caller waits for its words, never for its exit.
+step's requests), the helper goes on once the events are handed over and reduces the requests of the tail's
+steps as well (`sgtui.state.steps.reduce_tail`), on the core that is otherwise idle while this process folds;
+the steps folded here from the very same requests adopt them (`adopt_reductions`). It says what it wrote,
+one byte each on a pipe of their own: b"c" a piece of events, b"e" their end, b"s" the reductions; and it exits
+without tearing its million objects down (`os._exit`): the caller waits for its words, never for its exit.
 
 Whatever goes wrong with the helper (it cannot start, dies, writes nothing, finds a line only this process
 may judge, such as a newer schema) makes the caller decode the tail itself: the result is always the same
@@ -60,11 +58,8 @@ ENV = "SGTUI_SPLIT_READ"
 #: the caller loads the pieces already written as soon as its head is decoded, and each next one as it comes,
 #: instead of all of them after the helper's last (its pickling and this process's loading overlap).
 PIECE_LINES = 60_000
-#: Seconds the helper may take beyond the head's decoding before it is given up (and the tail read here), or
-#: wait for the head's requests (`send_head`).
+#: Seconds the helper may take beyond the head's decoding before it is given up (and the tail read here).
 WAIT_S = 120.0
-#: ITL arrays `send_head` joins into one write (~2 MB).
-HEAD_JOIN = 4096
 GRACE_S = 1.0
 #: How every session sgtui writes begins (`events.encode` puts the kind first): a large file that does not
 #: (a binary file, another JSON log) is read in one part, to be refused without starting a helper.
@@ -111,14 +106,7 @@ class TailDecoder:
         self._out = tempfile.TemporaryFile(prefix="sgtui-read-")  # no name: freed when both have closed it
         self._reduced = tempfile.TemporaryFile(prefix="sgtui-reduced-") if reduce else None
         self._words, say = os.pipe()  # the helper's words, on a pipe of their own (not its stdout: no stray print)
-        fds: tuple[int, ...] = (say, *(f.fileno() for f in (self._out, self._reduced) if f is not None))
-        self._head: BinaryIO | None = None  # the head's requests for the helper to reduce (`send_head`)
-        self._tell = -1  # this process's word to the helper: b"h", the head is written
-        hear = -1
-        if reduce:
-            self._head = tempfile.TemporaryFile(prefix="sgtui-head-")
-            hear, self._tell = os.pipe()
-            fds += (hear, self._head.fileno())
+        fds = (say, *(f.fileno() for f in (self._out, self._reduced) if f is not None))
         self.proc: subprocess.Popen | None = None
         self._said = b""  # what the helper has said it wrote, one byte each
         self._heard = 0  # how much of it `result` has taken
@@ -139,34 +127,7 @@ class TailDecoder:
             self.proc = None
             self.ended = True
         finally:
-            for fd in (say, hear):  # the helper's copies only: its end (or death) closes the pipe
-                if fd >= 0:
-                    os.close(fd)
-
-    def send_head(self, offset: int, cols: Any, itl: list) -> None:
-        """Hand the helper the head's requests (`sgtui.state.steps.head_requests`: columns, then the raw ITL
-        arrays) and how many events the head holds, for it to reduce every step's requests once the tail's
-        events are handed over, not only the tail's (`reduce`). Said once; a helper that cannot be told
-        (gone, a full disk) reduces nothing, and the caller reduces the steps itself."""
-        head, tell = self._head, self._tell
-        self._head, self._tell = None, -1
-        if head is None:
-            return
-        try:
-            with head:
-                _say(head, -1, b"", (offset, cols))
-                for i in range(0, len(itl), HEAD_JOIN):
-                    head.write(b"".join(itl[i:i + HEAD_JOIN]))
-                head.flush()
-            os.write(tell, b"h")
-        except OSError:
-            pass
-        finally:
-            os.close(tell)  # its end: the helper hears it whether or not the head was said
-
-    def wait_reductions(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the helper to say it wrote the reductions (False: not yet, or never)."""
-        return self._reduced is not None and self._wrote(b"s", timeout)
+            os.close(say)  # the helper's copy only: its end (or death) closes the pipe
 
     def _listen(self, timeout: float) -> bool:
         """Take what the helper says next (a byte a word), waiting up to `timeout` seconds; False when it said
@@ -228,11 +189,10 @@ class TailDecoder:
         if p is not None:
             if p.poll() is None:
                 stop_group(p.pid, GRACE_S, p)
-        for fd in (self._words, self._tell):
-            if fd >= 0:
-                os.close(fd)
-        self._words = self._tell = -1
-        for f in (self._out, self._reduced, self._head):
+        if self._words >= 0:
+            os.close(self._words)
+            self._words = -1
+        for f in (self._out, self._reduced):
             if f is not None:
                 f.close()
 
@@ -253,36 +213,19 @@ def _piece(f: BinaryIO, at: int) -> tuple[Any, int]:
 
 
 def _say(o: BinaryIO, words: int, word: bytes, obj: Any) -> None:
-    """The writer's side of `_piece`: obj pickled into o (its length first), then `word` said on the pipe
-    `words` (none: -1)."""
+    """The helper's side of `_piece`: obj pickled into o (its length first), then `word` said on the pipe."""
     blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     o.write(len(blob).to_bytes(8, "little"))
     o.write(blob)
     o.flush()
-    if words >= 0:
-        os.write(words, word)
+    os.write(words, word)
 
 
-def _heard(hear: int, fd: int) -> tuple[int, Any, Any] | None:
-    """The helper's side of `send_head`: (offset, columns, the raw ITL arrays) once the caller said b"h" on
-    `hear` (within WAIT_S), read from the file `fd`; None when it did not."""
-    if not select.select([hear], [], [], WAIT_S)[0] or os.read(hear, 1) != b"h":
-        return None
-    with os.fdopen(fd, "rb") as f:
-        got, at = _piece(f, 0)
-        if got is None:
-            return None
-        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # the ITL arrays, read in place
-    return got[0], got[1], memoryview(m)[at:]
-
-
-def main(argv: list[str], decode: Callable[[list[bytes], Path, int], tuple],
-         reduce: Callable[[list, tuple[int, Any, Any]], Any]) -> int:
-    """The helper (`python -m sgtui.session PATH START LINES SAY FD [FD2 HEAR FD3]`, which passes its decoder and
-    reducer: no import cycle): decode PATH from byte START on, LINES lines at a time (PIECE_LINES), each piece's
-    events pickled into the open file FD (its length first) with b"c" said on the pipe SAY, then (problems,
-    truncated) with b"e"; with FD2, once the caller has said on HEAR that the head's requests are in FD3
-    (`send_head`), `reduce(events, head)` into FD2 likewise, saying b"s". Exit 0 only when all of it was
+def main(argv: list[str], decode: Callable[[list[bytes], Path, int], tuple], reduce: Callable[[list], Any]) -> int:
+    """The helper (`python -m sgtui.session PATH START LINES SAY FD [FD2]`, which passes its decoder and reducer:
+    no import cycle): decode PATH from byte START on, LINES lines at a time (PIECE_LINES), each piece's events
+    pickled into the open file FD (its length first) with b"c" said on the pipe SAY, then (problems,
+    truncated) with b"e"; with FD2, `reduce(events)` likewise, saying b"s". Exit 0 only when all of it was
     written; 3 for anything else, such as a line only the caller may judge (it then decodes the tail itself)."""
     path, start, piece, words, fd = Path(argv[0]), int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
     gc.disable()
@@ -305,11 +248,8 @@ def main(argv: list[str], decode: Callable[[list[bytes], Path, int], tuple],
         _say(o, words, b"e", (problems, truncated))
     if len(argv) > 5:
         try:
-            head = _heard(int(argv[6]), int(argv[7]))
-            if head is None:  # not told where the tail begins among the caller's events: it reduces them itself
-                return 3
-            reduced = reduce(events, head)
-        except Exception:  # noqa: BLE001 - the caller reduces the steps itself
+            reduced = reduce(events)
+        except Exception:  # noqa: BLE001 - the caller reduces the tail's steps itself
             return 3
         with os.fdopen(int(argv[5]), "wb") as o:
             _say(o, words, b"s", reduced)

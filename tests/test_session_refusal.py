@@ -133,7 +133,7 @@ def test_replay_on_a_terminal_reads_a_large_session_once_in_the_ui(tmp_path, mon
 
     path = _big_session(tmp_path / "big.jsonl")
     reads = []
-    monkeypatch.setattr(session, "_read", lambda p, reduce=False: reads.append(p) or ([], [], False, None))
+    monkeypatch.setattr(session, "_read", lambda p, reduce_tail=False: reads.append(p) or ([], [], False, None))
     opened = []
     monkeypatch.setattr(sgtui.tui.app, "run_replay", lambda paths, **k: opened.append(paths) or 0)
     assert _run_main(monkeypatch, ["replay", str(path)]) == 0

@@ -320,7 +320,7 @@ _DISTS = ("ttft", "tpot", "itl", "e2el")
 
 def pack_stats(sets: Sequence[RequestStats]) -> dict[str, Any]:
     """Request sets in a few flat columns (numbers, tuples, one float64 array per metric): what a helper
-    process hands back (`sgtui.state.steps.reduce_read`). Pickled as they are, thousands of `Dist`s and
+    process hands back (`sgtui.state.steps.reduce_tail`). Pickled as they are, thousands of `Dist`s and
     their small arrays took ~0.3 s of the replay's GIL to load; columns load in milliseconds. An ITL set's
     requests are left out (`unpack_stats` takes them from whoever adopts the set)."""
     np = bulk.numpy()

@@ -11,10 +11,9 @@ from __future__ import annotations
 import bisect
 import functools
 from dataclasses import dataclass, field
-from array import array
-from itertools import chain, islice
+from itertools import islice
 from operator import attrgetter
-from typing import Any, Iterator, Sequence
+from typing import Sequence
 
 from sgtui.events import Event, Request
 from sgtui.state.fold import GpuState, RunState, StepState
@@ -182,85 +181,53 @@ def _reduce(batch: list[tuple[StepState, int]]) -> None:
             st._cache["requests"] = (n, reduced)
 
 
-#: One step of a large session reduced by the helper of its read (`sgtui.session_split`): (run, step, index of its
-#: first request among the read's events, how many requests, their reduction; its ITL set without its requests
-#: until a step adopts it)
-ReducedStep = tuple[str, int, int, int, RequestStats]
-#: What `head_requests` reads of a request, in `Request`'s order from ttft on: all that its reduction reads
-#: (`sgtui.state.metrics.request_stats_many`)
-_HEAD_FIELDS = ("ttft", "latency", "prompt_tokens", "output_tokens", "error")
+#: One step of a session's tail reduced by the helper that decoded it (`sgtui.session_split`): (run, step, index
+#: of its first request among the tail's events, how many requests, their reduction; its ITL set without its
+#: requests until a step adopts it)
+TailStep = tuple[str, int, int, int, RequestStats]
 
 
-def head_requests(events: Sequence[Event]) -> tuple[dict[str, Any], list[array]]:
-    """The RL steps' requests among `events` (a large session's head, decoded by the replay's own process) as
-    columns, with their ITL arrays apart (written raw): what the read's helper needs to reduce them with the
-    tail's (`reduce_read`), so that the replay's process, which folds meanwhile, reduces none of them
-    (~1 s of its GIL at 1M events, beside a fold of 1.5). Building them costs ~0.1 s here."""
-    at = [i for i, e in enumerate(events) if type(e) is Request and e.step > 0]
-    reqs = list(map(events.__getitem__, at))
-    cols: dict[str, Any] = {name: list(map(attrgetter(name), reqs)) for name in ("run", "step", *_HEAD_FIELDS)}
-    cols["at"] = array("q", at)
-    itl = list(map(_ITL, reqs))
-    cols["gaps"] = array("q", map(len, itl))
-    return cols, itl
-
-
-def _head(cols: dict[str, Any], itl: Any) -> Iterator[tuple[int, Request]]:
-    """(index, request) of `head_requests`' columns, rebuilt in the helper with what a reduction reads;
-    `itl` the raw ITL arrays one after the other."""
-    raw = memoryview(itl).cast("B")
-    o = 0
-    for i, run, n, ttft, latency, inp, out, error, k in zip(
-            cols["at"], cols["run"], cols["step"], *(cols[f] for f in _HEAD_FIELDS), cols["gaps"]):
-        gaps = array("d")
-        gaps.frombytes(raw[o:o + 8 * k])
-        o += 8 * k
-        yield i, Request(0.0, run, n, 0.0, ttft, latency, gaps, inp, out, error)
-
-
-def reduce_read(tail: Sequence[Event], offset: int, head: tuple[dict[str, Any], Any] | None = None
-                ) -> tuple[list[tuple[str, int, int, int]], dict]:
-    """Reduce the requests of every RL step of a large session as `reduce_steps` does, in the helper process of
-    its read (`sgtui.session_split`), which decoded `tail` (its events from index `offset` of the read's on) and
-    is given the head's requests (`head_requests`): the replay's own process, folding meanwhile, then only
-    adopts them (`adopt_reductions`), a step that spans both parts too. Packed for the way back
-    (`unpack_reductions`): an ITL set's requests are left out, the adopting step puts its own back."""
+def reduce_tail(events: Sequence[Event]) -> tuple[list[tuple[str, int, int, int]], dict]:
+    """Reduce the requests of every RL step among `events` as `reduce_steps` does, in the helper process that
+    decoded them (a large session's tail): the replay's own process, folding meanwhile, then only adopts
+    them (`adopt_reductions`). Packed for the way back (`unpack_tail`): an ITL set's requests are left out,
+    the adopting step puts its own back."""
     found: dict[tuple[str, int], tuple[int, StepState]] = {}
-    pairs = ((offset + i, e) for i, e in enumerate(tail) if type(e) is Request and e.step > 0)
-    for i, e in chain(_head(*head) if head is not None else (), pairs):
-        got = found.get((e.run, e.step))
-        if got is None:
-            got = found[e.run, e.step] = (i, StepState(e.step))
-        got[1].requests.append(e)
+    for i, e in enumerate(events):
+        if type(e) is Request and e.step > 0:
+            got = found.get((e.run, e.step))
+            if got is None:
+                got = found[e.run, e.step] = (i, StepState(e.step))
+            got[1].requests.append(e)
     reduce_steps([st for _, st in found.values()])
     where = [(run, n, i, st._cache["requests"][0]) for (run, n), (i, st) in found.items()]
     return where, pack_stats([st._cache["requests"][1] for _, st in found.values()])
 
 
-def unpack_reductions(packed: tuple[list[tuple[str, int, int, int]], dict]) -> list[ReducedStep]:
-    """What `reduce_read` gave, as the steps `adopt_reductions` takes."""
+def unpack_tail(packed: tuple[list[tuple[str, int, int, int]], dict]) -> list[TailStep]:
+    """What `reduce_tail` gave, as the steps `adopt_reductions` takes."""
     where, stats = packed
     return [(*w, reduced) for w, reduced in zip(where, unpack_stats(stats))]
 
 
-def adopt_reductions(runs: dict[str, RunState], reduced: list[ReducedStep], events: Sequence[Event]
-                     ) -> list[ReducedStep]:
-    """Give each folded step its reduction from `reduced` (`reduce_read` of the read that gave `events`) where
-    the step holds exactly those requests: as many, its first the very object the helper counted from (a fold
-    that differs is left to be reduced here). The ones whose step is not folded completely yet are given
-    back, to be tried again."""
+def adopt_reductions(runs: dict[str, RunState], tail: list[TailStep], events: Sequence[Event],
+                     start: int) -> list[TailStep]:
+    """Give each folded step its reduction from `tail` (`reduce_tail` of `events[start:]`) where the step holds
+    exactly those requests: as many, its first the very object the helper counted from (a step that began
+    before the tail, or a fold that differs, is left to be reduced here). The ones whose step is not folded
+    completely yet are given back, to be tried again."""
     later = []
-    for run_label, n, i, count, red in reduced:
+    for run_label, n, i, count, reduced in tail:
         run = runs.get(run_label)
         st = run.steps.get(n) if run is not None else None
         have = len(st.requests) if st is not None else 0
-        if have < count and (not have or st.requests[0] is events[i]):
-            later.append((run_label, n, i, count, red))
-        elif have == count and st.requests[0] is events[i] and \
+        if have < count and (not have or st.requests[0] is events[start + i]):
+            later.append((run_label, n, i, count, reduced))
+        elif have == count and st.requests[0] is events[start + i] and \
                 ((c := st._cache.get("requests")) is None or c[0] != count):
-            if not red.itl.kept:
-                red.itl.requests = [r for r in st.requests if not r.error]
-            st._cache["requests"] = (count, red)
+            if not reduced.itl.kept:
+                reduced.itl.requests = [r for r in st.requests if not r.error]
+            st._cache["requests"] = (count, reduced)
     return later
 
 

@@ -356,14 +356,14 @@ class Hub:
         with gc_paused():
             for i, p in enumerate(self.paths):
                 try:
-                    res = read_session(p, reduce=True)
+                    res = read_session(p, reduce_tail=True)
                 except SessionReadError as e:
                     if self.on_error is not None:
                         self.on_error(str(e))
                     res = None
                 if res is not None:
                     self.sessions[i].state.problems.extend(res.problems)
-                self.sessions[i].keep_read(res)  # its steps reduced by the read's helper meanwhile, adopted once folded
+                self.sessions[i].keep_tail(res)  # its steps reduced by the read's helper meanwhile, adopted on
                 timelines.append(res.events if res is not None else [])
             gc.freeze()  # the files' events live as long as the replay (FREEZE_EVERY): no collection walks them
         self.replay = ReplayClock(timelines, [ts.apply for ts in self.sessions], self._refold,

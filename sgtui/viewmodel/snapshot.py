@@ -125,12 +125,10 @@ class SnapshotBuilder:
             if cached is None or cached[0] != k:
                 stale.append((key, ts, run, k))
         now = self.mono()
-        awaiting = [ts for ts in self.sessions if ts.awaiting]
         if rushing:
             due = False
             sessions = list(self.sessions)
-            # a warm batch adopts what the files' helpers have handed over, and reduces steps they do not cover
-            if not self._worker.busy and (awaiting or _unreduced_steps(sessions, 1, dict(self._warmed))):
+            if not self._worker.busy and _unreduced_steps(sessions, 1, dict(self._warmed)):
                 warmed = self._warmed
                 self._worker.warm(lambda: _adopted(sessions) or _unreduced_steps(sessions, WARM_STEPS, warmed))
         elif silent:
@@ -139,11 +137,7 @@ class SnapshotBuilder:
             due = now >= self._next_quiet
         else:
             due = now >= self._next_heavy and self._last_cost <= HEAVY_QUIET_ONLY_S
-        if stale and due and not self._worker.busy and awaiting:
-            # the files' helpers are reducing every step: the worker waits for them (the GIL free meanwhile)
-            # rather than reducing the same steps a second time; the round follows when it is idle again
-            self._worker.warm(lambda: _awaited(awaiting))
-        elif stale and due and not self._worker.busy:
+        if stale and due and not self._worker.busy:
             _adopted(self.sessions)  # the worker is idle: no warm batch adopts meanwhile
             frozen_gpu: dict[int, GpuState] = {}
             jobs = []
@@ -270,25 +264,14 @@ class SnapshotBuilder:
 #: (~40 ms). 256 rather than 64: a 1M-event replay settled 1.07x (best) to 1.20x (median) sooner, with a
 #: quarter of the numpy calls and of the looks (4 alternated rounds, benchmarks/replay_load.py --baseline).
 WARM_STEPS = 256
-#: Seconds the worker waits for a read's helper to hand its reductions over (`_awaited`) before it gives up on it
-#: and the round reduces those steps itself (at 1M events the helper is done about when the fold is).
-AWAIT_S = 60.0
 
 
 def _adopted(sessions: list[TrackedSession]) -> None:
-    """The reductions the read's helpers made of the files' steps, given to the steps folded so far: in the
+    """The reductions the read's helpers made of the files' tails, given to the steps folded so far: in the
     worker's thread before each warm batch (those steps are then not among it), in the hub's before a
     summaries round (while the worker is idle: one thread at a time)."""
     for ts in sessions:
-        ts.adopt_read()
-
-
-def _awaited(sessions: list[TrackedSession]) -> list[StepState]:
-    """A warm batch of none, once the read's helpers of `sessions` have handed their reductions over and the
-    folded steps have adopted them (in the worker's thread: the hub's round follows once it is idle)."""
-    for ts in sessions:
-        ts.await_reductions(AWAIT_S)
-    return []
+        ts.adopt_tail()
 
 
 def _unreduced_steps(sessions: list[TrackedSession], most: int, cursors: dict[int, tuple[RunState, int]]
@@ -300,10 +283,9 @@ def _unreduced_steps(sessions: list[TrackedSession], most: int, cursors: dict[in
     Each run's steps are looked at from its cursor on (`cursors`, by run, advanced past the steps handed
     out, which the caller reduces before it asks again): a replay at speed max asks ~100 times, and going
     over every step each time was a third of a second of the fold's GIL. A step that grows after it was
-    passed (not seen in sgtui's sessions) is left to the summaries round, which reduces whatever is not.
-    A session whose read's helper is still reducing its steps is left to it (`TrackedSession.awaiting`)."""
+    passed (not seen in sgtui's sessions) is left to the summaries round, which reduces whatever is not."""
     out: list[StepState] = []
-    for run in [r for ts in sessions if not ts.awaiting for r in list(ts.state.runs.values())]:
+    for run in [r for ts in sessions for r in list(ts.state.runs.values())]:
         steps = run.steps
         keys = list(steps)  # in the order they came: by number
         last = max(keys, default=0)

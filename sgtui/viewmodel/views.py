@@ -23,8 +23,8 @@ from typing import Callable
 from sgtui.events import Error, Event
 from sgtui.labels import run_labels
 from sgtui.session import ReadResult
-from sgtui.state import (GpuState, PhaseSpan, ReducedStep, RunState, RunSummary, SessionState, adopt_reductions,
-                         unpack_reductions)
+from sgtui.state import (GpuState, PhaseSpan, RunState, RunSummary, SessionState, TailStep, adopt_reductions,
+                         unpack_tail)
 from sgtui.verdict import Verdict
 
 LOG_TAIL = 200
@@ -159,34 +159,19 @@ class TrackedSession:
         #: the fold's own `apply`, no call in between (a replay applies a million events)
         self.apply: Callable[[Event], None] = self.state.apply
         self._read: ReadResult | None = None  # the file's read, while its helper may still hand reductions over
-        self._pending: list[ReducedStep] | None = None  # reductions handed over, their steps not folded yet
+        self._pending: list[TailStep] | None = None  # reductions handed over, their steps not folded yet
 
-    def keep_read(self, read: ReadResult | None) -> None:
-        """Adopt, from now on, the reductions of the file's steps its read's helper makes (`adopt_read`)."""
+    def keep_tail(self, read: ReadResult | None) -> None:
+        """Adopt, from now on, the reductions of the file's tail its read's helper makes (`adopt_tail`)."""
         self.close()
         if read is not None and read.tail is not None:
             self._read = read
 
-    @property
-    def awaiting(self) -> bool:
-        """The read's helper is still reducing this file's steps: nobody here should (`snapshot._unreduced_steps`)."""
-        return self._read is not None and self._pending is None
-
-    def await_reductions(self, timeout: float) -> None:
-        """Wait (up to `timeout` seconds, the GIL released) for the read's helper to hand its reductions over, then
-        adopt them: the summaries worker's wait before a round, instead of reducing every step a second time.
-        A helper gone or slower than that is given up: the round reduces the steps itself."""
-        if self.awaiting:
-            if self._read.tail.wait_reductions(timeout):  # type: ignore[union-attr]
-                self.adopt_read()
-            else:
-                self.close()
-
-    def adopt_read(self) -> None:
-        """Give the folded steps the reductions the read's helper made of their requests
+    def adopt_tail(self) -> None:
+        """Give the folded steps of the file's tail the reductions the read's helper made of their requests
         (`sgtui.state.adopt_reductions`), as far as both are there, so those steps are not reduced a second
-        time here. One thread at a time (`snapshot._adopted`): the summaries worker's before each warm batch
-        or round, the hub's before a summaries round while the worker is idle."""
+        time here. One thread at a time (`snapshot._adopted`): the summaries worker's before each warm batch,
+        the hub's before a summaries round while the worker is idle."""
         read = self._read
         if read is None or read.tail is None:
             return
@@ -196,8 +181,8 @@ class TrackedSession:
                 if read.tail.ended:  # it failed: the worker reduces those steps itself
                     self.close()
                 return
-            self._pending = unpack_reductions(got)
-        self._pending = adopt_reductions(self.state.runs, self._pending, read.events)
+            self._pending = unpack_tail(got)
+        self._pending = adopt_reductions(self.state.runs, self._pending, read.events, read.tail_start)
         if not self._pending:
             self.close()
 
