@@ -335,6 +335,46 @@ assert _ITL_AT == 6, "_request takes the fields before itl by name"
 for _cls in EVENT_TYPES:
     _cls.__reduce__ = _reduce  # type: ignore[method-assign,assignment]
 
+#: Readers of a request's fields but its ITL gaps, in `Request`'s order (`pack_events`).
+_REQUEST_COLUMNS = [operator.attrgetter(name) for name in _NAMES["request"] if name != "itl"]
+_ITL = operator.attrgetter("itl")
+
+
+def pack_events(events: list[Event]) -> tuple:
+    """Events as one value to pickle, their requests in columns (a list per field, ITL gaps as one buffer):
+    the helper that decodes a large session's tail hands its events over this way (`sgtui.session_split`).
+    Pickling a request as itself called a Python function per request both ways (`_reduce`, `_request`):
+    a 60,000-line piece took 0.15-0.22 s to pickle and 0.07-0.10 s to load, in columns 0.08-0.10 and 0.07.
+    The other events (gauges, phases: dicts inside) are pickled as they are."""
+    at = [i for i, e in enumerate(events) if type(e) is Request]
+    reqs = list(map(events.__getitem__, at))
+    others = [e for e in events if type(e) is not Request]
+    itl = list(map(_ITL, reqs))
+    return (len(events), array("q", at), [list(map(get, reqs)) for get in _REQUEST_COLUMNS],
+            array("q", map(len, itl)), b"".join(itl), others)
+
+
+def unpack_events(packed: tuple) -> list[Event]:
+    """The events `pack_events` packed, equal to them, in their order."""
+    n, at, cols, lens, itl, others = packed
+    raw = memoryview(itl)
+    gaps = []
+    o = 0
+    for k in lens.tolist():
+        a = array("d")
+        a.frombytes(raw[o:o + 8 * k])
+        o += 8 * k
+        gaps.append(a)
+    cols.insert(_ITL_AT, gaps)
+    reqs = list(map(Request, *cols))
+    if not others:
+        return reqs
+    out: list[Event | None] = [None] * n
+    for i, r in zip(at.tolist(), reqs):
+        out[i] = r
+    rest = iter(others)
+    return [e if e is not None else next(rest) for e in out]
+
 
 def to_dict(event: Event) -> dict[str, Any]:
     d: dict[str, Any] = {"kind": event.kind}

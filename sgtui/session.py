@@ -22,7 +22,8 @@ from typing import Any, Iterable
 import orjson
 
 from sgtui import __version__, session_split
-from sgtui.events import PLAIN_BUILDERS, SCHEMA, Event, EventError, SchemaTooNew, SessionHeader, decode, encode
+from sgtui.events import (PLAIN_BUILDERS, SCHEMA, Event, EventError, SchemaTooNew, SessionHeader, decode, encode,
+                          pack_events, unpack_events)
 from sgtui.gcpause import gc_paused
 
 # Names of secrets, not of counts: "HF_TOKEN", "--hf-token", "api_key", but not "max_output_tokens".
@@ -257,7 +258,7 @@ def _read(path: Path, reduce_tail: bool = False
         try:
             head = session_split.HeadLines(f, split)
             events, problems, _ = _decode(head, path, partial_tail=False)
-            tail = helper.result()
+            tail = helper.result(unpack_events)
             if tail is not None and reduce_tail:
                 kept = helper, len(events)
         finally:
@@ -393,4 +394,4 @@ if __name__ == "__main__":  # the helper that decodes a large session's tail (`s
         return reduce_tail(events)
 
     sys.stderr.flush()
-    os._exit(session_split.main(sys.argv[1:], _decode, _reduce))  # no teardown of ~1M objects: done once written
+    os._exit(session_split.main(sys.argv[1:], _decode, _reduce, pack_events))  # no teardown of ~1M objects: done once written

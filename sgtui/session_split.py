@@ -156,7 +156,8 @@ class TailDecoder:
         self._heard += 1
         return self._said[self._heard - 1:self._heard]
 
-    def result(self, timeout: float = WAIT_S) -> tuple[list, list[tuple[int, str]], bool] | None:
+    def result(self, unpack: Callable[[Any], list], timeout: float = WAIT_S
+               ) -> tuple[list, list[tuple[int, str]], bool] | None:
         """(events, problems with line numbers counted from the tail's first line, truncated), or None when
         the helper gave nothing (the caller then decodes the tail itself). The pieces are loaded as they come:
         the ones the helper has written while this process decoded the head, then each as it is written."""
@@ -170,7 +171,11 @@ class TailDecoder:
             if word == b"e":
                 self._out.close()  # its pieces are loaded: the file's hundreds of MB go now, not with the helper
                 return events, *got
-            events += got
+            try:
+                with gc_paused():
+                    events += unpack(got)
+            except (TypeError, ValueError, IndexError, StopIteration):  # not what was packed: decoded here instead
+                return None
         return None
 
     def reductions(self) -> Any:
@@ -221,10 +226,12 @@ def _say(o: BinaryIO, words: int, word: bytes, obj: Any) -> None:
     os.write(words, word)
 
 
-def main(argv: list[str], decode: Callable[[list[bytes], Path, int], tuple], reduce: Callable[[list], Any]) -> int:
-    """The helper (`python -m sgtui.session PATH START LINES SAY FD [FD2]`, which passes its decoder and reducer:
-    no import cycle): decode PATH from byte START on, LINES lines at a time (PIECE_LINES), each piece's events
-    pickled into the open file FD (its length first) with b"c" said on the pipe SAY, then (problems,
+def main(argv: list[str], decode: Callable[[list[bytes], Path, int], tuple], reduce: Callable[[list], Any],
+         pack: Callable[[list], Any]) -> int:
+    """The helper (`python -m sgtui.session PATH START LINES SAY FD [FD2]`, which passes its decoder, reducer and
+    packer: no import cycle): decode PATH from byte START on, LINES lines at a time (PIECE_LINES), each piece's
+    events packed (`sgtui.events.pack_events`: `result` unpacks them) and pickled into the open file FD (its
+    length first) with b"c" said on the pipe SAY, then (problems,
     truncated) with b"e"; with FD2, `reduce(events)` likewise, saying b"s". Exit 0 only when all of it was
     written; 3 for anything else, such as a line only the caller may judge (it then decodes the tail itself)."""
     path, start, piece, words, fd = Path(argv[0]), int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
@@ -239,7 +246,7 @@ def main(argv: list[str], decode: Callable[[list[bytes], Path, int], tuple], red
                 lineno = 1
                 while not truncated and (lines := list(islice(f, piece))):
                     got, bad, truncated = decode(lines, path, lineno)
-                    _say(o, words, b"c", got)  # the caller loads it while this goes on
+                    _say(o, words, b"c", pack(got))  # the caller loads it while this goes on
                     events += got
                     problems += bad
                     lineno += len(lines)

@@ -144,6 +144,23 @@ def test_itl_values_are_limit_checked(itl, why):
             E.decode(line, 7)
 
 
+def test_events_packed_for_the_read_helper_come_back_equal_and_in_order():
+    """`pack_events` (requests in columns, the rest as they are) and `unpack_events` give back the very
+    events, in their order and with their types (an int where a float may be, an empty ITL list)."""
+    import pickle
+
+    from tests.gen import generate
+
+    evs = generate(steps=2, requests=5, itl_len=7, seed=3)
+    evs.insert(3, E.decode(orjson.dumps({"kind": "request", "t": 5, "run": "a", "step": 1, "latency": 2,
+                                         "itl": [], "error": "boom", "model": "m"})))
+    got = E.unpack_events(pickle.loads(pickle.dumps(E.pack_events(evs))))
+    assert got == evs and [type(e) for e in got] == [type(e) for e in evs]
+    assert type(got[3].t) is int and type(got[3].latency) is int and got[3].itl == array("d")
+    only = [e for e in evs if isinstance(e, E.Request)]
+    assert E.unpack_events(E.pack_events(only)) == only and E.unpack_events(E.pack_events([])) == []
+
+
 def test_repeated_labels_and_counts_are_one_object_each():
     """A run label, a model name, a step number on every line: one object per value, not one per event."""
     lines = [orjson.dumps({"kind": "request", "t": 1.0, "run": "vllm-sleep1", "step": 1000 + i // 2,

@@ -75,8 +75,8 @@ def test_the_tail_really_comes_from_the_helper(tmp_path, split_always, monkeypat
     results = []
     real = session_split.TailDecoder.result
 
-    def spy(self, timeout=session_split.WAIT_S):
-        out = real(self, timeout)
+    def spy(self, unpack, timeout=session_split.WAIT_S):
+        out = real(self, unpack, timeout)
         results.append(out)
         return out
 
