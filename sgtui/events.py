@@ -315,8 +315,8 @@ _FIELDS: dict[type, Any] = {c: operator.attrgetter(*(f.name for f in dataclasses
 
 def _reduce(event: Event) -> tuple:
     """Pickle an event as its class and its fields (ITL gaps as bytes): the helper process that decodes a
-    large session's tail (`sgtui.session_split`) hands its events back this way; the default pickling of
-    slotted dataclasses took ~3x as long, both ways."""
+    large session's tail (`sgtui.session_split`) hands its gauges, phases and samples back this way (its
+    requests in columns: `pack_events`); the default pickling of slotted dataclasses took ~3x as long."""
     if type(event) is Request:
         fields = _FIELDS[Request](event)
         return _request, (*fields[:_ITL_AT], event.itl.tobytes(), *fields[_ITL_AT + 1:])
@@ -335,45 +335,54 @@ assert _ITL_AT == 6, "_request takes the fields before itl by name"
 for _cls in EVENT_TYPES:
     _cls.__reduce__ = _reduce  # type: ignore[method-assign,assignment]
 
-#: Readers of a request's fields but its ITL gaps, in `Request`'s order (`pack_events`).
-_REQUEST_COLUMNS = [operator.attrgetter(name) for name in _NAMES["request"] if name != "itl"]
-_ITL = operator.attrgetter("itl")
+#: Readers of each kind's fields, in order (`pack_events`).
+_READERS: dict[type, list[Any]] = {c: [operator.attrgetter(f.name) for f in dataclasses.fields(c)] for c in EVENT_TYPES}
 
 
 def pack_events(events: list[Event]) -> tuple:
-    """Events as one value to pickle, their requests in columns (a list per field, ITL gaps as one buffer):
-    the helper that decodes a large session's tail hands its events over this way (`sgtui.session_split`).
-    Pickling a request as itself called a Python function per request both ways (`_reduce`, `_request`):
-    a 60,000-line piece took 0.15-0.22 s to pickle and 0.07-0.10 s to load, in columns 0.08-0.10 and 0.07.
-    The other events (gauges, phases: dicts inside) are pickled as they are."""
-    at = [i for i, e in enumerate(events) if type(e) is Request]
-    reqs = list(map(events.__getitem__, at))
-    others = [e for e in events if type(e) is not Request]
-    itl = list(map(_ITL, reqs))
-    return (len(events), array("q", at), [list(map(get, reqs)) for get in _REQUEST_COLUMNS],
-            array("q", map(len, itl)), b"".join(itl), others)
+    """Events as one value to pickle, in columns: a list per field of each kind, a request's ITL gaps as one
+    buffer. The helper that decodes a large session's tail hands its events over this way
+    (`sgtui.session_split`). Pickled one by one, each event cost a Python call both ways (`_reduce`, and
+    its class or `_request` when loaded) and a pickler memo entry per field object: the replay settled
+    1.3x later (benchmarks/replay_load.py, 4 alternated rounds)."""
+    kinds = list(map(type, events))
+    parts = []
+    for cls in dict.fromkeys(kinds):
+        at = [i for i, k in enumerate(kinds) if k is cls]
+        these = list(map(events.__getitem__, at))
+        cols = [list(map(get, these)) for get in _READERS[cls]]
+        itl = None
+        if cls is Request:
+            gaps = cols[_ITL_AT]
+            itl = array("q", map(len, gaps)), b"".join(gaps)
+            cols[_ITL_AT] = None
+        parts.append((cls, array("q", at), cols, itl))
+    return len(events), parts
 
 
 def unpack_events(packed: tuple) -> list[Event]:
     """The events `pack_events` packed, equal to them, in their order."""
-    n, at, cols, lens, itl, others = packed
-    raw = memoryview(itl)
-    gaps = []
+    n, parts = packed
+    out: list[Any] = [None] * n
+    for cls, at, cols, itl in parts:
+        if itl is not None:
+            cols[_ITL_AT] = _gaps(*itl)
+        for i, e in zip(at.tolist(), map(cls, *cols)):
+            out[i] = e
+    return out
+
+
+def _gaps(lens: array, raw: bytes) -> list[array]:
+    """The ITL arrays `pack_events` joined: `lens[k]` values each, in order."""
+    view = memoryview(raw)
+    out = []
     o = 0
     for k in lens.tolist():
         a = array("d")
-        a.frombytes(raw[o:o + 8 * k])
+        a.frombytes(view[o:o + 8 * k])
         o += 8 * k
-        gaps.append(a)
-    cols.insert(_ITL_AT, gaps)
-    reqs = list(map(Request, *cols))
-    if not others:
-        return reqs
-    out: list[Event | None] = [None] * n
-    for i, r in zip(at.tolist(), reqs):
-        out[i] = r
-    rest = iter(others)
-    return [e if e is not None else next(rest) for e in out]
+        out.append(a)
+    return out
 
 
 def to_dict(event: Event) -> dict[str, Any]:

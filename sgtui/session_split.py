@@ -3,10 +3,10 @@
 Why: decoding a line (orjson, then validation into its event dataclass) costs ~3x the bare `orjson.loads`,
 and the GIL keeps it on one core: a 1M-event session (700 MiB) took 5.5 s of the 2-core CI box to read
 before a replay could show it. Here a helper process (`python -m sgtui.session`) decodes the last
-TAIL_SHARE of the file with the same decoder and hands its events back pickled (`sgtui.events` pickles an
-event as its class and its field values, ITL gaps as bytes), which this process loads at ~1 us an event
-instead of ~5.6 to decode: the two parts end together and the read takes ~2/3 of the time
-(benchmarks/replay_load.py).
+TAIL_SHARE of the file with the same decoder and hands its events back pickled, requests in columns
+(`sgtui.events.pack_events`: pickled one by one, each request cost a Python call both ways, and the replay
+settled 1.3x later), which this process loads at ~1 us an event instead of ~5.6 to decode: the two parts
+end together and the read takes ~2/3 of the time (benchmarks/replay_load.py).
 
 The helper hands its events over in pieces as it decodes them (PIECE_LINES lines each): this process loads
 the pieces written meanwhile once its head is decoded, then each next one as it comes, so that the helper's
