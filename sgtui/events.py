@@ -310,30 +310,9 @@ def _accepted_types(annotation: Any) -> tuple[type, ...]:
 
 
 _NAMES: dict[str, tuple[str, ...]] = {k: tuple(f.name for f in dataclasses.fields(c)) for k, c in KINDS.items()}
-_FIELDS: dict[type, Any] = {c: operator.attrgetter(*(f.name for f in dataclasses.fields(c))) for c in EVENT_TYPES}
-
-
-def _reduce(event: Event) -> tuple:
-    """Pickle an event as its class and its fields (ITL gaps as bytes): the helper process that decodes a
-    large session's tail (`sgtui.session_split`) hands its gauges, phases and samples back this way (its
-    requests in columns: `pack_events`); the default pickling of slotted dataclasses took ~3x as long."""
-    if type(event) is Request:
-        fields = _FIELDS[Request](event)
-        return _request, (*fields[:_ITL_AT], event.itl.tobytes(), *fields[_ITL_AT + 1:])
-    return type(event), _FIELDS[type(event)](event)
-
-
-def _request(t: float, run: str, step: int, start: float, ttft: float, latency: float, itl: bytes,
-             *rest: Any) -> Request:
-    gaps = array("d")
-    gaps.frombytes(itl)
-    return Request(t, run, step, start, ttft, latency, gaps, *rest)
-
-
+#: Where a request's ITL gaps are among its fields (`pack_events` packs them apart).
 _ITL_AT = _NAMES["request"].index("itl")
-assert _ITL_AT == 6, "_request takes the fields before itl by name"
-for _cls in EVENT_TYPES:
-    _cls.__reduce__ = _reduce  # type: ignore[method-assign,assignment]
+
 
 #: Readers of each kind's fields, in order (`pack_events`).
 _READERS: dict[type, list[Any]] = {c: [operator.attrgetter(f.name) for f in dataclasses.fields(c)] for c in EVENT_TYPES}
@@ -342,9 +321,9 @@ _READERS: dict[type, list[Any]] = {c: [operator.attrgetter(f.name) for f in data
 def pack_events(events: list[Event]) -> tuple:
     """Events as one value to pickle, in columns: a list per field of each kind, a request's ITL gaps as one
     buffer. The helper that decodes a large session's tail hands its events over this way
-    (`sgtui.session_split`). Pickled one by one, each event cost a Python call both ways (`_reduce`, and
-    its class or `_request` when loaded) and a pickler memo entry per field object: the replay settled
-    1.3x later (benchmarks/replay_load.py, 4 alternated rounds)."""
+    (`sgtui.session_split`). Pickled one by one (as their class and fields, ITL gaps as bytes), each event
+    cost a Python call both ways and a pickler memo entry per field object: the replay settled 1.3x later
+    (benchmarks/replay_load.py, 4 alternated rounds)."""
     kinds = list(map(type, events))
     parts = []
     for cls in dict.fromkeys(kinds):
