@@ -394,4 +394,5 @@ if __name__ == "__main__":  # the helper that decodes a large session's tail (`s
         return reduce_tail(events)
 
     sys.stderr.flush()
-    os._exit(session_split.main(sys.argv[1:], _decode, _reduce, pack_events))  # no teardown of ~1M objects: done once written
+    # no teardown of ~1M objects: done once written
+    os._exit(session_split.main(sys.argv[1:], _decode, _reduce, pack_events))

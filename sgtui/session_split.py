@@ -3,8 +3,8 @@
 Why: decoding a line (orjson, then validation into its event dataclass) costs ~3x the bare `orjson.loads`,
 and the GIL keeps it on one core: a 1M-event session (700 MiB) took 5.5 s of the 2-core CI box to read
 before a replay could show it. Here a helper process (`python -m sgtui.session`) decodes the last
-TAIL_SHARE of the file with the same decoder and hands its events back pickled, requests in columns
-(`sgtui.events.pack_events`: pickled one by one, each request cost a Python call both ways, and the replay
+TAIL_SHARE of the file with the same decoder and hands its events back pickled in columns
+(`sgtui.events.pack_events`: pickled one by one, each event cost a Python call both ways, and the replay
 settled 1.3x later), which this process loads at ~1 us an event instead of ~5.6 to decode: the two parts
 end together and the read takes ~2/3 of the time (benchmarks/replay_load.py).
 
@@ -174,7 +174,7 @@ class TailDecoder:
             try:
                 with gc_paused():
                     events += unpack(got)
-            except (TypeError, ValueError, IndexError, StopIteration):  # not what was packed: decoded here instead
+            except (TypeError, ValueError, IndexError):  # not what was packed: the tail is decoded here instead
                 return None
         return None
 
@@ -231,9 +231,9 @@ def main(argv: list[str], decode: Callable[[list[bytes], Path, int], tuple], red
     """The helper (`python -m sgtui.session PATH START LINES SAY FD [FD2]`, which passes its decoder, reducer and
     packer: no import cycle): decode PATH from byte START on, LINES lines at a time (PIECE_LINES), each piece's
     events packed (`sgtui.events.pack_events`: `result` unpacks them) and pickled into the open file FD (its
-    length first) with b"c" said on the pipe SAY, then (problems,
-    truncated) with b"e"; with FD2, `reduce(events)` likewise, saying b"s". Exit 0 only when all of it was
-    written; 3 for anything else, such as a line only the caller may judge (it then decodes the tail itself)."""
+    length first) with b"c" said on the pipe SAY, then (problems, truncated) with b"e"; with FD2,
+    `reduce(events)` likewise, saying b"s". Exit 0 only when all of it was written; 3 for anything else, such
+    as a line only the caller may judge (it then decodes the tail itself)."""
     path, start, piece, words, fd = Path(argv[0]), int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
     gc.disable()
     events: list = []

@@ -96,7 +96,8 @@ def test_the_helper_runs_this_sgtui_whatever_the_working_directory_holds(tmp_pat
     monkeypatch.chdir(other)
     results = []
     real = session_split.TailDecoder.result
-    monkeypatch.setattr(session_split.TailDecoder, "result", lambda self, *a: results.append(real(self, *a)) or results[-1])
+    monkeypatch.setattr(session_split.TailDecoder, "result",
+                        lambda self, *a: results.append(real(self, *a)) or results[-1])
     got = read_session(os.path.relpath(path, other))  # a path relative to the working directory, too
     assert results[0] is not None and got.events == one_part(path, monkeypatch).events
 
