@@ -113,7 +113,8 @@ class TailDecoder:
         self.ended = False  # it will say nothing more (exited, or its reductions taken)
         # the helper imports this very sgtui, wherever it came from (an install, or a checkout on sys.path): run
         # from there (`-m` puts its working directory first on sys.path, ahead of PYTHONPATH: run from another
-        # checkout, it imported that one's sgtui, whose helper may speak another protocol)
+        # checkout, it imported that one's sgtui, whose helper may speak another protocol); PYTHONPATH still
+        # names it for a Python that adds no working directory (PYTHONSAFEPATH)
         here = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
         try:

@@ -40,8 +40,8 @@ from typing import Callable
 
 from sgtui.events import Event
 from sgtui.follow import FOLLOW_POLL_S, OWNER_CHECK_S, SessionFollower
-from sgtui.options import ReportOptions
 from sgtui.gcpause import gc_paused
+from sgtui.options import ReportOptions
 from sgtui.session import SessionReadError, read_session
 from sgtui.viewmodel import commands as C
 from sgtui.viewmodel.commands import check_speed
@@ -363,7 +363,8 @@ class Hub:
                     res = None
                 if res is not None:
                     self.sessions[i].state.problems.extend(res.problems)
-                self.sessions[i].keep_tail(res)  # its steps reduced by the read's helper meanwhile, adopted on
+                # the tail's steps, reduced by the read's helper meanwhile, are adopted once folded
+                self.sessions[i].keep_tail(res)
                 timelines.append(res.events if res is not None else [])
             gc.freeze()  # the files' events live as long as the replay (FREEZE_EVERY): no collection walks them
         self.replay = ReplayClock(timelines, [ts.apply for ts in self.sessions], self._refold,
